@@ -1,0 +1,223 @@
+//! The `EcrPublicPullSecret` custom resource.
+//!
+//! Every field carries a doc comment: it becomes the CRD's `description` and so the text of
+//! `kubectl explain ecrpublicpullsecret.spec`. Validation lives in the schema wherever it can
+//! (patterns, enums, CEL) so that `kubectl apply` rejects bad input; what still gets through is
+//! reported on the status by the reconciler.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the operator's resources.
+pub const GROUP: &str = "ecrpublic.pullsecrets.dev";
+/// Field manager for every write, and the `app.kubernetes.io/managed-by` value on Secrets.
+pub const MANAGER: &str = "ecr-public-pull-secret-operator";
+
+/// Keeps a `kubernetes.io/dockerconfigjson` Secret with a fresh Amazon ECR Public authorization token.
+///
+/// Reference the Secret in a Pod's `imagePullSecrets` to pull from public.ecr.aws as an
+/// authenticated user (10 pulls/s instead of the anonymous 1 pull/s and 500 GB/month).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "ecrpublic.pullsecrets.dev",
+    version = "v1alpha1",
+    kind = "EcrPublicPullSecret",
+    plural = "ecrpublicpullsecrets",
+    shortname = "epps",
+    namespaced,
+    status = "EcrPublicPullSecretStatus",
+    derive = "PartialEq",
+    doc = "Keeps a kubernetes.io/dockerconfigjson Secret with a fresh Amazon ECR Public token.",
+    printcolumn(json_path = r#".status.conditions[?(@.type=="Ready")].status"#, name = "Ready", type_ = "string"),
+    printcolumn(json_path = ".status.secretName", name = "Secret", type_ = "string"),
+    printcolumn(json_path = ".status.expiresAt", name = "Expires", type_ = "date"),
+    printcolumn(json_path = ".status.nextRefreshTime", name = "Next Refresh", type_ = "date"),
+    printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EcrPublicPullSecretSpec {
+    /// Name of the Secret to write in this resource's namespace. Defaults to the resource's own
+    /// name. Must be a DNS-1123 subdomain. A Secret of that name that this resource does not
+    /// control is never overwritten (the resource reports `SecretConflict` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub secret_name: Option<String>,
+
+    /// Everything about the Secret's content and rotation, shared with other kinds.
+    #[serde(flatten)]
+    pub settings: PullSecretSettings,
+}
+
+/// Secret content and rotation settings shared by every kind the operator serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullSecretSettings {
+    /// Registry host names written as keys under `auths` in the docker config. Allowed:
+    /// `public.ecr.aws` and its dual-stack name `ecr-public.aws.com`. Default: `["public.ecr.aws"]`.
+    #[serde(default = "default_registries")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub registries: Vec<Registry>,
+
+    /// Rotate the token when less than this remains before it expires, as a duration such as
+    /// `"6h"`, `"90m"` or `"1h30m"`. Must be shorter than the token's 12h lifetime. Default: half
+    /// the token's lifetime (6h for ECR Public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) < duration('12h')").message("refreshBefore must be greater than 0s and shorter than the 12h token lifetime"))]
+    pub refresh_before: Option<String>,
+
+    /// What to do once the token in the Secret has really expired and renewal keeps failing.
+    /// `RemoveAuth` (default) rewrites the Secret as `{"auths":{}}` so the kubelet falls back to
+    /// anonymous pulls instead of failing with 403; `Keep` leaves the expired token in place.
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
+
+    /// Labels and annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+impl Default for PullSecretSettings {
+    fn default() -> Self {
+        Self {
+            registries: default_registries(),
+            refresh_before: None,
+            on_expiry: OnExpiry::default(),
+            secret_template: None,
+        }
+    }
+}
+
+fn default_registries() -> Vec<Registry> {
+    vec![Registry::PublicEcrAws]
+}
+
+/// A registry host name served by Amazon ECR Public.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Registry {
+    /// The classic endpoint, `public.ecr.aws`.
+    #[serde(rename = "public.ecr.aws")]
+    PublicEcrAws,
+    /// The dual-stack (IPv4 and IPv6) endpoint, `ecr-public.aws.com`.
+    #[serde(rename = "ecr-public.aws.com")]
+    DualStack,
+}
+
+impl Registry {
+    /// The host name written under `auths`.
+    pub fn host(self) -> &'static str {
+        match self {
+            Registry::PublicEcrAws => "public.ecr.aws",
+            Registry::DualStack => "ecr-public.aws.com",
+        }
+    }
+}
+
+/// Behaviour once the token has expired and renewal is failing.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnExpiry {
+    /// Replace the Secret's content with `{"auths":{}}` so pulls fall back to anonymous.
+    #[default]
+    RemoveAuth,
+    /// Leave the expired token in the Secret.
+    Keep,
+}
+
+/// Metadata copied onto the generated Secret.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels added to the Secret. The operator's own `app.kubernetes.io/managed-by` label wins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Secret. Keys under `ecrpublic.pullsecrets.dev/` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Observed state, written by the operator only.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EcrPublicPullSecretStatus {
+    /// `Ready` is True while the Secret holds a valid token; otherwise its reason says why
+    /// (`NoCredentials`, `AccessDenied`, `Transient`, `AwsError`, `SecretConflict`, `InvalidSpec`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the Secret this resource writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the token currently in the Secret expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the token currently in the Secret was obtained from ECR Public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<Time>,
+    /// When the operator plans to rotate the token next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<Time>,
+}
+
+impl EcrPublicPullSecret {
+    /// Name of the Secret this resource manages.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+}
+
+/// The CRD as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml() -> String {
+    let crd = EcrPublicPullSecret::crd();
+    // serde_yaml cannot fail on a value that serde_json can represent.
+    serde_yaml::to_string(&crd).expect("CRD serializes to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn omitted_fields_take_documented_defaults() {
+        let spec: EcrPublicPullSecretSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec.secret_name, None);
+        assert_eq!(spec.settings.registries, vec![Registry::PublicEcrAws]);
+        assert_eq!(spec.settings.on_expiry, OnExpiry::RemoveAuth);
+    }
+
+    #[test]
+    fn schema_validates_in_the_api_server() {
+        let crd = serde_json::to_value(EcrPublicPullSecret::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let props = &spec["properties"];
+        assert_eq!(props["registries"]["items"]["enum"], serde_json::json!(["public.ecr.aws", "ecr-public.aws.com"]));
+        assert_eq!(props["registries"]["x-kubernetes-list-type"], "set");
+        assert_eq!(props["onExpiry"]["enum"], serde_json::json!(["RemoveAuth", "Keep"]));
+        assert!(props["refreshBefore"]["pattern"].is_string());
+        let rule = &props["refreshBefore"]["x-kubernetes-validations"][0]["rule"];
+        assert!(rule.as_str().unwrap().contains("duration('12h')"));
+        assert!(props["secretName"]["pattern"].is_string());
+        for (name, field) in props.as_object().unwrap() {
+            assert!(field["description"].is_string(), "spec.{name} needs a doc comment");
+        }
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        assert_eq!(status["properties"]["conditions"]["x-kubernetes-list-type"], "map");
+    }
+
+    #[test]
+    fn secret_defaults_to_the_resource_name() {
+        let mut cr = EcrPublicPullSecret::new("team-a", EcrPublicPullSecretSpec::default());
+        assert_eq!(cr.secret_name(), "team-a");
+        cr.spec.secret_name = Some("pull".into());
+        assert_eq!(cr.secret_name(), "pull");
+    }
+}

@@ -1,0 +1,16 @@
+//! Keeps Amazon ECR Public image pull Secrets fresh in Kubernetes.
+//!
+//! The library holds everything; `main.rs` only parses flags and calls [`controller::run`].
+//! Pure logic (schedule math, docker config building, token decoding, error classification) lives in
+//! modules without I/O and is unit-tested there.
+
+pub mod aws;
+pub mod cache;
+pub mod crd;
+pub mod duration;
+pub mod error;
+pub mod schedule;
+pub mod secret;
+pub mod token;
+
+pub use error::Error;
