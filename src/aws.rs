@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_config::{
+    BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain, retry::RetryConfig,
+    timeout::TimeoutConfig,
+};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecrpublic::{
     config::http::HttpResponse,
@@ -30,7 +33,11 @@ pub struct AwsSettings {
 
 impl Default for AwsSettings {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(5), operation_timeout: Duration::from_secs(30), max_attempts: 3 }
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+        }
     }
 }
 
@@ -38,7 +45,8 @@ impl Default for AwsSettings {
 /// explicit timeouts and standard retries. Its credentials cache is shared by every client built
 /// from it. STS uses the pod's region when there is one.
 pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
-    let region = RegionProviderChain::default_provider().or_else(Region::from_static(ECR_PUBLIC_REGION));
+    let region =
+        RegionProviderChain::default_provider().or_else(Region::from_static(ECR_PUBLIC_REGION));
     let attempt_timeout = settings.operation_timeout / settings.max_attempts.max(1);
     aws_config::defaults(BehaviorVersion::latest())
         .region(region)
@@ -57,7 +65,9 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
 /// An ECR Public client pinned to us-east-1. `AWS_ENDPOINT_URL_ECR_PUBLIC` (via the SDK config)
 /// still overrides the endpoint, which is how tests point it at the in-repo fake.
 pub fn ecr_public_client(sdk: &SdkConfig) -> aws_sdk_ecrpublic::Client {
-    let conf = aws_sdk_ecrpublic::config::Builder::from(sdk).region(Region::from_static(ECR_PUBLIC_REGION)).build();
+    let conf = aws_sdk_ecrpublic::config::Builder::from(sdk)
+        .region(Region::from_static(ECR_PUBLIC_REGION))
+        .build();
     aws_sdk_ecrpublic::Client::from_conf(conf)
 }
 
@@ -84,10 +94,21 @@ impl TokenSource for EcrPublic {
             match identity {
                 Identity::Operator => {}
             }
-            let out = self.client.get_authorization_token().send().await.map_err(|e| classify(&facts(&e)))?;
+            let out = self
+                .client
+                .get_authorization_token()
+                .send()
+                .await
+                .map_err(|e| classify(&facts(&e)))?;
             let data = out.authorization_data();
-            let expires = data.and_then(|d| d.expires_at()).and_then(|t| DateTime::from_timestamp(t.secs(), 0));
-            Token::from_response(data.and_then(|d| d.authorization_token()), expires, Utc::now())
+            let expires = data
+                .and_then(|d| d.expires_at())
+                .and_then(|t| DateTime::from_timestamp(t.secs(), 0));
+            Token::from_response(
+                data.and_then(|d| d.authorization_token()),
+                expires,
+                Utc::now(),
+            )
         })
     }
 }
@@ -148,7 +169,9 @@ where
             credentials = Some(match c {
                 CredentialsError::CredentialsNotLoaded(_) => CredentialsFailure::NotLoaded,
                 CredentialsError::ProviderTimedOut(_) => CredentialsFailure::TimedOut,
-                CredentialsError::InvalidConfiguration(_) => CredentialsFailure::InvalidConfiguration,
+                CredentialsError::InvalidConfiguration(_) => {
+                    CredentialsFailure::InvalidConfiguration
+                }
                 CredentialsError::ProviderError(_) => CredentialsFailure::ProviderError,
                 _ => CredentialsFailure::Other,
             });
@@ -176,17 +199,27 @@ const THROTTLING_CODES: &[&str] = &[
     "RequestThrottledException",
     "SlowDown",
 ];
-const ACCESS_DENIED_CODES: &[&str] =
-    &["AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"];
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+];
 
 /// Turns the facts of a failure into the error users see. Pure.
 pub fn classify(f: &Facts) -> Error {
     let detail = f.message.clone();
     if let Some(c) = &f.credentials {
         return match c {
-            CredentialsFailure::NotLoaded | CredentialsFailure::InvalidConfiguration => Error::NoCredentials { detail },
-            CredentialsFailure::TimedOut => Error::Transient { detail: format!("credentials provider timed out: {detail}") },
-            CredentialsFailure::ProviderError | CredentialsFailure::Other => Error::CredentialsRejected { detail },
+            CredentialsFailure::NotLoaded | CredentialsFailure::InvalidConfiguration => {
+                Error::NoCredentials { detail }
+            }
+            CredentialsFailure::TimedOut => Error::Transient {
+                detail: format!("credentials provider timed out: {detail}"),
+            },
+            CredentialsFailure::ProviderError | CredentialsFailure::Other => {
+                Error::CredentialsRejected { detail }
+            }
         };
     }
     match f.kind {
@@ -197,7 +230,9 @@ pub fn classify(f: &Facts) -> Error {
     let code = f.code.clone();
     if let Some(code) = code.as_deref() {
         if THROTTLING_CODES.contains(&code) || code == "ServerException" {
-            return Error::Transient { detail: format!("{code}: {detail}") };
+            return Error::Transient {
+                detail: format!("{code}: {detail}"),
+            };
         }
         if ACCESS_DENIED_CODES.contains(&code) {
             return Error::AccessDenied { detail };
@@ -209,7 +244,10 @@ pub fn classify(f: &Facts) -> Error {
     if f.http_status == Some(403) {
         return Error::AccessDenied { detail };
     }
-    Error::AwsError { code: code.unwrap_or_else(|| "Unknown".into()), detail }
+    Error::AwsError {
+        code: code.unwrap_or_else(|| "Unknown".into()),
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -228,10 +266,22 @@ mod tests {
 
     #[test]
     fn classifies_what_users_can_fix() {
-        assert_eq!(classify(&service("AccessDeniedException", 400)).label(), "AccessDenied");
-        assert_eq!(classify(&service("ThrottlingException", 400)).label(), "Transient");
-        assert_eq!(classify(&service("ServerException", 500)).label(), "Transient");
-        assert_eq!(classify(&service("InternalFailure", 503)).label(), "Transient");
+        assert_eq!(
+            classify(&service("AccessDeniedException", 400)).label(),
+            "AccessDenied"
+        );
+        assert_eq!(
+            classify(&service("ThrottlingException", 400)).label(),
+            "Transient"
+        );
+        assert_eq!(
+            classify(&service("ServerException", 500)).label(),
+            "Transient"
+        );
+        assert_eq!(
+            classify(&service("InternalFailure", 503)).label(),
+            "Transient"
+        );
         let other = classify(&service("InvalidParameterException", 400));
         assert_eq!(other.label(), "AwsError");
         assert!(other.to_string().contains("InvalidParameterException"));

@@ -53,7 +53,11 @@ pub struct TokenCache {
 impl TokenCache {
     /// `failure_ttl`: how long a failed fetch is answered from memory before AWS is asked again.
     pub fn new(source: Arc<dyn TokenSource>, failure_ttl: Duration) -> Self {
-        Self { source, slots: Mutex::default(), failure_ttl }
+        Self {
+            source,
+            slots: Mutex::default(),
+            failure_ttl,
+        }
     }
 
     fn slot(&self, identity: &Identity) -> Arc<tokio::sync::Mutex<Slot>> {
@@ -63,11 +67,18 @@ impl TokenCache {
     }
 
     /// A token for `identity` for which `usable` holds, fetching one if the cached token is not.
-    pub async fn get(&self, identity: &Identity, usable: impl Fn(&Token) -> bool) -> Result<Fetched, Error> {
+    pub async fn get(
+        &self,
+        identity: &Identity,
+        usable: impl Fn(&Token) -> bool,
+    ) -> Result<Fetched, Error> {
         let slot = self.slot(identity);
         let mut slot = slot.lock().await;
         if let Some(token) = slot.token.as_ref().filter(|t| usable(t)) {
-            return Ok(Fetched { token: token.clone(), fresh: false });
+            return Ok(Fetched {
+                token: token.clone(),
+                fresh: false,
+            });
         }
         if let Some((at, err)) = &slot.last_failure
             && at.elapsed() < self.failure_ttl
@@ -115,13 +126,20 @@ mod tests {
                 if let Some(e) = self.fail.lock().unwrap().clone() {
                     return Err(e);
                 }
-                Ok(test_token(&format!("pw{n}"), Utc::now(), chrono::Duration::hours(12)))
+                Ok(test_token(
+                    &format!("pw{n}"),
+                    Utc::now(),
+                    chrono::Duration::hours(12),
+                ))
             })
         }
     }
 
     fn source() -> Arc<Counting> {
-        Arc::new(Counting { calls: AtomicUsize::new(0), fail: Mutex::new(None) })
+        Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            fail: Mutex::new(None),
+        })
     }
 
     #[tokio::test]
@@ -148,20 +166,40 @@ mod tests {
     async fn unusable_token_is_replaced_once() {
         let src = source();
         let cache = TokenCache::new(src.clone(), Duration::from_secs(1));
-        let first = cache.get(&Identity::Operator, |_| true).await.unwrap().token;
-        let second = cache.get(&Identity::Operator, |t| *t != first).await.unwrap().token;
+        let first = cache
+            .get(&Identity::Operator, |_| true)
+            .await
+            .unwrap()
+            .token;
+        let second = cache
+            .get(&Identity::Operator, |t| *t != first)
+            .await
+            .unwrap()
+            .token;
         assert_ne!(first, second);
-        cache.get(&Identity::Operator, |t| *t != first).await.unwrap();
+        cache
+            .get(&Identity::Operator, |t| *t != first)
+            .await
+            .unwrap();
         assert_eq!(src.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn failures_are_shared_for_a_short_while() {
         let src = source();
-        *src.fail.lock().unwrap() = Some(Error::Transient { detail: "503".into() });
+        *src.fail.lock().unwrap() = Some(Error::Transient {
+            detail: "503".into(),
+        });
         let cache = TokenCache::new(src.clone(), Duration::from_secs(60));
         for _ in 0..10 {
-            assert_eq!(cache.get(&Identity::Operator, |_| true).await.unwrap_err().label(), "Transient");
+            assert_eq!(
+                cache
+                    .get(&Identity::Operator, |_| true)
+                    .await
+                    .unwrap_err()
+                    .label(),
+                "Transient"
+            );
         }
         assert_eq!(src.calls.load(Ordering::SeqCst), 1);
         let cache = TokenCache::new(src.clone(), Duration::ZERO);

@@ -31,11 +31,11 @@ pub const MANAGER: &str = "ecr-public-pull-secret-operator";
     status = "EcrPublicPullSecretStatus",
     derive = "PartialEq",
     doc = "Keeps a kubernetes.io/dockerconfigjson Secret with a fresh Amazon ECR Public token.",
-    printcolumn(json_path = r#".status.conditions[?(@.type=="Ready")].status"#, name = "Ready", type_ = "string"),
-    printcolumn(json_path = ".status.secretName", name = "Secret", type_ = "string"),
-    printcolumn(json_path = ".status.expiresAt", name = "Expires", type_ = "date"),
-    printcolumn(json_path = ".status.nextRefreshTime", name = "Next Refresh", type_ = "date"),
-    printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date")
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Next Refresh","type":"date","jsonPath":".status.nextRefreshTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EcrPublicPullSecretSpec {
@@ -43,7 +43,10 @@ pub struct EcrPublicPullSecretSpec {
     /// name. Must be a DNS-1123 subdomain. A Secret of that name that this resource does not
     /// control is never overwritten (the resource reports `SecretConflict` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: Option<String>,
 
     /// Everything about the Secret's content and rotation, shared with other kinds.
@@ -66,7 +69,7 @@ pub struct PullSecretSettings {
     /// `"6h"`, `"90m"` or `"1h30m"`. Must be shorter than the token's 12h lifetime. Default: half
     /// the token's lifetime (6h for ECR Public).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) < duration('12h')").message("refreshBefore must be greater than 0s and shorter than the 12h token lifetime"))]
     pub refresh_before: Option<String>,
 
@@ -97,7 +100,9 @@ fn default_registries() -> Vec<Registry> {
 }
 
 /// A registry host name served by Amazon ECR Public.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub enum Registry {
     /// The classic endpoint, `public.ecr.aws`.
     #[serde(rename = "public.ecr.aws")]
@@ -118,7 +123,9 @@ impl Registry {
 }
 
 /// Behaviour once the token has expired and renewal is failing.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum OnExpiry {
     /// Replace the Secret's content with `{"auths":{}}` so pulls fall back to anonymous.
     #[default]
@@ -199,18 +206,31 @@ mod tests {
         let crd = serde_json::to_value(EcrPublicPullSecret::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let props = &spec["properties"];
-        assert_eq!(props["registries"]["items"]["enum"], serde_json::json!(["public.ecr.aws", "ecr-public.aws.com"]));
+        assert_eq!(
+            props["registries"]["items"]["enum"],
+            serde_json::json!(["public.ecr.aws", "ecr-public.aws.com"])
+        );
         assert_eq!(props["registries"]["x-kubernetes-list-type"], "set");
-        assert_eq!(props["onExpiry"]["enum"], serde_json::json!(["RemoveAuth", "Keep"]));
+        assert_eq!(
+            props["onExpiry"]["enum"],
+            serde_json::json!(["RemoveAuth", "Keep"])
+        );
         assert!(props["refreshBefore"]["pattern"].is_string());
         let rule = &props["refreshBefore"]["x-kubernetes-validations"][0]["rule"];
         assert!(rule.as_str().unwrap().contains("duration('12h')"));
         assert!(props["secretName"]["pattern"].is_string());
         for (name, field) in props.as_object().unwrap() {
-            assert!(field["description"].is_string(), "spec.{name} needs a doc comment");
+            assert!(
+                field["description"].is_string(),
+                "spec.{name} needs a doc comment"
+            );
         }
-        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
-        assert_eq!(status["properties"]["conditions"]["x-kubernetes-list-type"], "map");
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        assert_eq!(
+            status["properties"]["conditions"]["x-kubernetes-list-type"],
+            "map"
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = input;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         if num_len == 0 {
             return Err(bad());
         }
@@ -77,7 +79,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for bad in ["", "h", "6", "6d", "-1h", "1h-", "1..5h", "1e9h", "99999999999h", "1hh"] {
+        for bad in [
+            "",
+            "h",
+            "6",
+            "6d",
+            "-1h",
+            "1h-",
+            "1..5h",
+            "1e9h",
+            "99999999999h",
+            "1hh",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -91,7 +91,9 @@ mod tests {
         assert_eq!(e.label(), "AccessDenied");
         assert!(e.to_string().contains("ecr-public:GetAuthorizationToken"));
         assert!(e.to_string().contains("sts:GetServiceBearerToken"));
-        let e = Error::NoCredentials { detail: "none".into() };
+        let e = Error::NoCredentials {
+            detail: "none".into(),
+        };
         assert!(e.to_string().contains("AWS_ROLE_ARN"));
         assert!(e.to_string().contains("AWS_WEB_IDENTITY_TOKEN_FILE"));
         assert!(e.to_string().contains("eks.amazonaws.com/role-arn"));

@@ -6,11 +6,16 @@
 
 pub mod aws;
 pub mod cache;
+pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod run;
 pub mod schedule;
 pub mod secret;
+pub mod status;
+pub mod telemetry;
 pub mod token;
 
 pub use error::Error;

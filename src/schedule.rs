@@ -18,7 +18,9 @@ const MAX_JITTER: Duration = Duration::minutes(5);
 
 /// Stable 64-bit FNV-1a hash of a resource UID, used as the jitter seed.
 pub fn jitter_seed(uid: &str) -> u64 {
-    uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The refresh margin actually used. Defaults to half the lifetime; a requested margin is capped
@@ -59,7 +61,9 @@ pub fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> StdDuration {
 /// Exponential backoff with "equal jitter": half the step is fixed, half random (`rand01` in
 /// [0, 1)), so retries from many resources spread out but never collapse to zero.
 pub fn backoff(attempt: u32, base: StdDuration, max: StdDuration, rand01: f64) -> StdDuration {
-    let step = base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(max);
+    let step = base
+        .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+        .min(max);
     let half = step / 2;
     (half + half.mul_f64(rand01.clamp(0.0, 1.0))).max(MIN_REQUEUE.min(base))
 }
@@ -81,7 +85,12 @@ mod tests {
     #[test]
     fn requested_margin_is_honoured_and_capped() {
         let six_h = StdDuration::from_secs(6 * 3600);
-        let at = refresh_at(t0(), t0() + Duration::hours(12), Some(StdDuration::from_secs(3 * 3600)), 0);
+        let at = refresh_at(
+            t0(),
+            t0() + Duration::hours(12),
+            Some(StdDuration::from_secs(3 * 3600)),
+            0,
+        );
         assert_eq!(at, t0() + Duration::hours(9));
         // A 20 s token with a 6h margin must not rotate in a loop: capped at 90% of lifetime.
         let at = refresh_at(t0(), t0() + Duration::seconds(20), Some(six_h), 0);
@@ -97,10 +106,18 @@ mod tests {
             let seed = jitter_seed(&format!("uid-{i}"));
             let at = refresh_at(t0(), expires, None, seed);
             assert!(at <= plain && plain - at < Duration::minutes(5));
-            assert_eq!(at, refresh_at(t0(), expires, None, seed), "stable for the same uid");
+            assert_eq!(
+                at,
+                refresh_at(t0(), expires, None, seed),
+                "stable for the same uid"
+            );
             seen.insert(at.timestamp());
         }
-        assert!(seen.len() > 200, "1000 resources spread over many seconds, got {}", seen.len());
+        assert!(
+            seen.len() > 200,
+            "1000 resources spread over many seconds, got {}",
+            seen.len()
+        );
     }
 
     #[test]
@@ -112,14 +129,20 @@ mod tests {
     #[test]
     fn until_has_a_floor() {
         assert_eq!(until(t0(), t0() - Duration::hours(1)), MIN_REQUEUE);
-        assert_eq!(until(t0(), t0() + Duration::seconds(30)), StdDuration::from_secs(30));
+        assert_eq!(
+            until(t0(), t0() + Duration::seconds(30)),
+            StdDuration::from_secs(30)
+        );
     }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
         let base = StdDuration::from_secs(1);
         let max = StdDuration::from_secs(300);
-        assert_eq!(backoff(0, base, max, 0.0), StdDuration::from_millis(500).max(MIN_REQUEUE));
+        assert_eq!(
+            backoff(0, base, max, 0.0),
+            StdDuration::from_millis(500).max(MIN_REQUEUE)
+        );
         assert_eq!(backoff(3, base, max, 0.0), StdDuration::from_secs(4));
         assert_eq!(backoff(3, base, max, 0.999), StdDuration::from_millis(7996));
         assert_eq!(backoff(40, base, max, 0.0), StdDuration::from_secs(150));

@@ -85,7 +85,9 @@ impl SecretState {
         let annotations = meta.annotations.as_ref();
         let get = |k: &str| annotations.and_then(|a| a.get(k));
         let time = |k: &str| {
-            get(k).and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|t| t.with_timezone(&Utc))
+            get(k)
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|t| t.with_timezone(&Utc))
         };
         SecretState {
             expires_at: time(EXPIRES_AT),
@@ -163,27 +165,42 @@ mod tests {
     #[test]
     fn docker_config_has_the_shape_the_kubelet_reads() {
         let token = test_token("pw", now(), Duration::hours(12));
-        let json: serde_json::Value =
-            serde_json::from_slice(&docker_config(&[Registry::PublicEcrAws, Registry::DualStack], Some(&token)))
-                .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&docker_config(
+            &[Registry::PublicEcrAws, Registry::DualStack],
+            Some(&token),
+        ))
+        .unwrap();
         for host in ["public.ecr.aws", "ecr-public.aws.com"] {
             assert_eq!(json["auths"][host]["username"], "AWS");
             assert_eq!(json["auths"][host]["password"], "pw");
             assert_eq!(json["auths"][host]["auth"], token.auth());
         }
-        assert_eq!(docker_config(&[Registry::PublicEcrAws], None), br#"{"auths":{}}"#);
+        assert_eq!(
+            docker_config(&[Registry::PublicEcrAws], None),
+            br#"{"auths":{}}"#
+        );
     }
 
     #[test]
     fn built_secret_is_typed_labelled_owned_and_annotated() {
         let settings = PullSecretSettings {
             secret_template: Some(SecretTemplate {
-                labels: BTreeMap::from([("team".into(), "a".into()), (MANAGED_BY_LABEL.into(), "me".into())]),
-                annotations: BTreeMap::from([("note".into(), "x".into()), (EXPIRES_AT.into(), "forged".into())]),
+                labels: BTreeMap::from([
+                    ("team".into(), "a".into()),
+                    (MANAGED_BY_LABEL.into(), "me".into()),
+                ]),
+                annotations: BTreeMap::from([
+                    ("note".into(), "x".into()),
+                    (EXPIRES_AT.into(), "forged".into()),
+                ]),
             }),
             ..PullSecretSettings::default()
         };
-        let owner = OwnerReference { uid: "u1".into(), controller: Some(true), ..OwnerReference::default() };
+        let owner = OwnerReference {
+            uid: "u1".into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        };
         let spec = SecretSpec {
             name: "pull",
             namespace: "ns",
@@ -212,8 +229,14 @@ mod tests {
 
     #[test]
     fn config_hash_tracks_content_not_order() {
-        let a = PullSecretSettings { registries: vec![Registry::PublicEcrAws, Registry::DualStack], ..Default::default() };
-        let b = PullSecretSettings { registries: vec![Registry::DualStack, Registry::PublicEcrAws], ..Default::default() };
+        let a = PullSecretSettings {
+            registries: vec![Registry::PublicEcrAws, Registry::DualStack],
+            ..Default::default()
+        };
+        let b = PullSecretSettings {
+            registries: vec![Registry::DualStack, Registry::PublicEcrAws],
+            ..Default::default()
+        };
         let c = PullSecretSettings::default();
         assert_eq!(config_hash(&a), config_hash(&b));
         assert_ne!(config_hash(&a), config_hash(&c));

@@ -58,7 +58,9 @@ impl Token {
                 ));
             }
             None => {
-                return Err(Error::InvalidToken("authorizationToken has no ':' separator".into()));
+                return Err(Error::InvalidToken(
+                    "authorizationToken has no ':' separator".into(),
+                ));
             }
         };
         if expires_at <= now {
@@ -73,7 +75,12 @@ impl Token {
                 expires_at.to_rfc3339()
             )));
         }
-        Ok(Token { auth: auth.trim().to_owned(), password, expires_at, issued_at: now })
+        Ok(Token {
+            auth: auth.trim().to_owned(),
+            password,
+            expires_at,
+            issued_at: now,
+        })
     }
 
     /// The base64 `auth` value for a docker config entry.
@@ -113,8 +120,12 @@ mod tests {
 
     #[test]
     fn accepts_a_well_formed_token() {
-        let t = Token::from_response(Some(&b64("AWS:s3cr3t")), Some(now() + Duration::hours(12)), now())
-            .unwrap();
+        let t = Token::from_response(
+            Some(&b64("AWS:s3cr3t")),
+            Some(now() + Duration::hours(12)),
+            now(),
+        )
+        .unwrap();
         assert_eq!(t.password(), "s3cr3t");
         assert_eq!(t.auth(), b64("AWS:s3cr3t"));
         assert_eq!(t.lifetime(), Duration::hours(12));
@@ -151,7 +162,8 @@ mod tests {
 
     #[test]
     fn error_messages_never_echo_the_token() {
-        let err = Token::from_response(Some(&b64("root:topsecret")), Some(now()), now()).unwrap_err();
+        let err =
+            Token::from_response(Some(&b64("root:topsecret")), Some(now()), now()).unwrap_err();
         assert!(!err.to_string().contains("topsecret"));
     }
 }

@@ -1,0 +1,143 @@
+//! Command line and environment. Every flag can also be set through the environment variable named
+//! in its help, which is how the Helm chart configures the operator.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{aws::AwsSettings, controller::ControllerSettings, duration};
+
+/// Keeps Amazon ECR Public image pull Secrets fresh.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecr-public-pull-secret-operator",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `run`, accepted without the subcommand too (`run` is the default).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator (the default).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinition YAML.
+    Crd,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Only watch EcrPublicPullSecrets and Secrets in this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Refresh margin for resources without spec.refreshBefore (default: half the token lifetime).
+    #[arg(long, env = "DEFAULT_REFRESH_BEFORE", value_parser = parse_duration)]
+    pub default_refresh_before: Option<Duration>,
+
+    /// Reconciles running at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// First retry delay after a failure (doubles per attempt, with jitter).
+    #[arg(long, env = "RETRY_BACKOFF_BASE", value_parser = parse_duration, default_value = "1s")]
+    pub retry_backoff_base: Duration,
+
+    /// Longest retry delay after failures.
+    #[arg(long, env = "RETRY_BACKOFF_MAX", value_parser = parse_duration, default_value = "5m")]
+    pub retry_backoff_max: Duration,
+
+    /// Connect timeout for AWS calls.
+    #[arg(long, env = "AWS_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub aws_connect_timeout: Duration,
+
+    /// Bound on one AWS operation including its retries.
+    #[arg(long, env = "AWS_OPERATION_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub aws_operation_timeout: Duration,
+
+    /// Attempts per AWS operation (SDK standard retry mode).
+    #[arg(long, env = "AWS_MAX_ATTEMPTS", default_value_t = 3)]
+    pub aws_max_attempts: u32,
+
+    /// This instance's name in Events (set from the pod name by the chart).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+impl RunArgs {
+    /// Settings for the AWS clients.
+    pub fn aws(&self) -> AwsSettings {
+        AwsSettings {
+            connect_timeout: self.aws_connect_timeout,
+            operation_timeout: self.aws_operation_timeout,
+            max_attempts: self.aws_max_attempts,
+        }
+    }
+
+    /// Settings for the reconciler.
+    pub fn controller(&self) -> ControllerSettings {
+        ControllerSettings {
+            watch_namespace: self.watch_namespace.clone(),
+            default_refresh_before: self.default_refresh_before,
+            backoff_base: self.retry_backoff_base,
+            backoff_max: self.retry_backoff_max,
+            concurrency: self.concurrency,
+            instance: self.pod_name.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_is_the_default_and_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "op",
+            "--watch-namespace",
+            "team-a",
+            "--retry-backoff-base",
+            "250ms",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.watch_namespace.as_deref(), Some("team-a"));
+        assert_eq!(cli.run.retry_backoff_base, Duration::from_millis(250));
+        let cli = Cli::try_parse_from(["op", "crd"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Crd)));
+        assert!(Cli::try_parse_from(["op", "--retry-backoff-base", "soon"]).is_err());
+    }
+}

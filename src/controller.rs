@@ -1,0 +1,621 @@
+//! The reconciler for `EcrPublicPullSecret`.
+//!
+//! One reconcile decides, from the custom resource and the Secret's metadata alone, whether the
+//! Secret is fresh. A fresh Secret costs nothing: no AWS call, no write, just a requeue at its
+//! refresh time. A due Secret gets a token from the per-identity cache (one AWS call per identity
+//! per rotation, however many resources share it) and is written with server-side apply.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{PartialObjectMeta, Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::{
+    Error,
+    cache::{Identity, TokenCache},
+    crd::{EcrPublicPullSecret, MANAGER, OnExpiry},
+    duration, schedule,
+    secret::{self, SecretSpec, SecretState},
+    status::{self, Report},
+    token::Token,
+};
+
+/// Settings of the reconciler itself (not of AWS or the process).
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// Only watch this namespace (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
+    /// Refresh margin for resources that do not set `spec.refreshBefore` (default: half lifetime).
+    pub default_refresh_before: Option<Duration>,
+    /// First retry delay after a failure; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Name of this instance in Events (`reportingInstance`), usually the pod name.
+    pub instance: Option<String>,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            watch_namespace: None,
+            default_refresh_before: None,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            concurrency: 16,
+            instance: None,
+        }
+    }
+}
+
+/// State shared by all reconciles.
+pub struct Context {
+    client: Client,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    tokens: Arc<TokenCache>,
+    recorder: Recorder,
+    settings: ControllerSettings,
+    /// Failed attempts per resource, for exponential backoff; cleared on success.
+    attempts: Mutex<HashMap<ObjectRef<EcrPublicPullSecret>, u32>>,
+    /// What this process last wrote per Secret, with the resourceVersion the write produced, so a
+    /// reconcile that runs before the watch delivers our own write does not write again.
+    written: Mutex<HashMap<ObjectRef<Secret>, Written>>,
+}
+
+/// Our own last write of a Secret: the resourceVersion it produced and the state it holds.
+struct Written {
+    resource_version: Option<String>,
+    state: SecretState,
+}
+
+/// What one reconcile concluded.
+enum Outcome {
+    /// The Secret holds a token that is not due: nothing was done.
+    Fresh {
+        state: SecretState,
+        next: DateTime<Utc>,
+    },
+    /// A token was written.
+    Written {
+        token: Token,
+        next: DateTime<Utc>,
+        previous: Option<DateTime<Utc>>,
+    },
+    /// No token could be obtained. `kept` is the token state left in the Secret.
+    Failed {
+        error: Error,
+        kept: SecretState,
+        next: Option<DateTime<Utc>>,
+        removed: bool,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only follows a panic elsewhere; the maps stay consistent enough to go on.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Context {
+    fn next_backoff(&self, key: &ObjectRef<EcrPublicPullSecret>) -> Duration {
+        let mut attempts = lock(&self.attempts);
+        let n = attempts.entry(key.clone()).or_insert(0);
+        let delay = schedule::backoff(
+            *n,
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+            fastrand::f64(),
+        );
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    fn reset_backoff(&self, key: &ObjectRef<EcrPublicPullSecret>) {
+        lock(&self.attempts).remove(key);
+    }
+
+    /// The Secret's metadata: from the watch cache, corrected by our own latest write, or from the
+    /// API when the cache has not seen it (a Secret we do not manage is not in the cache at all).
+    async fn secret_meta(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<(PartialObjectMeta<Secret>, SecretState)>, Error> {
+        let key = ObjectRef::<Secret>::new(name).within(ns);
+        let cached = self.secrets.get(&ObjectRef::new(name).within(ns));
+        let meta = match cached {
+            Some(m) => (*m).clone(),
+            None => match Api::<Secret>::namespaced(self.client.clone(), ns)
+                .get_metadata_opt(name)
+                .await?
+            {
+                Some(m) => m,
+                None => {
+                    lock(&self.written).remove(&key);
+                    return Ok(None);
+                }
+            },
+        };
+        let observed = SecretState::from_meta(&meta.metadata);
+        let mut written = lock(&self.written);
+        let state = match written.get(&key) {
+            Some(w)
+                if w.resource_version == meta.metadata.resource_version || w.state == observed =>
+            {
+                written.remove(&key);
+                observed
+            }
+            Some(w) => w.state.clone(),
+            None => observed,
+        };
+        Ok(Some((meta, state)))
+    }
+
+    async fn write_secret(
+        &self,
+        spec: &SecretSpec<'_>,
+        token: Option<&Token>,
+    ) -> Result<(), Error> {
+        let desired = secret::build(spec, token);
+        let api = Api::<Secret>::namespaced(self.client.clone(), spec.namespace);
+        let written = api
+            .patch(
+                spec.name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+        let key = ObjectRef::<Secret>::new(spec.name).within(spec.namespace);
+        let state = SecretState::from_meta(&desired.metadata);
+        let resource_version = written.metadata.resource_version;
+        lock(&self.written).insert(
+            key,
+            Written {
+                resource_version,
+                state,
+            },
+        );
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        cr: &EcrPublicPullSecret,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &cr.object_ref(&())).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
+}
+
+/// Builds the shared context and runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    tokens: Arc<TokenCache>,
+    settings: ControllerSettings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (crs, secrets_api) = match &settings.watch_namespace {
+        Some(ns) => (
+            Api::<EcrPublicPullSecret>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (reader, writer) = reflector::store();
+    let secret_events = reflector(
+        writer,
+        watcher(
+            secrets_api,
+            watcher::Config::default()
+                .labels(&secret::managed_selector())
+                .any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: settings.instance.clone(),
+    };
+    let concurrency = settings.concurrency;
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        secrets: reader,
+        tokens,
+        settings,
+        attempts: Mutex::default(),
+        written: Mutex::default(),
+    });
+    info!("controller starting");
+    Controller::new(crs, watcher::Config::default().any_semantic())
+        .owns_stream(secret_events)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+                Err(e) => warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+fn error_policy(cr: Arc<EcrPublicPullSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(name = %cr.name_any(), namespace = ?cr.namespace(), reason = error.label(), %error, "reconcile error");
+    Action::requeue(ctx.next_backoff(&ObjectRef::from_obj(&*cr)))
+}
+
+async fn reconcile(cr: Arc<EcrPublicPullSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if cr.meta().deletion_timestamp.is_some() {
+        // The Secret carries an ownerReference: Kubernetes garbage-collects it.
+        return Ok(Action::await_change());
+    }
+    let key = ObjectRef::from_obj(&*cr);
+    let now = Utc::now();
+    let outcome = match decide(&cr, &ctx, now).await {
+        Ok(outcome) => outcome,
+        Err(Error::Kube(e)) => return Err(Error::Kube(e)),
+        Err(error @ Error::InvalidSpec(_)) => {
+            report_problem(&cr, &ctx, &error, now).await?;
+            return Ok(Action::await_change());
+        }
+        Err(error) => {
+            report_problem(&cr, &ctx, &error, now).await?;
+            return Ok(Action::requeue(ctx.next_backoff(&key)));
+        }
+    };
+    let secret_name = cr.secret_name();
+    let (report, requeue) = match &outcome {
+        Outcome::Fresh { state, next } => {
+            ctx.reset_backoff(&key);
+            (
+                ready_report(&secret_name, state.expires_at, state.refreshed_at, *next),
+                schedule::until(now, *next),
+            )
+        }
+        Outcome::Written {
+            token,
+            next,
+            previous,
+        } => {
+            ctx.reset_backoff(&key);
+            let (reason, verb) = if previous.is_some() {
+                ("Rotated", "rotated")
+            } else {
+                ("Written", "written")
+            };
+            let note = format!(
+                "Secret {secret_name} {verb}; token valid until {}",
+                token.expires_at.to_rfc3339()
+            );
+            info!(name = %cr.name_any(), namespace = ?cr.namespace(), secret = %secret_name, expires_at = %token.expires_at, "{reason}");
+            ctx.publish(&cr, EventType::Normal, reason, note).await;
+            (
+                ready_report(
+                    &secret_name,
+                    Some(token.expires_at),
+                    Some(token.issued_at),
+                    *next,
+                ),
+                schedule::until(now, *next),
+            )
+        }
+        Outcome::Failed {
+            error,
+            kept,
+            next,
+            removed,
+        } => {
+            let mut message = error.to_string();
+            match (kept.expires_at, removed) {
+                (_, true) => message.push_str(
+                    ". The expired token was removed from the Secret (onExpiry: RemoveAuth) so pulls fall back to anonymous",
+                ),
+                (Some(exp), false) if exp > now => message.push_str(&format!(
+                    ". The previous token stays in the Secret until it expires at {}",
+                    exp.to_rfc3339()
+                )),
+                (Some(_), false) => message.push_str(". The token in the Secret has expired (onExpiry: Keep)"),
+                (None, false) => {}
+            }
+            if status::ready_reason(cr.status.as_ref()) != Some(error.label()) || *removed {
+                ctx.publish(&cr, EventType::Warning, error.label(), message.clone())
+                    .await;
+            }
+            warn!(name = %cr.name_any(), namespace = ?cr.namespace(), reason = error.label(), %error, "token refresh failed");
+            let mut wait = ctx.next_backoff(&key);
+            // Wake up at expiry so onExpiry is applied on time, not one backoff step late.
+            if let Some(exp) = kept.expires_at.filter(|e| *e > now) {
+                wait = wait.min(schedule::until(now, exp));
+            }
+            let report = Report {
+                ready: false,
+                reason: error.label().into(),
+                message,
+                secret_name: secret_name.clone(),
+                expires_at: kept.expires_at,
+                refreshed_at: kept.refreshed_at,
+                next_refresh: *next,
+            };
+            (report, wait)
+        }
+    };
+    write_status(&cr, &ctx, &report, now).await?;
+    Ok(Action::requeue(requeue))
+}
+
+fn ready_report(
+    secret_name: &str,
+    expires_at: Option<DateTime<Utc>>,
+    refreshed_at: Option<DateTime<Utc>>,
+    next: DateTime<Utc>,
+) -> Report {
+    let until = expires_at.map(|e| e.to_rfc3339()).unwrap_or_default();
+    Report {
+        ready: true,
+        reason: "TokenValid".into(),
+        message: format!(
+            "Secret {secret_name} holds a token valid until {until}; next refresh at {}",
+            next.to_rfc3339()
+        ),
+        secret_name: secret_name.into(),
+        expires_at,
+        refreshed_at,
+        next_refresh: Some(next),
+    }
+}
+
+async fn report_problem(
+    cr: &EcrPublicPullSecret,
+    ctx: &Context,
+    error: &Error,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if status::ready_reason(cr.status.as_ref()) != Some(error.label()) {
+        ctx.publish(cr, EventType::Warning, error.label(), error.to_string())
+            .await;
+    }
+    warn!(name = %cr.name_any(), namespace = ?cr.namespace(), reason = error.label(), %error, "cannot reconcile");
+    let current = cr.status.as_ref();
+    let report = Report {
+        ready: false,
+        reason: error.label().into(),
+        message: error.to_string(),
+        secret_name: cr.secret_name(),
+        expires_at: None,
+        refreshed_at: None,
+        next_refresh: None,
+    };
+    // Keep what we knew about the token: a conflict or bad spec does not change the Secret.
+    let mut report = report;
+    if let Some(s) = current {
+        report.expires_at = s
+            .expires_at
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+        report.refreshed_at = s
+            .last_refresh_time
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+    }
+    write_status(cr, ctx, &report, now).await
+}
+
+async fn write_status(
+    cr: &EcrPublicPullSecret,
+    ctx: &Context,
+    report: &Report,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let desired = status::build(report, cr.meta().generation, cr.status.as_ref(), now);
+    if cr.status.as_ref() == Some(&desired) {
+        return Ok(());
+    }
+    let api = Api::<EcrPublicPullSecret>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": EcrPublicPullSecret::api_version(&()),
+        "kind": EcrPublicPullSecret::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        &cr.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Decides what to do and does the Secret side of it.
+async fn decide(
+    cr: &EcrPublicPullSecret,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Error> {
+    let ns = cr
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("EcrPublicPullSecret has no namespace".into()))?;
+    let uid = cr
+        .uid()
+        .ok_or_else(|| Error::InvalidSpec("EcrPublicPullSecret has no uid yet".into()))?;
+    let settings = &cr.spec.settings;
+    let requested = match &settings.refresh_before {
+        Some(s) => Some(parse_refresh_before(s)?),
+        None => ctx.settings.default_refresh_before,
+    };
+    let name = cr.secret_name();
+    if !is_dns1123_subdomain(&name) {
+        return Err(Error::InvalidSpec(format!(
+            "secret name {name:?} is not a valid DNS-1123 subdomain"
+        )));
+    }
+    let existing = ctx.secret_meta(&ns, &name).await?;
+    if let Some((meta, _)) = &existing
+        && !secret::is_controlled_by(&meta.metadata, &uid)
+    {
+        return Err(Error::SecretConflict {
+            namespace: ns,
+            name,
+        });
+    }
+    let state = existing.map(|(_, s)| s).unwrap_or(SecretState {
+        expires_at: None,
+        refreshed_at: None,
+        config_hash: None,
+    });
+    let seed = schedule::jitter_seed(&uid);
+    let due_at = |issued, expires| schedule::refresh_at(issued, expires, requested, seed);
+    let current_due = match (state.refreshed_at, state.expires_at) {
+        (Some(issued), Some(expires)) => Some(due_at(issued, expires)),
+        _ => None,
+    };
+    let hash = secret::config_hash(settings);
+    if let Some(next) = current_due.filter(|d| *d > now)
+        && state.config_hash.as_deref() == Some(hash.as_str())
+    {
+        return Ok(Outcome::Fresh { state, next });
+    }
+
+    let spec = SecretSpec {
+        name: &name,
+        namespace: &ns,
+        settings,
+        owner: cr.controller_owner_ref(&()),
+        extra_labels: Default::default(),
+    };
+    match ctx
+        .tokens
+        .get(&Identity::Operator, |t| {
+            due_at(t.issued_at, t.expires_at) > now
+        })
+        .await
+    {
+        Ok(fetched) => {
+            let token = fetched.token;
+            ctx.write_secret(&spec, Some(&token)).await?;
+            let next = due_at(token.issued_at, token.expires_at);
+            Ok(Outcome::Written {
+                token,
+                next,
+                previous: state.expires_at,
+            })
+        }
+        Err(error) => {
+            let expired = state.expires_at.is_some_and(|e| e <= now);
+            let removed = expired && settings.on_expiry == OnExpiry::RemoveAuth;
+            if removed {
+                ctx.write_secret(&spec, None).await?;
+            }
+            let kept = if removed {
+                SecretState {
+                    expires_at: None,
+                    refreshed_at: None,
+                    config_hash: Some(hash),
+                }
+            } else {
+                state
+            };
+            Ok(Outcome::Failed {
+                error,
+                next: current_due.filter(|_| !removed),
+                kept,
+                removed,
+            })
+        }
+    }
+}
+
+/// `spec.refreshBefore`, with the CRD's CEL rule re-checked: an API server that skipped it (an old
+/// CRD, or a client that bypassed validation) must not make the operator misbehave.
+fn parse_refresh_before(s: &str) -> Result<Duration, Error> {
+    let d =
+        duration::parse(s).map_err(|e| Error::InvalidSpec(format!("spec.refreshBefore: {e}")))?;
+    if d.is_zero() || d >= Duration::from_secs(12 * 3600) {
+        return Err(Error::InvalidSpec(format!(
+            "spec.refreshBefore {s:?} must be greater than 0s and shorter than the 12h token lifetime"
+        )));
+    }
+    Ok(d)
+}
+
+/// DNS-1123 subdomain, as the API server checks Secret names.
+fn is_dns1123_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_before_outside_the_token_lifetime_is_reported() {
+        assert_eq!(
+            parse_refresh_before("6h").unwrap(),
+            Duration::from_secs(6 * 3600)
+        );
+        for bad in ["12h", "13h", "0s", "soon"] {
+            assert_eq!(
+                parse_refresh_before(bad).unwrap_err().label(),
+                "InvalidSpec",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_names_follow_dns1123() {
+        for ok in ["a", "pull-secret", "a.b-c.d", "0abc"] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "A", "-a", "a-", "a..b", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Shared set-up for integration tests, the benchmark and the demo: the Kubernetes API emulator,
+//! the fake ECR Public, a kube client and an AWS config pointing at them, and the real controller
+//! running in-process. Included with `#[path]` so every target uses exactly the same wiring.
+#![allow(dead_code)]
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+use clap::Parser;
+use ecr_public_pull_secret_operator::{config::Cli, crd::EcrPublicPullSecret, run};
+use harness::{
+    ecr::FakeEcrPublic,
+    kube_api::{ApiServer, Emulator},
+};
+use kube::CustomResourceExt;
+
+/// Resource keys of the emulator.
+pub const CRS: &str = "ecrpublicpullsecrets.ecrpublic.pullsecrets.dev";
+pub const SECRETS: &str = "secrets";
+pub const EVENTS: &str = "events.events.k8s.io";
+
+/// Both emulators, with the CRD installed.
+pub struct Env {
+    pub api: ApiServer,
+    pub k8s: Emulator,
+    pub ecr: FakeEcrPublic,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let api = ApiServer::start()
+            .await
+            .expect("start Kubernetes API emulator");
+        let k8s = api.state();
+        let crd = serde_json::to_value(EcrPublicPullSecret::crd()).expect("CRD to JSON");
+        k8s.install_crd(crd).expect("install CRD");
+        let ecr = FakeEcrPublic::start().await.expect("start fake ECR Public");
+        Env { api, k8s, ecr }
+    }
+
+    /// A kube client for the emulator, exactly as the binary would build from a kubeconfig.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.api.url().parse().expect("emulator URL"));
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// AWS config with static test credentials, a non-us-east-1 home region (the ECR Public
+    /// client must pin us-east-1 itself) and the fake ECR Public as endpoint.
+    pub fn sdk_config(&self) -> SdkConfig {
+        sdk_config_for(&self.ecr.url(), "AKIDOPERATOR")
+    }
+
+    /// Runs the real controller in this process until the returned handle is stopped.
+    pub fn start_operator(&self, extra_args: &[&str]) -> Operator {
+        let mut argv = vec![
+            "ecr-public-pull-secret-operator",
+            "--retry-backoff-base",
+            "200ms",
+            "--retry-backoff-max",
+            "2s",
+        ];
+        argv.extend_from_slice(extra_args);
+        let args = Cli::try_parse_from(argv).expect("operator flags").run;
+        let client = self.client();
+        let sdk = self.sdk_config();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            run::run_with(client, &sdk, &args, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Operator {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Creates an EcrPublicPullSecret from a JSON spec, as `kubectl apply` would.
+    pub fn create_cr(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> serde_json::Value {
+        let obj = serde_json::json!({
+            "apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+            "kind": "EcrPublicPullSecret",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        });
+        self.k8s
+            .create(CRS, Some(namespace), obj)
+            .expect("create CR")
+    }
+
+    /// Waits for `cond`, re-checked on every emulator change; panics with `what` on timeout.
+    pub async fn wait(&self, what: &str, timeout: Duration, cond: impl Fn(&Emulator) -> bool) {
+        assert!(
+            self.k8s.wait_until(timeout, cond).await,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+    }
+}
+
+/// AWS config for tests: static credentials with the given access key id, fake endpoint.
+pub fn sdk_config_for(endpoint: &str, access_key: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::from_static("eu-west-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            access_key,
+            "test-secret",
+            None,
+            None,
+            "test",
+        )))
+        .endpoint_url(endpoint)
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(2))
+                .build(),
+        )
+        .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().expect("tokio sleep"))
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .build()
+}
+
+/// A running in-process operator.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    /// Graceful shutdown, as on SIGTERM; waits until the controller has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let task = &mut self.task;
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("operator stops")
+            .expect("operator task");
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Captured log output of this test process (tracing at debug level), for leak checks.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a debug-level subscriber that records every log line (once per process).
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,tower=info,aws_smithy_runtime=info,aws_smithy_http_client=info,rustls=info")
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+/// Every place a token could leak to, as one string: logs, Events and CR statuses.
+pub fn observable_text(env: &Env) -> String {
+    let mut out = logs();
+    for ev in env.k8s.list(EVENTS, None) {
+        out.push_str(&ev.to_string());
+    }
+    for cr in env.k8s.list(CRS, None) {
+        out.push_str(&cr["status"].to_string());
+    }
+    out
+}
+
+/// Asserts that no password or auth string issued by the fake appears anywhere observable.
+pub fn assert_no_token_leak(env: &Env) {
+    let text = observable_text(env);
+    let passwords = env.ecr.issued_passwords();
+    assert!(
+        !passwords.is_empty(),
+        "the test issued no token, so the leak check would be vacuous"
+    );
+    for pw in passwords {
+        assert!(
+            !text.contains(&pw),
+            "a token password appears in logs, events or status"
+        );
+        let auth = base64_auth(&pw);
+        assert!(
+            !text.contains(&auth),
+            "a token auth string appears in logs, events or status"
+        );
+    }
+}
+
+pub fn base64_auth(password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"))
+}
+
+/// Decoded `.dockerconfigjson` of a Secret object from the emulator.
+pub fn docker_config(secret: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine as _;
+    let data = secret["data"][".dockerconfigjson"]
+        .as_str()
+        .unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+}
+
+/// The Ready condition of an object, if any.
+pub fn ready(obj: &serde_json::Value) -> Option<(String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// Whether a Secret is ready for a CR: Secret exists with a token and the CR reports Ready=True.
+pub fn cr_ready(k8s: &Emulator, ns: &str, name: &str) -> bool {
+    k8s.get(CRS, Some(ns), name)
+        .and_then(|cr| ready(&cr))
+        .is_some_and(|(s, _)| s == "True")
+}
+
+pub fn cr_reason(k8s: &Emulator, ns: &str, name: &str) -> Option<String> {
+    k8s.get(CRS, Some(ns), name)
+        .and_then(|cr| ready(&cr))
+        .map(|(_, r)| r)
+}
+
+/// Drives a future with the given timeout or panics.
+pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(d, f).await.expect("timed out")
+}

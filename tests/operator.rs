@@ -1,0 +1,397 @@
+//! The operator end to end in-process: the real controller against the Kubernetes API emulator and
+//! the fake ECR Public. Each test asserts what a user would check with kubectl.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use harness::ecr::EcrFault;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cr_gets_a_typed_owned_secret_and_ready_status() {
+    capture_logs();
+    let env = Env::start().await;
+    let op = env.start_operator(&[]);
+    let cr = env.create_cr("default", "pull", json!({}));
+    env.wait("CR Ready", T, |k| cr_ready(k, "default", "pull"))
+        .await;
+
+    let secret = env
+        .k8s
+        .get(SECRETS, Some("default"), "pull")
+        .expect("Secret exists");
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "ecr-public-pull-secret-operator"
+    );
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["uid"], cr["metadata"]["uid"]);
+    assert_eq!(owner["controller"], true);
+    assert_eq!(owner["kind"], "EcrPublicPullSecret");
+    let config = docker_config(&secret);
+    let password = env.ecr.issued_passwords()[0].clone();
+    assert_eq!(config["auths"]["public.ecr.aws"]["username"], "AWS");
+    assert_eq!(
+        config["auths"]["public.ecr.aws"]["password"],
+        password.as_str()
+    );
+    assert_eq!(
+        config["auths"]["public.ecr.aws"]["auth"],
+        base64_auth(&password).as_str()
+    );
+    assert_eq!(config["auths"].as_object().unwrap().len(), 1);
+
+    let cr = env.k8s.get(CRS, Some("default"), "pull").unwrap();
+    let status = &cr["status"];
+    assert_eq!(status["secretName"], "pull");
+    assert!(status["expiresAt"].is_string());
+    assert!(status["nextRefreshTime"].is_string());
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(
+        ready(&cr).unwrap(),
+        ("True".to_owned(), "TokenValid".to_owned())
+    );
+    // The Secret is written with server-side apply by one field manager, into `data`.
+    let writes: Vec<_> = env
+        .k8s
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == SECRETS && r.verb == "patch")
+        .collect();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].patch_type.as_deref(), Some("apply"));
+    assert_eq!(
+        writes[0].field_manager.as_deref(),
+        Some("ecr-public-pull-secret-operator")
+    );
+    assert!(secret.get("stringData").is_none());
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_resources_created_together_cost_one_ecr_call() {
+    capture_logs();
+    let env = Env::start().await;
+    for i in 0..50 {
+        env.create_cr("default", &format!("cr-{i}"), json!({}));
+    }
+    let op = env.start_operator(&[]);
+    env.wait("50 CRs Ready", T, |k| {
+        (0..50).all(|i| cr_ready(k, "default", &format!("cr-{i}")))
+    })
+    .await;
+    assert_eq!(
+        env.ecr.calls(),
+        1,
+        "one identity, one rotation: one GetAuthorizationToken"
+    );
+    assert_eq!(env.k8s.count("patch", SECRETS), 50, "one write per Secret");
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
+    capture_logs();
+    let env = Env::start().await;
+    env.ecr.set_token_lifetime(Duration::from_secs(12));
+    let op = env.start_operator(&[]);
+    env.create_cr("default", "rot", json!({"refreshBefore": "6s"}));
+    env.wait("first token", T, |k| cr_ready(k, "default", "rot"))
+        .await;
+    let first = docker_config(&env.k8s.get(SECRETS, Some("default"), "rot").unwrap());
+    let auth_of = |c: &serde_json::Value| {
+        c["auths"]["public.ecr.aws"]["auth"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let first_auth = auth_of(&first);
+    // Two rotations: each must happen before the previous token expires.
+    let mut previous = first_auth.clone();
+    for rotation in 1..=2 {
+        let prev = previous.clone();
+        env.wait("rotation", T, move |k| {
+            k.get(SECRETS, Some("default"), "rot")
+                .is_some_and(|s| auth_of(&docker_config(&s)) != prev)
+        })
+        .await;
+        let secret = env.k8s.get(SECRETS, Some("default"), "rot").unwrap();
+        let expires = secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let expires = chrono::DateTime::parse_from_rfc3339(&expires).unwrap();
+        assert!(
+            expires > chrono::Utc::now(),
+            "rotation {rotation} wrote a live token"
+        );
+        previous = auth_of(&docker_config(&secret));
+    }
+    op.stop().await;
+    let writes = env
+        .k8s
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == SECRETS && r.verb == "patch")
+        .count();
+    let tokens = env.ecr.successful_calls();
+    assert_eq!(
+        writes, tokens,
+        "exactly one Secret write per token ({tokens} tokens)"
+    );
+    assert!(
+        (3..=4).contains(&tokens),
+        "two rotations after the first write, got {tokens} tokens"
+    );
+    assert_no_token_leak(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_fresh_secrets_costs_nothing() {
+    capture_logs();
+    let env = Env::start().await;
+    let op = env.start_operator(&[]);
+    for i in 0..5 {
+        env.create_cr("default", &format!("r-{i}"), json!({}));
+    }
+    env.wait("all Ready", T, |k| {
+        (0..5).all(|i| cr_ready(k, "default", &format!("r-{i}")))
+    })
+    .await;
+    op.stop().await;
+
+    let calls_before = env.ecr.calls();
+    env.k8s.clear_requests();
+    let op = env.start_operator(&[]);
+    // Edit every CR's spec in a way that keeps the Secret content: the new operator must observe
+    // the new generation (proof it reconciled) without calling AWS or writing a Secret.
+    for i in 0..5 {
+        let name = format!("r-{i}");
+        let mut cr = env.k8s.get(CRS, Some("default"), &name).unwrap();
+        cr["spec"]["refreshBefore"] = json!("5h");
+        env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    }
+    env.wait("new generation observed", T, |k| {
+        (0..5).all(|i| {
+            k.get(CRS, Some("default"), &format!("r-{i}"))
+                .is_some_and(|cr| {
+                    cr["status"]["observedGeneration"] == 2
+                        && ready(&cr).is_some_and(|(s, _)| s == "True")
+                })
+        })
+    })
+    .await;
+    op.stop().await;
+    assert_eq!(env.ecr.calls(), calls_before, "restart made no AWS call");
+    assert_eq!(
+        env.k8s.count("patch", SECRETS)
+            + env.k8s.count("create", SECRETS)
+            + env.k8s.count("update", SECRETS),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_the_last_good_secret_and_recover() {
+    capture_logs();
+    let env = Env::start().await;
+    env.ecr.set_token_lifetime(Duration::from_secs(10));
+    let op = env.start_operator(&[]);
+    env.create_cr("default", "f", json!({"refreshBefore": "8s"}));
+    env.wait("Ready", T, |k| cr_ready(k, "default", "f")).await;
+
+    for (fault, reason) in [
+        (EcrFault::AccessDenied, "AccessDenied"),
+        (EcrFault::Throttling, "Transient"),
+        (EcrFault::ServerError, "Transient"),
+    ] {
+        let before = env.k8s.get(SECRETS, Some("default"), "f").unwrap();
+        env.ecr.set_fault(Some(fault.clone()));
+        env.wait(reason, T, |k| {
+            cr_reason(k, "default", "f").as_deref() == Some(reason)
+        })
+        .await;
+        let during = env.k8s.get(SECRETS, Some("default"), "f").unwrap();
+        assert_eq!(
+            during["data"], before["data"],
+            "{fault:?}: last good token kept"
+        );
+        let cr = env.k8s.get(CRS, Some("default"), "f").unwrap();
+        let message = cr["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if reason == "AccessDenied" {
+            assert!(
+                message.contains("ecr-public:GetAuthorizationToken")
+                    && message.contains("sts:GetServiceBearerToken")
+            );
+        }
+        env.ecr.set_fault(None);
+        env.wait("recovered", T, |k| cr_ready(k, "default", "f"))
+            .await;
+        let after = env.k8s.get(SECRETS, Some("default"), "f").unwrap();
+        assert_ne!(
+            after["data"], before["data"],
+            "{fault:?}: recovery wrote a new token"
+        );
+    }
+    let warnings: Vec<_> = env
+        .k8s
+        .list(EVENTS, Some("default"))
+        .into_iter()
+        .filter(|e| e["type"] == "Warning")
+        .collect();
+    assert!(warnings.iter().any(|e| e["reason"] == "AccessDenied"));
+    assert!(warnings.iter().any(|e| e["reason"] == "Transient"));
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep() {
+    capture_logs();
+    let env = Env::start().await;
+    env.ecr.set_token_lifetime(Duration::from_secs(4));
+    let op = env.start_operator(&[]);
+    env.create_cr("default", "gone", json!({"refreshBefore": "2s"}));
+    env.create_cr(
+        "default",
+        "kept",
+        json!({"refreshBefore": "2s", "onExpiry": "Keep"}),
+    );
+    env.wait("Ready", T, |k| {
+        cr_ready(k, "default", "gone") && cr_ready(k, "default", "kept")
+    })
+    .await;
+    env.ecr.set_fault(Some(EcrFault::ServerError));
+    env.wait("auths emptied", T, |k| {
+        k.get(SECRETS, Some("default"), "gone")
+            .is_some_and(|s| docker_config(&s) == json!({"auths": {}}))
+    })
+    .await;
+    // The Keep resource reports the failure but its Secret still holds the (expired) token.
+    env.wait("Keep reports failure", T, |k| {
+        cr_reason(k, "default", "kept").as_deref() == Some("Transient")
+    })
+    .await;
+    let kept = env.k8s.get(SECRETS, Some("default"), "kept").unwrap();
+    assert!(docker_config(&kept)["auths"]["public.ecr.aws"]["auth"].is_string());
+    let gone = env.k8s.get(CRS, Some("default"), "gone").unwrap();
+    assert_eq!(ready(&gone).unwrap().0, "False");
+    assert!(
+        gone["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RemoveAuth")
+    );
+    env.ecr.set_fault(None);
+    env.wait("token back", T, |k| {
+        cr_ready(k, "default", "gone")
+            && k.get(SECRETS, Some("default"), "gone")
+                .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"].is_object())
+    })
+    .await;
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_secret_with_the_same_name_is_never_touched() {
+    capture_logs();
+    let env = Env::start().await;
+    let foreign = env
+        .k8s
+        .create(SECRETS, Some("default"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine"}, "type": "Opaque", "data": {"k": "dg=="}}))
+        .unwrap();
+    let op = env.start_operator(&[]);
+    env.create_cr("default", "wants-mine", json!({"secretName": "mine"}));
+    env.wait("SecretConflict", T, |k| {
+        cr_reason(k, "default", "wants-mine").as_deref() == Some("SecretConflict")
+    })
+    .await;
+    let cr = env.k8s.get(CRS, Some("default"), "wants-mine").unwrap();
+    assert!(
+        cr["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/mine")
+    );
+    env.wait("conflict Event", T, |k| {
+        k.list(EVENTS, Some("default"))
+            .iter()
+            .any(|e| e["reason"] == "SecretConflict")
+    })
+    .await;
+    op.stop().await;
+    assert_eq!(
+        env.k8s.get(SECRETS, Some("default"), "mine").unwrap(),
+        foreign,
+        "byte-for-byte untouched"
+    );
+    assert_eq!(env.k8s.count("patch", SECRETS), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_change_updates_the_secret_without_a_new_aws_call() {
+    capture_logs();
+    let env = Env::start().await;
+    let op = env.start_operator(&[]);
+    env.create_cr("default", "reg", json!({}));
+    env.wait("Ready", T, |k| cr_ready(k, "default", "reg"))
+        .await;
+    let mut cr = env.k8s.get(CRS, Some("default"), "reg").unwrap();
+    cr["spec"]["registries"] = json!(["public.ecr.aws", "ecr-public.aws.com"]);
+    cr["spec"]["secretTemplate"] = json!({"labels": {"team": "a"}});
+    env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    env.wait("both registries", T, |k| {
+        k.get(SECRETS, Some("default"), "reg").is_some_and(|s| {
+            docker_config(&s)["auths"]["ecr-public.aws.com"].is_object()
+                && s["metadata"]["labels"]["team"] == "a"
+        })
+    })
+    .await;
+    assert_eq!(env.ecr.calls(), 1);
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_resource_garbage_collects_the_secret() {
+    capture_logs();
+    let env = Env::start().await;
+    let op = env.start_operator(&[]);
+    env.create_cr("default", "bye", json!({}));
+    env.wait("Secret", T, |k| {
+        k.get(SECRETS, Some("default"), "bye").is_some()
+    })
+    .await;
+    env.k8s.delete(CRS, Some("default"), "bye").unwrap();
+    env.wait("Secret collected", T, |k| {
+        k.get(SECRETS, Some("default"), "bye").is_none()
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_values_that_get_past_the_schema_are_reported() {
+    capture_logs();
+    let env = Env::start().await;
+    let op = env.start_operator(&[]);
+    // The CEL rule (< 12h) is not evaluated by the emulator, as by an API server with an old CRD.
+    env.create_cr("default", "bad", json!({"refreshBefore": "13h"}));
+    env.wait("InvalidSpec", T, |k| {
+        cr_reason(k, "default", "bad").as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    assert!(env.k8s.get(SECRETS, Some("default"), "bad").is_none());
+    assert_eq!(env.ecr.calls(), 0);
+    op.stop().await;
+}
