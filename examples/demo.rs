@@ -25,7 +25,7 @@ async fn main() {
     env.ecr.set_token_lifetime(Duration::from_secs(16));
     println!("Kubernetes API emulator: {}", env.api.url());
     println!("fake ECR Public:         {}", env.ecr.url());
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.k8s.create_namespace("demo", &[]);
 
     println!("\n1. kubectl apply an EcrPublicPullSecret (refreshBefore 8s, tokens live 16s)");

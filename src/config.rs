@@ -1,11 +1,11 @@
 //! Command line and environment. Every flag can also be set through the environment variable named
 //! in its help, which is how the Helm chart configures the operator.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{aws::AwsSettings, controller::ControllerSettings, duration};
+use crate::{aws::AwsSettings, controller::ControllerSettings, duration, leader::LeaseSettings};
 
 /// Keeps Amazon ECR Public image pull Secrets fresh.
 #[derive(Debug, Parser)]
@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinition YAML.
     Crd,
 }
@@ -85,9 +85,37 @@ pub struct RunArgs {
     #[arg(long, env = "AWS_MAX_ATTEMPTS", default_value_t = 3)]
     pub aws_max_attempts: u32,
 
-    /// This instance's name in Events (set from the pod name by the chart).
+    /// This instance's name in Events and its leader-election identity (the chart sets the pod name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// Namespace the operator runs in (the chart sets it from the downward API); default Lease namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    /// Address of the admin server (/metrics, /livez, /readyz).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Run only while holding a Lease, so several replicas can run safely.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LEASE_NAME",
+        default_value = "ecr-public-pull-secret-operator"
+    )]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: --pod-namespace, else "default").
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a Lease stays valid without renewal; a follower takes over after at most this long.
+    #[arg(long, env = "LEASE_DURATION", value_parser = parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
 }
 
 impl RunArgs {
@@ -110,6 +138,25 @@ impl RunArgs {
             concurrency: self.concurrency,
             instance: self.pod_name.clone(),
         }
+    }
+}
+
+impl RunArgs {
+    /// Lease settings when leader election is on.
+    pub fn lease(&self) -> Option<LeaseSettings> {
+        self.leader_election.then(|| LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| self.pod_namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            identity: self
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))),
+            duration: self.lease_duration,
+        })
     }
 }
 
@@ -139,5 +186,11 @@ mod tests {
         let cli = Cli::try_parse_from(["op", "crd"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Crd)));
         assert!(Cli::try_parse_from(["op", "--retry-backoff-base", "soon"]).is_err());
+        assert!(cli.run.lease().is_none());
+        let cli =
+            Cli::try_parse_from(["op", "--leader-election", "--pod-namespace", "ops"]).unwrap();
+        assert_eq!(cli.run.lease().unwrap().namespace, "ops");
+        let cli = Cli::try_parse_from(["op", "--leader-election", "false"]).unwrap();
+        assert!(!cli.run.leader_election);
     }
 }

@@ -34,7 +34,10 @@ use crate::{
     Error,
     cache::{Identity, TokenCache},
     crd::{EcrPublicPullSecret, MANAGER, OnExpiry},
-    duration, schedule,
+    duration,
+    http::Health,
+    metrics::Metrics,
+    schedule,
     secret::{self, SecretSpec, SecretState},
     status::{self, Report},
     token::Token,
@@ -77,6 +80,7 @@ pub struct Context {
     tokens: Arc<TokenCache>,
     recorder: Recorder,
     settings: ControllerSettings,
+    metrics: Arc<Metrics>,
     /// Failed attempts per resource, for exponential backoff; cleared on success.
     attempts: Mutex<HashMap<ObjectRef<EcrPublicPullSecret>, u32>>,
     /// What this process last wrote per Secret, with the resourceVersion the write produced, so a
@@ -109,6 +113,7 @@ enum Outcome {
         kept: SecretState,
         next: Option<DateTime<Utc>>,
         removed: bool,
+        has_secret: bool,
     },
 }
 
@@ -224,6 +229,8 @@ pub async fn run(
     client: Client,
     tokens: Arc<TokenCache>,
     settings: ControllerSettings,
+    metrics: Arc<Metrics>,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (crs, secrets_api) = match &settings.watch_namespace {
@@ -250,17 +257,28 @@ pub async fn run(
         instance: settings.instance.clone(),
     };
     let concurrency = settings.concurrency;
+    metrics.watch_secrets(reader.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        secrets: reader,
+        secrets: reader.clone(),
         tokens,
         settings,
+        metrics,
         attempts: Mutex::default(),
         written: Mutex::default(),
     });
     info!("controller starting");
-    Controller::new(crs, watcher::Config::default().any_semantic())
+    let controller = Controller::new(crs, watcher::Config::default().any_semantic());
+    let crs_store = controller.store();
+    tokio::spawn(async move {
+        // Ready once both caches hold a full list: before that, reconciles would see partial state.
+        if reader.wait_until_ready().await.is_ok() && crs_store.wait_until_ready().await.is_ok() {
+            info!("caches synced");
+            health.set_ready(true);
+        }
+    });
+    controller
         .owns_stream(secret_events)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -281,9 +299,22 @@ fn error_policy(cr: Arc<EcrPublicPullSecret>, error: &Error, ctx: Arc<Context>) 
 }
 
 async fn reconcile(cr: Arc<EcrPublicPullSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let outcome = reconcile_once(cr, ctx.clone()).await;
+    let result = outcome.as_ref().map_or("error", |(result, _)| *result);
+    ctx.metrics
+        .reconciled(result, started.elapsed().as_secs_f64());
+    outcome.map(|(_, action)| action)
+}
+
+/// One reconcile; also names its result for metrics: fresh, written, failed or skipped.
+async fn reconcile_once(
+    cr: Arc<EcrPublicPullSecret>,
+    ctx: Arc<Context>,
+) -> Result<(&'static str, Action), Error> {
     if cr.meta().deletion_timestamp.is_some() {
         // The Secret carries an ownerReference: Kubernetes garbage-collects it.
-        return Ok(Action::await_change());
+        return Ok(("skipped", Action::await_change()));
     }
     let key = ObjectRef::from_obj(&*cr);
     let now = Utc::now();
@@ -292,14 +323,19 @@ async fn reconcile(cr: Arc<EcrPublicPullSecret>, ctx: Arc<Context>) -> Result<Ac
         Err(Error::Kube(e)) => return Err(Error::Kube(e)),
         Err(error @ Error::InvalidSpec(_)) => {
             report_problem(&cr, &ctx, &error, now).await?;
-            return Ok(Action::await_change());
+            return Ok(("failed", Action::await_change()));
         }
         Err(error) => {
             report_problem(&cr, &ctx, &error, now).await?;
-            return Ok(Action::requeue(ctx.next_backoff(&key)));
+            return Ok(("failed", Action::requeue(ctx.next_backoff(&key))));
         }
     };
     let secret_name = cr.secret_name();
+    let result = match &outcome {
+        Outcome::Fresh { .. } => "fresh",
+        Outcome::Written { .. } => "written",
+        Outcome::Failed { .. } => "failed",
+    };
     let (report, requeue) = match &outcome {
         Outcome::Fresh { state, next } => {
             ctx.reset_backoff(&key);
@@ -340,18 +376,23 @@ async fn reconcile(cr: Arc<EcrPublicPullSecret>, ctx: Arc<Context>) -> Result<Ac
             kept,
             next,
             removed,
+            has_secret,
         } => {
             let mut message = error.to_string();
-            match (kept.expires_at, removed) {
-                (_, true) => message.push_str(
-                    ". The expired token was removed from the Secret (onExpiry: RemoveAuth) so pulls fall back to anonymous",
-                ),
-                (Some(exp), false) if exp > now => message.push_str(&format!(
+            // Stable text per situation, so retries do not rewrite the status.
+            match kept.expires_at {
+                Some(exp) if exp > now => message.push_str(&format!(
                     ". The previous token stays in the Secret until it expires at {}",
                     exp.to_rfc3339()
                 )),
-                (Some(_), false) => message.push_str(". The token in the Secret has expired (onExpiry: Keep)"),
-                (None, false) => {}
+                Some(exp) => message.push_str(&format!(
+                    ". The token in the Secret expired at {} (onExpiry: Keep)",
+                    exp.to_rfc3339()
+                )),
+                None if *has_secret => message.push_str(
+                    ". The Secret holds no token (onExpiry: RemoveAuth), so pulls fall back to anonymous until renewal succeeds",
+                ),
+                None => {}
             }
             if status::ready_reason(cr.status.as_ref()) != Some(error.label()) || *removed {
                 ctx.publish(&cr, EventType::Warning, error.label(), message.clone())
@@ -376,7 +417,7 @@ async fn reconcile(cr: Arc<EcrPublicPullSecret>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     write_status(&cr, &ctx, &report, now).await?;
-    Ok(Action::requeue(requeue))
+    Ok((result, Action::requeue(requeue)))
 }
 
 fn ready_report(
@@ -496,6 +537,7 @@ async fn decide(
             name,
         });
     }
+    let has_secret = existing.is_some();
     let state = existing.map(|(_, s)| s).unwrap_or(SecretState {
         expires_at: None,
         refreshed_at: None,
@@ -558,6 +600,7 @@ async fn decide(
                 next: current_due.filter(|_| !removed),
                 kept,
                 removed,
+                has_secret,
             })
         }
     }

@@ -11,7 +11,7 @@ use ecr_public_pull_secret_operator::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run(cli.run)) {
+    match cli.command.unwrap_or(Command::Run(Box::new(cli.run))) {
         Command::Crd => {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS

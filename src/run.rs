@@ -1,15 +1,20 @@
-//! Process wiring: from parsed flags to a running controller. Shared by the binary and the demo.
+//! Process wiring: from parsed flags to a running operator (admin server, optional leader
+//! election, controller). Shared by the binary, the demo, the tests and the benchmark.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
-use tracing::info;
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{info, warn};
 
 use crate::{
     aws::{self, EcrPublic},
     cache::TokenCache,
     config::RunArgs,
     controller,
+    http::{self, Health},
+    leader::Leadership,
+    metrics::{Metered, Metrics},
 };
 
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.
@@ -24,24 +29,87 @@ pub async fn run(
         .await
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let sdk = aws::load_sdk_config(&args.aws()).await;
-    run_with(client, &sdk, args, shutdown).await;
-    Ok(())
+    start(client, &sdk, args, shutdown)
+        .await?
+        .done
+        .await
+        .map_err(|e| e.to_string())?
 }
 
-/// Runs the operator with an explicit Kubernetes client and AWS configuration (the demo, tests and
-/// the benchmark use this to point it at the in-repo emulators).
-pub async fn run_with(
+/// A started operator.
+pub struct Running {
+    /// Where the admin server listens (resolved when `--http-addr` uses port 0).
+    pub http_addr: SocketAddr,
+    /// Resolves when the operator has stopped; an error when it stopped for a reason other than
+    /// `shutdown` (for example lost leadership).
+    pub done: JoinHandle<Result<(), String>>,
+}
+
+/// Starts the operator with an explicit Kubernetes client and AWS configuration (the demo, tests
+/// and the benchmark use this to point it at the in-repo emulators).
+pub async fn start(
     client: kube::Client,
     sdk: &SdkConfig,
     args: &RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let tokens = Arc::new(TokenCache::new(
-        Arc::new(EcrPublic::new(aws::ecr_public_client(sdk))),
-        FAILURE_TTL,
-    ));
-    info!(watch_namespace = ?args.watch_namespace, "starting ecr-public-pull-secret-operator {}", env!("CARGO_PKG_VERSION"));
-    controller::run(client, tokens, args.controller(), shutdown).await;
+) -> Result<Running, String> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let health = Health::default();
+    let http_addr = http::serve(args.http_addr, metrics.clone(), health.clone(), stopped())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
+    let source = Metered::new(EcrPublic::new(aws::ecr_public_client(sdk)), metrics.clone());
+    let tokens = Arc::new(TokenCache::new(Arc::new(source), FAILURE_TTL));
+    let settings = args.controller();
+    let lease = args.lease();
+    info!(watch_namespace = ?settings.watch_namespace, leader_election = lease.is_some(), "starting ecr-public-pull-secret-operator {}", env!("CARGO_PKG_VERSION"));
+    let done = tokio::spawn(async move {
+        let Some(lease) = lease else {
+            controller::run(client, tokens, settings, metrics, health, stopped()).await;
+            return Ok(());
+        };
+        // Followers report ready: a rolling update must not wait for a Lease it cannot get.
+        health.set_ready(true);
+        let mut leadership = Leadership::start(client.clone(), &lease).await?;
+        tokio::select! {
+            acquired = leadership.acquired() => if !acquired {
+                return Err("leader election stopped unexpectedly".to_owned());
+            },
+            () = stopped() => return Ok(()),
+        }
+        info!(lease = %lease.name, "acquired leadership; starting the controller");
+        let lost = leadership.lost();
+        let (lost_tx, mut lost_rx) = watch::channel(false);
+        let stop = stopped();
+        let until = async move {
+            tokio::select! {
+                () = stop => {},
+                () = lost => { let _ = lost_tx.send(true); },
+            }
+        };
+        controller::run(client, tokens, settings, metrics, health, until).await;
+        if *lost_rx.borrow_and_update() {
+            warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
+            return Err(format!(
+                "lost leadership of Lease {}/{}",
+                lease.namespace, lease.name
+            ));
+        }
+        leadership.release().await;
+        Ok(())
+    });
+    Ok(Running { http_addr, done })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -51,6 +51,7 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
             "debug,hyper=info,aws_smithy_runtime=info,rustls=info",
         )
         .env("RETRY_BACKOFF_BASE", "200ms")
+        .env("HTTP_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
             std::fs::File::create(dir.join("stderr.log")).unwrap(),

@@ -15,7 +15,7 @@ const T: Duration = Duration::from_secs(20);
 async fn cr_gets_a_typed_owned_secret_and_ready_status() {
     capture_logs();
     let env = Env::start().await;
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     let cr = env.create_cr("default", "pull", json!({}));
     env.wait("CR Ready", T, |k| cr_ready(k, "default", "pull"))
         .await;
@@ -81,7 +81,7 @@ async fn fifty_resources_created_together_cost_one_ecr_call() {
     for i in 0..50 {
         env.create_cr("default", &format!("cr-{i}"), json!({}));
     }
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.wait("50 CRs Ready", T, |k| {
         (0..50).all(|i| cr_ready(k, "default", &format!("cr-{i}")))
     })
@@ -101,7 +101,7 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
     capture_logs();
     let env = Env::start().await;
     env.ecr.set_token_lifetime(Duration::from_secs(12));
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.create_cr("default", "rot", json!({"refreshBefore": "6s"}));
     env.wait("first token", T, |k| cr_ready(k, "default", "rot"))
         .await;
@@ -157,7 +157,7 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
 async fn restart_with_fresh_secrets_costs_nothing() {
     capture_logs();
     let env = Env::start().await;
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     for i in 0..5 {
         env.create_cr("default", &format!("r-{i}"), json!({}));
     }
@@ -169,7 +169,7 @@ async fn restart_with_fresh_secrets_costs_nothing() {
 
     let calls_before = env.ecr.calls();
     env.k8s.clear_requests();
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     // Edit every CR's spec in a way that keeps the Secret content: the new operator must observe
     // the new generation (proof it reconciled) without calling AWS or writing a Secret.
     for i in 0..5 {
@@ -203,7 +203,7 @@ async fn failures_keep_the_last_good_secret_and_recover() {
     capture_logs();
     let env = Env::start().await;
     env.ecr.set_token_lifetime(Duration::from_secs(10));
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.create_cr("default", "f", json!({"refreshBefore": "8s"}));
     env.wait("Ready", T, |k| cr_ready(k, "default", "f")).await;
 
@@ -260,7 +260,7 @@ async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep() {
     capture_logs();
     let env = Env::start().await;
     env.ecr.set_token_lifetime(Duration::from_secs(4));
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.create_cr("default", "gone", json!({"refreshBefore": "2s"}));
     env.create_cr(
         "default",
@@ -311,7 +311,7 @@ async fn foreign_secret_with_the_same_name_is_never_touched() {
         .k8s
         .create(SECRETS, Some("default"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine"}, "type": "Opaque", "data": {"k": "dg=="}}))
         .unwrap();
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.create_cr("default", "wants-mine", json!({"secretName": "mine"}));
     env.wait("SecretConflict", T, |k| {
         cr_reason(k, "default", "wants-mine").as_deref() == Some("SecretConflict")
@@ -343,7 +343,7 @@ async fn foreign_secret_with_the_same_name_is_never_touched() {
 async fn spec_change_updates_the_secret_without_a_new_aws_call() {
     capture_logs();
     let env = Env::start().await;
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.create_cr("default", "reg", json!({}));
     env.wait("Ready", T, |k| cr_ready(k, "default", "reg"))
         .await;
@@ -366,7 +366,7 @@ async fn spec_change_updates_the_secret_without_a_new_aws_call() {
 async fn deleting_the_resource_garbage_collects_the_secret() {
     capture_logs();
     let env = Env::start().await;
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     env.create_cr("default", "bye", json!({}));
     env.wait("Secret", T, |k| {
         k.get(SECRETS, Some("default"), "bye").is_some()
@@ -384,7 +384,7 @@ async fn deleting_the_resource_garbage_collects_the_secret() {
 async fn invalid_values_that_get_past_the_schema_are_reported() {
     capture_logs();
     let env = Env::start().await;
-    let op = env.start_operator(&[]);
+    let op = env.start_operator(&[]).await;
     // The CEL rule (< 12h) is not evaluated by the emulator, as by an API server with an old CRD.
     env.create_cr("default", "bad", json!({"refreshBefore": "13h"}));
     env.wait("InvalidSpec", T, |k| {

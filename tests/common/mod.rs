@@ -3,7 +3,7 @@
 //! running in-process. Included with `#[path]` so every target uses exactly the same wiring.
 #![allow(dead_code)]
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
@@ -131,7 +131,9 @@ pub fn sdk_config_for(endpoint: &str, access_key: &str) -> SdkConfig {
 /// A running in-process operator.
 pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// The admin server's address (`/metrics`, `/livez`, `/readyz`).
+    pub http_addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 impl Operator {
