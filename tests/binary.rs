@@ -3,6 +3,8 @@
 mod common;
 
 use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -11,6 +13,7 @@ use common::*;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ecr-public-pull-secret-operator");
+const LEASES: &str = "leases.coordination.k8s.io";
 
 #[test]
 fn crd_subcommand_prints_the_committed_crd() {
@@ -28,17 +31,43 @@ fn crd_subcommand_prints_the_committed_crd() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
-    let env = Env::start().await;
-    env.ecr.set_token_lifetime(Duration::from_secs(8));
-    let dir = std::env::temp_dir().join(format!("epps-binary-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A scratch directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("epps-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts the binary with pod-like environment; stderr goes to `<dir>/<name>.log`.
+fn spawn(
+    env: &Env,
+    dir: &Path,
+    name: &str,
+    http: SocketAddr,
+    extra: &[(&str, &str)],
+) -> tokio::process::Child {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, env.api.kubeconfig_yaml("default")).unwrap();
-
-    let mut child = tokio::process::Command::new(BIN)
-        .env_clear()
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.env_clear()
         .env("KUBECONFIG", &kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
         .env("AWS_ACCESS_KEY_ID", "AKIDBINARY")
@@ -51,14 +80,39 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
             "debug,hyper=info,aws_smithy_runtime=info,rustls=info",
         )
         .env("RETRY_BACKOFF_BASE", "200ms")
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::null())
+        .env("HTTP_ADDR", http.to_string())
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", "default");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::null())
         .stderr(Stdio::from(
-            std::fs::File::create(dir.join("stderr.log")).unwrap(),
+            std::fs::File::create(dir.join(format!("{name}.log"))).unwrap(),
         ))
         .kill_on_drop(true)
         .spawn()
-        .expect("start binary");
+        .expect("start binary")
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
+    let env = Env::start().await;
+    env.ecr.set_token_lifetime(Duration::from_secs(8));
+    let dir = Scratch::new("binary");
+    let http = free_addr();
+    let mut child = spawn(&env, &dir.0, "op", http, &[]);
 
     env.create_cr("default", "bin", json!({"refreshBefore": "4s"}));
     env.wait("binary made the CR Ready", Duration::from_secs(30), |k| {
@@ -73,21 +127,15 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
         env.ecr.calls_by_access_key().keys().collect::<Vec<_>>(),
         vec!["AKIDBINARY"]
     );
+    assert_eq!(http_get(http, "/readyz").await.0, 200);
 
     // SIGTERM: graceful shutdown, exit code 0.
-    let pid = child.id().expect("running").to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("exits")
         .unwrap();
-    let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+    let stderr = std::fs::read_to_string(dir.0.join("op.log")).unwrap();
     assert_eq!(status.code(), Some(0), "graceful exit; stderr:\n{stderr}");
     assert!(
         stderr.lines().all(|l| l.starts_with('{')),
@@ -100,5 +148,76 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
             "token in the binary's logs"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
+    let env = Env::start().await;
+    let dir = Scratch::new("leader");
+    let lease = [("LEADER_ELECTION", "true"), ("LEASE_DURATION", "3s")];
+    let (http_a, http_b) = (free_addr(), free_addr());
+    let mut a = spawn(&env, &dir.0, "a", http_a, &lease);
+    let mut b = spawn(&env, &dir.0, "b", http_b, &lease);
+    let holder = |k: &harness::kube_api::Emulator| {
+        k.get(LEASES, Some("default"), "ecr-public-pull-secret-operator")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+            .filter(|h| !h.is_empty())
+    };
+    env.wait("a leader", Duration::from_secs(20), |k| holder(k).is_some())
+        .await;
+    let leader = holder(&env.k8s).unwrap();
+    for i in 0..3 {
+        env.create_cr("default", &format!("le-{i}"), json!({}));
+    }
+    env.wait("CRs Ready", Duration::from_secs(20), |k| {
+        (0..3).all(|i| cr_ready(k, "default", &format!("le-{i}")))
+    })
+    .await;
+    // Both replicas are ready (followers too, so rolling updates proceed); only the leader reconciles.
+    let (leader_http, follower_http) = if leader == "a" {
+        (http_a, http_b)
+    } else {
+        (http_b, http_a)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || http_get(
+            follower_http,
+            "/readyz"
+        )
+        .await
+        .0 == 200)
+        .await
+    );
+    let reconciles = |text: &str| {
+        ["fresh", "written", "failed"]
+            .iter()
+            .filter_map(|r| metric(text, &format!("epps_reconcile_total{{result=\"{r}\"}}")))
+            .sum::<f64>()
+    };
+    assert!(reconciles(&http_get(leader_http, "/metrics").await.1) >= 3.0);
+    assert_eq!(
+        reconciles(&http_get(follower_http, "/metrics").await.1),
+        0.0,
+        "the follower never reconciles"
+    );
+
+    // SIGKILL the leader: no release, the follower takes over once the lease expires.
+    let (killed, survivor, survivor_http) = if leader == "a" {
+        (&mut a, "b", http_b)
+    } else {
+        (&mut b, "a", http_a)
+    };
+    signal(killed, "-KILL");
+    let _ = killed.wait().await;
+    env.wait("hand-over", Duration::from_secs(15), |k| {
+        holder(k).as_deref() == Some(survivor)
+    })
+    .await;
+    env.create_cr("default", "after-handover", json!({}));
+    env.wait("new CR Ready", Duration::from_secs(20), |k| {
+        cr_ready(k, "default", "after-handover")
+    })
+    .await;
+    assert!(reconciles(&http_get(survivor_http, "/metrics").await.1) >= 1.0);
+    assert_eq!(env.ecr.calls(), 2, "one token per leader's cache");
 }

@@ -284,14 +284,17 @@ async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep() {
     .await;
     let kept = env.k8s.get(SECRETS, Some("default"), "kept").unwrap();
     assert!(docker_config(&kept)["auths"]["public.ecr.aws"]["auth"].is_string());
-    let gone = env.k8s.get(CRS, Some("default"), "gone").unwrap();
-    assert_eq!(ready(&gone).unwrap().0, "False");
-    assert!(
-        gone["status"]["conditions"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("RemoveAuth")
-    );
+    // The status says the token was removed, and why the Secret is empty.
+    env.wait("RemoveAuth reported", T, |k| {
+        k.get(CRS, Some("default"), "gone").is_some_and(|cr| {
+            ready(&cr).is_some_and(|(s, _)| s == "False")
+                && cr["status"]["conditions"][0]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("RemoveAuth")
+        })
+    })
+    .await;
     env.ecr.set_fault(None);
     env.wait("token back", T, |k| {
         cr_ready(k, "default", "gone")

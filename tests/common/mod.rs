@@ -51,29 +51,30 @@ impl Env {
         sdk_config_for(&self.ecr.url(), "AKIDOPERATOR")
     }
 
-    /// Runs the real controller in this process until the returned handle is stopped.
-    pub fn start_operator(&self, extra_args: &[&str]) -> Operator {
+    /// Runs the real operator (admin server on a free port, controller, optional leader
+    /// election) in this process until the returned handle is stopped.
+    pub async fn start_operator(&self, extra_args: &[&str]) -> Operator {
         let mut argv = vec![
             "ecr-public-pull-secret-operator",
             "--retry-backoff-base",
             "200ms",
             "--retry-backoff-max",
             "2s",
+            "--http-addr",
+            "127.0.0.1:0",
         ];
         argv.extend_from_slice(extra_args);
         let args = Cli::try_parse_from(argv).expect("operator flags").run;
-        let client = self.client();
-        let sdk = self.sdk_config();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            run::run_with(client, &sdk, &args, async move {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        let running = run::start(self.client(), &self.sdk_config(), &args, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("operator starts");
         Operator {
             stop: Some(tx),
-            task,
+            http_addr: running.http_addr,
+            task: running.done,
         }
     }
 
@@ -137,17 +138,69 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Graceful shutdown, as on SIGTERM; waits until the controller has stopped.
+    /// Graceful shutdown, as on SIGTERM; waits until the operator has stopped.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         let task = &mut self.task;
-        tokio::time::timeout(Duration::from_secs(20), task)
+        let result = tokio::time::timeout(Duration::from_secs(20), task)
             .await
-            .expect("operator stops")
-            .expect("operator task");
+            .expect("operator stops");
+        result
+            .expect("operator task")
+            .expect("operator stopped cleanly");
     }
+
+    /// GET on the admin server: (status code, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http_addr, path).await
+    }
+}
+
+/// GET over loopback with a minimal HTTP/1.1 client: (status code, body); (0, "") when nothing
+/// listens.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Polls `probe` until it returns true, at most `timeout`. Only for state of another process or
+/// endpoint that offers nothing to await; emulator state is awaited with [`Env::wait`].
+pub async fn eventually(timeout: Duration, mut probe: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The value of one Prometheus series in a text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 impl Drop for Operator {

@@ -1,0 +1,77 @@
+//! The operator's admin endpoints and leader election, against the emulators.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
+    capture_logs();
+    let env = Env::start().await;
+    // A slow API server keeps the initial list in flight long enough to observe "not ready".
+    env.k8s.set_latency(Some(Duration::from_millis(700)));
+    let op = env.start_operator(&[]).await;
+    assert_eq!(op.http_get("/livez").await.0, 200);
+    assert_eq!(
+        op.http_get("/readyz").await.0,
+        503,
+        "not ready before the caches are synced"
+    );
+    assert!(
+        eventually(T, async || op.http_get("/readyz").await.0 == 200).await,
+        "ready after sync"
+    );
+    env.k8s.set_latency(None);
+
+    let (_, before) = op.http_get("/metrics").await;
+    assert_eq!(
+        metric(&before, r#"epps_reconcile_total{result="written"}"#),
+        None
+    );
+    assert_eq!(metric(&before, "epps_managed_secrets"), Some(0.0));
+    env.create_cr("default", "m", json!({}));
+    env.wait("Ready", T, |k| cr_ready(k, "default", "m")).await;
+    // The reconcile is counted when it returns, just after its status write: await it.
+    let written = async || {
+        let (code, text) = op.http_get("/metrics").await;
+        code == 200 && metric(&text, r#"epps_reconcile_total{result="written"}"#) == Some(1.0)
+    };
+    assert!(eventually(T, written).await, "written reconcile counted");
+    let (_, text) = op.http_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"epps_token_fetch_total{result="success",reason="none"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        eventually(T, async || metric(
+            &op.http_get("/metrics").await.1,
+            "epps_managed_secrets"
+        ) == Some(1.0))
+        .await
+    );
+    let (_, text) = op.http_get("/metrics").await;
+    let secret = env.k8s.get(SECRETS, Some("default"), "m").unwrap();
+    let expires = secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
+        .as_str()
+        .unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(expires)
+        .unwrap()
+        .timestamp() as f64;
+    assert_eq!(
+        metric(
+            &text,
+            r#"epps_secret_token_expiry_timestamp_seconds{namespace="default",name="m"}"#
+        ),
+        Some(expires)
+    );
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
