@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::{
     Error,
     cache::{Identity, TokenCache},
-    crd::{EcrPublicPullSecret, MANAGER, OnExpiry},
+    crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus, MANAGER, OnExpiry},
     duration,
     http::Health,
     metrics::Metrics,
@@ -86,6 +86,10 @@ pub struct Context {
     /// What this process last wrote per Secret, with the resourceVersion the write produced, so a
     /// reconcile that runs before the watch delivers our own write does not write again.
     written: Mutex<HashMap<ObjectRef<Secret>, Written>>,
+    /// The status this process last wrote per resource UID. Only the operator writes status, so
+    /// this is newer than a cached object that the watch has not refreshed yet; using it avoids
+    /// rewriting the same status from a stale copy.
+    statuses: Mutex<HashMap<String, EcrPublicPullSecretStatus>>,
 }
 
 /// Our own last write of a Secret: the resourceVersion it produced and the state it holds.
@@ -175,6 +179,20 @@ impl Context {
             None => observed,
         };
         Ok(Some((meta, state)))
+    }
+
+    /// The resource's current status: our own last write until the watch has caught up with it.
+    fn status_of(&self, cr: &EcrPublicPullSecret) -> Option<EcrPublicPullSecretStatus> {
+        let uid = cr.uid()?;
+        let mut known = lock(&self.statuses);
+        match known.get(&uid) {
+            Some(ours) if cr.status.as_ref() == Some(ours) => {
+                known.remove(&uid);
+                cr.status.clone()
+            }
+            Some(ours) => Some(ours.clone()),
+            None => cr.status.clone(),
+        }
     }
 
     async fn write_secret(
@@ -267,6 +285,7 @@ pub async fn run(
         metrics,
         attempts: Mutex::default(),
         written: Mutex::default(),
+        statuses: Mutex::default(),
     });
     info!("controller starting");
     let controller = Controller::new(crs, watcher::Config::default().any_semantic());
@@ -394,7 +413,8 @@ async fn reconcile_once(
                 ),
                 None => {}
             }
-            if status::ready_reason(cr.status.as_ref()) != Some(error.label()) || *removed {
+            if status::ready_reason(ctx.status_of(&cr).as_ref()) != Some(error.label()) || *removed
+            {
                 ctx.publish(&cr, EventType::Warning, error.label(), message.clone())
                     .await;
             }
@@ -447,12 +467,13 @@ async fn report_problem(
     error: &Error,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    if status::ready_reason(cr.status.as_ref()) != Some(error.label()) {
+    if status::ready_reason(ctx.status_of(cr).as_ref()) != Some(error.label()) {
         ctx.publish(cr, EventType::Warning, error.label(), error.to_string())
             .await;
     }
     warn!(name = %cr.name_any(), namespace = ?cr.namespace(), reason = error.label(), %error, "cannot reconcile");
-    let current = cr.status.as_ref();
+    let current = ctx.status_of(cr);
+    let current = current.as_ref();
     let report = Report {
         ready: false,
         reason: error.label().into(),
@@ -483,8 +504,9 @@ async fn write_status(
     report: &Report,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let desired = status::build(report, cr.meta().generation, cr.status.as_ref(), now);
-    if cr.status.as_ref() == Some(&desired) {
+    let current = ctx.status_of(cr);
+    let desired = status::build(report, cr.meta().generation, current.as_ref(), now);
+    if current.as_ref() == Some(&desired) {
         return Ok(());
     }
     let api = Api::<EcrPublicPullSecret>::namespaced(
@@ -502,6 +524,9 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    if let Some(uid) = cr.uid() {
+        lock(&ctx.statuses).insert(uid, desired);
+    }
     Ok(())
 }
 
@@ -572,8 +597,14 @@ async fn decide(
     {
         Ok(fetched) => {
             let token = fetched.token;
-            ctx.write_secret(&spec, Some(&token)).await?;
             let next = due_at(token.issued_at, token.expires_at);
+            let same = SecretState::of(&token, &hash);
+            if state == same {
+                // The Secret already holds exactly this token and content: writing it again would
+                // be a wasted (if idempotent) write.
+                return Ok(Outcome::Fresh { state, next });
+            }
+            ctx.write_secret(&spec, Some(&token)).await?;
             Ok(Outcome::Written {
                 token,
                 next,

@@ -80,6 +80,15 @@ pub struct SecretState {
 }
 
 impl SecretState {
+    /// The state of a Secret written with `token` and settings fingerprint `config_hash`.
+    pub fn of(token: &Token, config_hash: &str) -> SecretState {
+        SecretState {
+            expires_at: Some(token.expires_at),
+            refreshed_at: Some(token.issued_at),
+            config_hash: Some(config_hash.to_owned()),
+        }
+    }
+
     /// Reads the operator's annotations; anything unparsable counts as absent (and so as due).
     pub fn from_meta(meta: &ObjectMeta) -> SecretState {
         let annotations = meta.annotations.as_ref();
@@ -217,9 +226,11 @@ mod tests {
         assert!(is_controlled_by(&secret.metadata, "u1"));
         assert!(!is_controlled_by(&secret.metadata, "u2"));
         let state = SecretState::from_meta(&secret.metadata);
-        assert_eq!(state.expires_at, Some(token.expires_at));
-        assert_eq!(state.refreshed_at, Some(now()));
-        assert_eq!(state.config_hash, Some(config_hash(&settings)));
+        assert_eq!(
+            state,
+            SecretState::of(&token, &config_hash(&settings)),
+            "annotations round-trip exactly"
+        );
         assert_eq!(secret.metadata.annotations.as_ref().unwrap()["note"], "x");
 
         let empty = build(&spec, None);

@@ -34,7 +34,9 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Validates what GetAuthorizationToken returned. `now` is the time of the response.
+    /// Validates what GetAuthorizationToken returned. `now` is the time of the response; it is
+    /// truncated to whole seconds, like `expiresAt`, so that the schedule computed from the
+    /// Secret's annotations after a restart is exactly the one computed from memory.
     pub fn from_response(
         authorization_token: Option<&str>,
         expires_at: Option<DateTime<Utc>>,
@@ -75,11 +77,12 @@ impl Token {
                 expires_at.to_rfc3339()
             )));
         }
+        let issued_at = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
         Ok(Token {
             auth: auth.trim().to_owned(),
             password,
             expires_at,
-            issued_at: now,
+            issued_at,
         })
     }
 
@@ -150,6 +153,14 @@ mod tests {
             let err = Token::from_response(token.as_deref(), expires, now()).unwrap_err();
             assert_eq!(err.label(), "InvalidToken");
         }
+    }
+
+    #[test]
+    fn issue_time_is_whole_seconds_like_the_annotations() {
+        let at = now() + Duration::milliseconds(700);
+        let t = Token::from_response(Some(&b64("AWS:pw")), Some(now() + Duration::hours(12)), at)
+            .unwrap();
+        assert_eq!(t.issued_at, now());
     }
 
     #[test]

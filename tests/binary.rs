@@ -48,22 +48,28 @@ impl Drop for Scratch {
     }
 }
 
-/// A free loopback port (bound, then released for the child to take).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// The admin server address a child logged (it binds port 0, so no two processes can race for a
+/// port picked in advance).
+async fn admin_addr(dir: &Path, name: &str) -> SocketAddr {
+    let log = dir.join(format!("{name}.log"));
+    let mut found = None;
+    let read = async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        found = text.lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["fields"]["bound"].as_str()?.parse().ok()
+        });
+        found.is_some()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), read).await,
+        "{name} logged its admin address"
+    );
+    found.expect("address")
 }
 
 /// Starts the binary with pod-like environment; stderr goes to `<dir>/<name>.log`.
-fn spawn(
-    env: &Env,
-    dir: &Path,
-    name: &str,
-    http: SocketAddr,
-    extra: &[(&str, &str)],
-) -> tokio::process::Child {
+fn spawn(env: &Env, dir: &Path, name: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, env.api.kubeconfig_yaml("default")).unwrap();
     let mut cmd = tokio::process::Command::new(BIN);
@@ -80,7 +86,7 @@ fn spawn(
             "debug,hyper=info,aws_smithy_runtime=info,rustls=info",
         )
         .env("RETRY_BACKOFF_BASE", "200ms")
-        .env("HTTP_ADDR", http.to_string())
+        .env("HTTP_ADDR", "127.0.0.1:0")
         .env("POD_NAME", name)
         .env("POD_NAMESPACE", "default");
     for (k, v) in extra {
@@ -111,8 +117,8 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
     let env = Env::start().await;
     env.ecr.set_token_lifetime(Duration::from_secs(8));
     let dir = Scratch::new("binary");
-    let http = free_addr();
-    let mut child = spawn(&env, &dir.0, "op", http, &[]);
+    let mut child = spawn(&env, &dir.0, "op", &[]);
+    let http = admin_addr(&dir.0, "op").await;
 
     env.create_cr("default", "bin", json!({"refreshBefore": "4s"}));
     env.wait("binary made the CR Ready", Duration::from_secs(30), |k| {
@@ -155,9 +161,9 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
     let env = Env::start().await;
     let dir = Scratch::new("leader");
     let lease = [("LEADER_ELECTION", "true"), ("LEASE_DURATION", "3s")];
-    let (http_a, http_b) = (free_addr(), free_addr());
-    let mut a = spawn(&env, &dir.0, "a", http_a, &lease);
-    let mut b = spawn(&env, &dir.0, "b", http_b, &lease);
+    let mut a = spawn(&env, &dir.0, "a", &lease);
+    let mut b = spawn(&env, &dir.0, "b", &lease);
+    let (http_a, http_b) = (admin_addr(&dir.0, "a").await, admin_addr(&dir.0, "b").await);
     let holder = |k: &harness::kube_api::Emulator| {
         k.get(LEASES, Some("default"), "ecr-public-pull-secret-operator")
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
@@ -194,7 +200,9 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
             .filter_map(|r| metric(text, &format!("epps_reconcile_total{{result=\"{r}\"}}")))
             .sum::<f64>()
     };
-    assert!(reconciles(&http_get(leader_http, "/metrics").await.1) >= 3.0);
+    // Reconciles are counted when they return, just after their status write: await the count.
+    let leader_counted = async || reconciles(&http_get(leader_http, "/metrics").await.1) >= 3.0;
+    assert!(eventually(Duration::from_secs(10), leader_counted).await);
     assert_eq!(
         reconciles(&http_get(follower_http, "/metrics").await.1),
         0.0,
@@ -218,6 +226,7 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
         cr_ready(k, "default", "after-handover")
     })
     .await;
-    assert!(reconciles(&http_get(survivor_http, "/metrics").await.1) >= 1.0);
+    let survivor_counted = async || reconciles(&http_get(survivor_http, "/metrics").await.1) >= 1.0;
+    assert!(eventually(Duration::from_secs(10), survivor_counted).await);
     assert_eq!(env.ecr.calls(), 2, "one token per leader's cache");
 }

@@ -1,0 +1,368 @@
+//! Benchmark: the real operator (this example's own executable re-run in operator mode, so it is a
+//! separate process whose memory can be read from /proc) against the in-repo Kubernetes API
+//! emulator and fake ECR Public on 127.0.0.1.
+//!
+//!     cargo run --release --example bench -- --crs 1000 --namespaces 10 --json
+//!
+//! Phases: cold start (all CRs exist before the operator starts), idle (nothing due), ready latency
+//! (CRs created one by one), rotations (short token lifetime), restart (all Secrets fresh), RSS.
+//! With `--json` the last line printed is one JSON object; see BENCHMARKS.md for results.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use common::*;
+use serde_json::json;
+
+/// Environment variable that switches this executable into operator mode.
+const OPERATOR_MODE: &str = "EPPS_BENCH_OPERATOR";
+
+#[derive(Debug, Parser)]
+struct Opts {
+    /// Namespaced EcrPublicPullSecrets.
+    #[arg(long, default_value_t = 1000)]
+    crs: usize,
+    /// Namespaces the CRs are spread over.
+    #[arg(long, default_value_t = 10)]
+    namespaces: usize,
+    /// IAM identities (only 1 until per-CR identities exist).
+    #[arg(long, default_value_t = 1)]
+    identities: usize,
+    /// Token lifetime the fake ECR Public issues, in seconds (rotation every half of it).
+    #[arg(long, default_value_t = 60)]
+    token_lifetime: u64,
+    /// Rotations to observe.
+    #[arg(long, default_value_t = 2)]
+    rotations: u32,
+    /// CRs created one by one for the ready-latency phase.
+    #[arg(long, default_value_t = 100)]
+    latency_samples: usize,
+    /// Seconds of the idle measurement.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    if std::env::var_os(OPERATOR_MODE).is_some() {
+        return operator_mode();
+    }
+    let opts = Opts::parse();
+    if opts.identities != 1 {
+        eprintln!(
+            "--identities > 1 needs per-resource identities (roleArn / serviceAccountName), not built yet"
+        );
+        std::process::exit(2);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench(opts));
+}
+
+/// The operator process: exactly the binary's `run`, configured from the environment.
+fn operator_mode() {
+    use ecr_public_pull_secret_operator::{config::Cli, run, telemetry};
+    let cli = Cli::parse_from(["ecr-public-pull-secret-operator"]);
+    telemetry::init(cli.run.log_format, &cli.run.log_filter);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = rt.block_on(run::run(&cli.run, run::shutdown_signal())) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+}
+
+struct Child {
+    proc: tokio::process::Child,
+    http: std::net::SocketAddr,
+}
+
+impl Child {
+    fn peak_rss_mib(&self) -> f64 {
+        let Some(pid) = self.proc.id() else {
+            return 0.0;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        metric(&http_get(self.http, "/metrics").await.1, series).unwrap_or(0.0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.proc.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.proc.wait()).await;
+    }
+}
+
+fn spawn_operator(env: &Env, kubeconfig: &std::path::Path) -> Child {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proc = tokio::process::Command::new(std::env::current_exe().expect("own executable"))
+        .env_clear()
+        .env(OPERATOR_MODE, "1")
+        .env("KUBECONFIG", kubeconfig)
+        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
+        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
+        .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HTTP_ADDR", http.to_string())
+        .env("RUST_LOG", "warn")
+        .env("CONCURRENCY", "64")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn operator");
+    Child { proc, http }
+}
+
+fn ready_count(env: &Env) -> usize {
+    env.k8s
+        .list(CRS, None)
+        .iter()
+        .filter(|cr| ready(cr).is_some_and(|(s, _)| s == "True"))
+        .count()
+}
+
+/// Waits (polling every 100 ms, bounded) until `n` CRs are Ready.
+async fn wait_ready(env: &Env, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready_count(env) >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn writes(env: &Env) -> usize {
+    env.k8s
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.resource == SECRETS && matches!(r.verb.as_str(), "patch" | "create" | "update")
+        })
+        .count()
+}
+
+fn status_writes(env: &Env) -> usize {
+    env.k8s
+        .requests()
+        .iter()
+        .filter(|r| r.resource == CRS && r.subresource.as_deref() == Some("status"))
+        .count()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn bench(o: Opts) {
+    let env = Env::start().await;
+    env.ecr
+        .set_token_lifetime(Duration::from_secs(o.token_lifetime));
+    let dir = std::env::temp_dir().join(format!("epps-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, env.api.kubeconfig_yaml("default")).expect("kubeconfig");
+    let namespaces: Vec<String> = (0..o.namespaces.max(1))
+        .map(|i| format!("bench-{i}"))
+        .collect();
+    for ns in &namespaces {
+        env.k8s.create_namespace(ns, &[]);
+    }
+    for i in 0..o.crs {
+        env.create_cr(
+            &namespaces[i % namespaces.len()],
+            &format!("cr-{i}"),
+            json!({}),
+        );
+    }
+    eprintln!(
+        "created {} CRs in {} namespaces; starting the operator",
+        o.crs,
+        namespaces.len()
+    );
+
+    // Cold start.
+    let started = Instant::now();
+    let op = spawn_operator(&env, &kubeconfig);
+    assert!(
+        wait_ready(&env, o.crs, Duration::from_secs(600)).await,
+        "cold start did not finish"
+    );
+    let cold_start_s = started.elapsed().as_secs_f64();
+    eprintln!("cold start: {cold_start_s:.2}s");
+
+    // Idle: nothing is due (rotation is at half the lifetime); count requests except watches.
+    let requests = |env: &Env| {
+        env.k8s
+            .requests()
+            .iter()
+            .filter(|r| r.verb != "watch")
+            .count()
+    };
+    let idle0 = requests(&env);
+    tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+    let idle = requests(&env) - idle0;
+    if idle > 0 {
+        // Say what they were: an idle operator should make none.
+        let mut kinds = std::collections::BTreeMap::new();
+        for r in env
+            .k8s
+            .requests()
+            .iter()
+            .skip(idle0)
+            .filter(|r| r.verb != "watch")
+        {
+            let key = format!(
+                "{} {} {}",
+                r.verb,
+                r.resource,
+                r.subresource.as_deref().unwrap_or("")
+            );
+            *kinds.entry(key).or_insert(0) += 1;
+        }
+        eprintln!("idle requests by kind: {kinds:?}");
+    }
+    let idle_requests_per_min = idle as f64 * 60.0 / o.idle_seconds as f64;
+    eprintln!("idle: {idle} requests in {}s", o.idle_seconds);
+
+    // Ready latency: create CRs one by one, time until their Secret exists.
+    let mut latencies = Vec::new();
+    for i in 0..o.latency_samples {
+        let ns = &namespaces[i % namespaces.len()];
+        let name = format!("lat-{i}");
+        let t = Instant::now();
+        env.create_cr(ns, &name, json!({}));
+        let ok = env
+            .k8s
+            .wait_until(Duration::from_secs(30), |k| {
+                k.get(SECRETS, Some(ns), &name).is_some()
+            })
+            .await;
+        assert!(ok, "latency sample {i} timed out");
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let total = o.crs + o.latency_samples;
+
+    // Rotations: rotation k is complete once ECR issued k new tokens and every Secret holds the
+    // newest one. Writes and calls are counted over the whole phase, so duplicates would show.
+    let calls0 = env.ecr.successful_calls();
+    let writes0 = writes(&env);
+    let mut rotations_done = 0u32;
+    let phase_deadline = Instant::now() + Duration::from_secs(o.token_lifetime) * (o.rotations + 1);
+    eprintln!("observing {} rotations", o.rotations);
+    while rotations_done < o.rotations && Instant::now() < phase_deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let issued = env.ecr.successful_calls() - calls0;
+        if issued > rotations_done as usize && all_hold_newest(&env, total) {
+            rotations_done += 1;
+            eprintln!("rotation {rotations_done} complete");
+        }
+    }
+    // Let stragglers (a second write, a second call) show up before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rot_calls = env.ecr.calls() - calls0;
+    let rot_writes = writes(&env) - writes0;
+    let rotations = rotations_done.max(1);
+    eprintln!(
+        "rotations: {rotations_done} observed, {rot_calls} ECR calls, {rot_writes} Secret writes"
+    );
+    let rss_mib = op.peak_rss_mib();
+    op.stop().await;
+
+    // Restart with every Secret fresh: expect no AWS call and no write. Done once the new process
+    // has reconciled every CR once (its reconcile counters reach the CR count).
+    let calls1 = env.ecr.calls();
+    let writes1 = writes(&env);
+    let op = spawn_operator(&env, &kubeconfig);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(300) {
+        let seen = op.metric(r#"epps_reconcile_total{result="fresh"}"#).await
+            + op.metric(r#"epps_reconcile_total{result="written"}"#).await;
+        if seen >= total as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restart_ecr_calls = env.ecr.calls() - calls1;
+    let restart_secret_writes = writes(&env) - writes1;
+    let rss_mib = rss_mib.max(op.peak_rss_mib());
+    op.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let result = json!({
+        "crs": o.crs,
+        "namespaces": namespaces.len(),
+        "identities": o.identities,
+        "ecr_calls": env.ecr.calls(),
+        "secret_writes": writes(&env),
+        "status_writes": status_writes(&env),
+        "cold_start_s": round(cold_start_s, 3),
+        "ready_p50_ms": round(percentile(&latencies, 0.50), 1),
+        "ready_p99_ms": round(percentile(&latencies, 0.99), 1),
+        "rotations": rotations_done,
+        "writes_per_secret_per_rotation": round(rot_writes as f64 / (total as f64 * f64::from(rotations)), 3),
+        "ecr_calls_per_identity_per_rotation": round(rot_calls as f64 / (o.identities as f64 * f64::from(rotations)), 3),
+        "idle_requests_per_min": round(idle_requests_per_min, 1),
+        "restart_ecr_calls": restart_ecr_calls,
+        "restart_secret_writes": restart_secret_writes,
+        "rss_mib": round(rss_mib, 1),
+    });
+    if o.json {
+        println!("{result}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
+    }
+}
+
+/// Whether all `total` Secrets carry the newest expiry any of them carries.
+fn all_hold_newest(env: &Env, total: usize) -> bool {
+    let secrets = env.k8s.list(SECRETS, None);
+    let expiry = |s: &serde_json::Value| {
+        s["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let newest = secrets.iter().filter_map(expiry).max();
+    newest.is_some() && secrets.iter().filter(|s| expiry(s) == newest).count() >= total
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}

@@ -1,0 +1,316 @@
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use serde_json::{Value, json};
+
+use crate::common::{self, cr_api, start, status};
+
+fn cm(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+}
+
+fn managers(obj: &ConfigMap) -> Vec<(String, String, Value)> {
+    obj.metadata
+        .managed_fields
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            (
+                m.manager.unwrap(),
+                m.operation.unwrap(),
+                serde_json::to_value(m.fields_v1.unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_creates_updates_and_noops_without_a_new_resource_version() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pp = PatchParams::apply("a");
+    let created = api
+        .patch("c", &pp, &Patch::Apply(cm("c", json!({"x": "1"}))))
+        .await
+        .unwrap();
+    assert_eq!(created.data.as_ref().unwrap()["x"], "1");
+    assert_eq!(
+        managers(&created),
+        vec![("a".into(), "Apply".into(), json!({"f:data": {"f:x": {}}}))]
+    );
+    let rv = created.metadata.resource_version.clone().unwrap();
+
+    let again = api
+        .patch("c", &pp, &Patch::Apply(cm("c", json!({"x": "1"}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version.as_deref(),
+        Some(rv.as_str()),
+        "no-op apply keeps the resourceVersion"
+    );
+
+    let updated = api
+        .patch("c", &pp, &Patch::Apply(cm("c", json!({"x": "2"}))))
+        .await
+        .unwrap();
+    let rv2 = updated.metadata.resource_version.clone().unwrap();
+    assert_ne!(rv2, rv);
+
+    // Watching from the first version shows exactly one modification: the no-op emitted nothing.
+    let mut events = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match events.try_next().await.unwrap().unwrap() {
+        WatchEvent::Modified(o) => {
+            assert_eq!(o.metadata.resource_version.as_deref(), Some(rv2.as_str()))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(server.state().count("patch", "configmaps"), 3);
+    assert_eq!(
+        server
+            .state()
+            .requests()
+            .iter()
+            .filter(|r| r.patch_type.as_deref() == Some("apply"))
+            .count(),
+        3
+    );
+
+    let s = status(
+        api.patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Apply(cm("c", json!({}))),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (422, "Invalid"),
+        "apply requires a field manager: {}",
+        s.message
+    );
+}
+
+#[tokio::test]
+async fn apply_conflicts_force_and_field_removal() {
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(
+        &PostParams {
+            field_manager: Some("kubectl".into()),
+            ..Default::default()
+        },
+        &serde_json::from_value(cm("c", json!({"foo": "1", "keep": "k"}))).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let s = status(
+        api.patch(
+            "c",
+            &PatchParams::apply("op"),
+            &Patch::Apply(cm("c", json!({"foo": "2"}))),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        s.message,
+        "Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.foo"
+    );
+    assert_eq!(s.details.unwrap().causes[0].field, ".data.foo");
+
+    // Same value: shared ownership, no conflict.
+    api.patch(
+        "c",
+        &PatchParams::apply("op"),
+        &Patch::Apply(cm("c", json!({"foo": "1", "mine": "m"}))),
+    )
+    .await
+    .unwrap();
+    let forced = api
+        .patch(
+            "c",
+            &PatchParams::apply("op").force(),
+            &Patch::Apply(cm("c", json!({"foo": "2", "mine": "m"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.as_ref().unwrap()["foo"], "2");
+    let owners = managers(&forced);
+    let kubectl = owners.iter().find(|m| m.0 == "kubectl").unwrap();
+    assert_eq!(
+        kubectl.2,
+        json!({"f:data": {"f:keep": {}}}),
+        "force took .data.foo away from kubectl"
+    );
+
+    // Dropping a field from the applied config removes it; fields of others stay.
+    let pruned = api
+        .patch(
+            "c",
+            &PatchParams::apply("op"),
+            &Patch::Apply(cm("c", json!({"foo": "2"}))),
+        )
+        .await
+        .unwrap();
+    let data = pruned.data.unwrap();
+    assert!(!data.contains_key("mine"));
+    assert_eq!(data["keep"], "k");
+}
+
+#[tokio::test]
+async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole() {
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let owner =
+        |uid: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": uid, "uid": uid});
+    let with_meta = |refs: Value, finalizers: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "ownerReferences": refs, "finalizers": finalizers}});
+    api.patch(
+        "c",
+        &PatchParams::apply("a"),
+        &Patch::Apply(with_meta(json!([owner("u1")]), json!(["a/f"]))),
+    )
+    .await
+    .unwrap();
+    let both = api
+        .patch(
+            "c",
+            &PatchParams::apply("b"),
+            &Patch::Apply(with_meta(json!([owner("u2")]), json!(["b/f"]))),
+        )
+        .await
+        .unwrap();
+    let uids: Vec<String> = both
+        .metadata
+        .owner_references
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uid)
+        .collect();
+    assert_eq!(uids, vec!["u1", "u2"]);
+    assert_eq!(both.metadata.finalizers.unwrap(), vec!["a/f", "b/f"]);
+    let fields = serde_json::to_value(&both.metadata.managed_fields.unwrap()[1].fields_v1).unwrap();
+    assert_eq!(
+        fields["f:metadata"]["f:ownerReferences"]["k:{\"uid\":\"u2\"}"]["."],
+        json!({})
+    );
+    assert_eq!(fields["f:metadata"]["f:finalizers"]["v:\"b/f\""], json!({}));
+
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let sa = |names: &[&str]| json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}, "imagePullSecrets": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()});
+    sas.patch("sa", &PatchParams::apply("a"), &Patch::Apply(sa(&["one"])))
+        .await
+        .unwrap();
+    let s = status(
+        sas.patch("sa", &PatchParams::apply("b"), &Patch::Apply(sa(&["two"])))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        s.message, "Apply failed with 1 conflict: conflict with \"a\": .imagePullSecrets",
+        "atomic list"
+    );
+}
+
+#[tokio::test]
+async fn merge_and_json_patches() {
+    let (_server, client) = start().await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "s", "labels": {"a": "1", "b": "2"}}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let merged = api
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": null, "c": "3"}}})),
+        )
+        .await
+        .unwrap();
+    let labels = merged.metadata.labels.clone().unwrap();
+    assert_eq!(labels.keys().cloned().collect::<Vec<_>>(), vec!["b", "c"]);
+
+    let s = status(
+        api.patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": "1"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+
+    let failing: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/metadata/labels/b", "value": "nope"}, {"op": "remove", "path": "/metadata/labels/b"}])).unwrap();
+    let s = status(
+        api.patch("s", &PatchParams::default(), &Patch::<()>::Json(failing))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    let passing: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/metadata/labels/b", "value": "2"}, {"op": "remove", "path": "/metadata/labels/b"}])).unwrap();
+    let patched = api
+        .patch("s", &PatchParams::default(), &Patch::<()>::Json(passing))
+        .await
+        .unwrap();
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec!["c"]
+    );
+}
+
+#[tokio::test]
+async fn status_apply_on_a_custom_resource() {
+    let (server, client) = start().await;
+    server.state().install_crd(common::crd()).unwrap();
+    let api = cr_api(&client, "default");
+    let applied = api
+        .patch("x", &PatchParams::apply("op"), &Patch::Apply(json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "EcrPublicPullSecret", "metadata": {"name": "x"}, "spec": {"onExpiry": "Keep"}, "status": {"secretName": "dropped"}})))
+        .await
+        .unwrap();
+    assert!(applied.data.get("status").is_none());
+    let status_patch = json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "EcrPublicPullSecret", "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "Fresh"}]}});
+    let with_status = api
+        .patch_status("x", &PatchParams::apply("op"), &Patch::Apply(&status_patch))
+        .await
+        .unwrap();
+    assert_eq!(
+        with_status.data["status"]["conditions"][0]["reason"],
+        json!("Fresh")
+    );
+    assert_eq!(with_status.metadata.generation, Some(1));
+    let again = api
+        .patch_status("x", &PatchParams::apply("op"), &Patch::Apply(&status_patch))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        with_status.metadata.resource_version
+    );
+    let entries = again.metadata.managed_fields.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|m| m.subresource.as_deref() == Some("status")
+                && m.operation.as_deref() == Some("Apply"))
+    );
+}

@@ -1,0 +1,266 @@
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tokio::time::timeout;
+
+use crate::common::{start, status};
+
+const T: Duration = Duration::from_secs(5);
+
+fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()
+}
+
+fn name_of(ev: WatchEvent<ConfigMap>) -> (String, String) {
+    match ev {
+        WatchEvent::Added(o) => ("ADDED".into(), o.metadata.name.unwrap()),
+        WatchEvent::Modified(o) => ("MODIFIED".into(), o.metadata.name.unwrap()),
+        WatchEvent::Deleted(o) => ("DELETED".into(), o.metadata.name.unwrap()),
+        other => (format!("{other:?}"), String::new()),
+    }
+}
+
+#[tokio::test]
+async fn label_selected_list_and_watch_follow_objects_in_and_out() {
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("in", json!({"app": "x"})))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("out", json!({"app": "y"})))
+        .await
+        .unwrap();
+    let selected = api
+        .list(&ListParams::default().labels("app in (x,z),!gone"))
+        .await
+        .unwrap();
+    assert_eq!(
+        selected
+            .items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["in"]
+    );
+    let rv = selected.metadata.resource_version.unwrap();
+
+    let mut events = api
+        .watch(&WatchParams::default().labels("app=x").timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut moved = api.get("out").await.unwrap();
+    moved.metadata.labels = Some([("app".to_string(), "x".to_string())].into());
+    api.replace("out", &PostParams::default(), &moved)
+        .await
+        .unwrap();
+    let mut leaving = api.get("in").await.unwrap();
+    leaving.metadata.labels = Some([("app".to_string(), "y".to_string())].into());
+    api.replace("in", &PostParams::default(), &leaving)
+        .await
+        .unwrap();
+    api.delete("out", &Default::default()).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(name_of(
+            timeout(T, events.try_next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("ADDED".into(), "out".into()),
+            ("DELETED".into(), "in".into()),
+            ("DELETED".into(), "out".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn paging_with_limit_and_continue() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..7 {
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(3);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+            _ => break,
+        }
+    }
+    assert_eq!(names, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    assert_eq!(server.state().count("list", "configmaps"), 3);
+}
+
+#[tokio::test]
+async fn too_old_resource_version_gets_410_expired() {
+    let (server, client) = start().await;
+    server.state().set_history_limit(3);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let first = api
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cm(&format!("b{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let rv = first.metadata.resource_version.unwrap();
+    let mut events = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match timeout(T, events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    assert!(
+        timeout(T, events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_none(),
+        "stream ends after the error"
+    );
+}
+
+/// Drains a watcher in the background so it keeps its watch open, forwarding object names.
+fn forward<S, K>(stream: S) -> tokio::sync::mpsc::UnboundedReceiver<String>
+where
+    S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    K: kube::ResourceExt + Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Ok(obj) = item
+                && tx.send(obj.name_any()).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, name: &str) {
+    let found = timeout(Duration::from_secs(10), async {
+        while let Some(n) = rx.recv().await {
+            if n == name {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "watcher never reported {name}");
+}
+
+#[tokio::test]
+async fn runtime_watchers_see_changes_across_closed_watches_and_outages() {
+    let (server, client) = start().await;
+    let emu = server.state();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("before", json!({})))
+        .await
+        .unwrap();
+    let mut objects = forward(watcher(api.clone(), watcher::Config::default()).applied_objects());
+    let meta_api: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let mut metas =
+        forward(watcher(meta_api, watcher::Config::default().streaming_lists()).touched_objects());
+    expect(&mut objects, "before").await;
+    expect(&mut metas, "before").await;
+    assert!(
+        emu.wait_until(T, |e| e.count("watch", "configmaps") >= 2)
+            .await
+    );
+
+    emu.close_watches();
+    api.create(&PostParams::default(), &cm("after-close", json!({})))
+        .await
+        .unwrap();
+    expect(&mut objects, "after-close").await;
+    expect(&mut metas, "after-close").await;
+    assert!(
+        emu.wait_until(T, |e| e.count("watch", "configmaps") >= 4)
+            .await,
+        "both watchers re-watched"
+    );
+
+    emu.set_unavailable(true);
+    // kube retries 503s with backoff by default; a client without retries sees the Status.
+    let no_retry: Api<ConfigMap> = Api::namespaced(
+        crate::common::client_with(&server, |c| c.default_retry = false).await,
+        "default",
+    );
+    let err = status(no_retry.get("before").await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (503, "ServiceUnavailable"));
+    emu.set_unavailable(false);
+    api.create(&PostParams::default(), &cm("after-outage", json!({})))
+        .await
+        .unwrap();
+    // The watchers see the outage as errors, then relist/rewatch on their own.
+    expect(&mut objects, "after-outage").await;
+    expect(&mut metas, "after-outage").await;
+    let requests = emu.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.verb == "list" && r.resource == "configmaps")
+    );
+    assert!(
+        requests.iter().any(|r| r.verb == "watch" && r.code == 503)
+            || requests.iter().filter(|r| r.verb == "watch").count() >= 4
+    );
+}
+
+#[tokio::test]
+async fn idle_watches_get_bookmarks() {
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(20), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match timeout(Duration::from_secs(8), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+}
