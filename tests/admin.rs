@@ -58,6 +58,16 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
         .await
     );
     let (_, text) = op.http_get("/metrics").await;
+    // The names the chart's alerts and dashboards use.
+    for name in [
+        "# TYPE epps_reconcile counter",
+        "# TYPE epps_reconcile_duration_seconds histogram",
+        "# TYPE epps_token_fetch counter",
+        "# TYPE epps_secret_token_expiry_timestamp_seconds gauge",
+        "# TYPE epps_managed_secrets gauge",
+    ] {
+        assert!(text.contains(name), "missing {name:?} in:\n{text}");
+    }
     let secret = env.k8s.get(SECRETS, Some("default"), "m").unwrap();
     let expires = secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
         .as_str()
