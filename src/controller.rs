@@ -258,18 +258,33 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    // Both caches drop managedFields: the operator never reads them, and at thousands of objects
+    // they are most of the memory a watch cache holds. Readiness is taken from the streams'
+    // first InitDone rather than from `Store::wait_until_ready`: kube-runtime's own applier
+    // already waits on the resource store, and a second concurrent waiter there can lose its
+    // wake-up (its one-shot channel keeps a single waker), which made /readyz stay 503.
+    let synced = Synced::new(2, health);
     let (reader, writer) = reflector::store();
+    let secret_config = watcher::Config::default()
+        .labels(&secret::managed_selector())
+        .any_semantic();
     let secret_events = reflector(
         writer,
-        watcher(
-            secrets_api,
-            watcher::Config::default()
-                .labels(&secret::managed_selector())
-                .any_semantic(),
-        ),
+        watcher(secrets_api, secret_config)
+            .default_backoff()
+            .modify(|s| s.managed_fields_mut().clear()),
     )
-    .default_backoff()
+    .inspect(synced.observer())
     .touched_objects();
+    let (crs_store, crs_writer) = reflector::store();
+    let cr_events = reflector(
+        crs_writer,
+        watcher(crs, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|cr| cr.managed_fields_mut().clear()),
+    )
+    .inspect(synced.observer())
+    .applied_objects();
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: settings.instance.clone(),
@@ -288,16 +303,7 @@ pub async fn run(
         statuses: Mutex::default(),
     });
     info!("controller starting");
-    let controller = Controller::new(crs, watcher::Config::default().any_semantic());
-    let crs_store = controller.store();
-    tokio::spawn(async move {
-        // Ready once both caches hold a full list: before that, reconciles would see partial state.
-        if reader.wait_until_ready().await.is_ok() && crs_store.wait_until_ready().await.is_ok() {
-            info!("caches synced");
-            health.set_ready(true);
-        }
-    });
-    controller
+    Controller::for_stream(cr_events, crs_store)
         .owns_stream(secret_events)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -310,6 +316,41 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// Marks the process ready once each of `n` watch streams has delivered its first full list.
+#[derive(Clone)]
+struct Synced {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    health: Health,
+}
+
+impl Synced {
+    fn new(n: usize, health: Health) -> Self {
+        Self {
+            pending: Arc::new(n.into()),
+            health,
+        }
+    }
+
+    /// An `inspect` callback for one watch stream.
+    fn observer<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let this = self.clone();
+        let mut seen = false;
+        move |event| {
+            if !seen && matches!(event, Ok(watcher::Event::InitDone)) {
+                seen = true;
+                if this
+                    .pending
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+                    == 1
+                {
+                    info!("caches synced");
+                    this.health.set_ready(true);
+                }
+            }
+        }
+    }
 }
 
 fn error_policy(cr: Arc<EcrPublicPullSecret>, error: &Error, ctx: Arc<Context>) -> Action {
