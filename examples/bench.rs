@@ -133,6 +133,12 @@ fn spawn_operator(env: &Env, kubeconfig: &std::path::Path) -> Child {
         .env("HTTP_ADDR", http.to_string())
         .env("RUST_LOG", "warn")
         .env("CONCURRENCY", "64")
+        // Allocator tuning experiments: pass MALLOC_ARENA_MAX through when the caller sets it.
+        .envs(
+            std::env::var("MALLOC_ARENA_MAX")
+                .ok()
+                .map(|v| ("MALLOC_ARENA_MAX", v)),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
