@@ -281,7 +281,11 @@ pub async fn run(
         crs_writer,
         watcher(crs, watcher::Config::default().any_semantic())
             .default_backoff()
-            .modify(|cr| cr.managed_fields_mut().clear()),
+            .modify(|cr| {
+                cr.managed_fields_mut().clear();
+                // `kubectl apply` keeps a full copy of the object here; never read, often large.
+                cr.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+            }),
     )
     .inspect(synced.observer())
     .applied_objects();
