@@ -23,7 +23,12 @@ pub fn parse(input: &str) -> Result<Duration, String> {
         if num_len == 0 {
             return Err(bad());
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        let number = &rest[..num_len];
+        // Same grammar as the CRD pattern: digits, optionally "." and more digits (no ".5", "5.").
+        if number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
+            return Err(bad());
+        }
+        let value: f64 = number.parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
         let (unit_secs, unit_len) = if rest.starts_with("ms") {
             (0.001, 2)

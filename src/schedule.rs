@@ -65,7 +65,13 @@ pub fn backoff(attempt: u32, base: StdDuration, max: StdDuration, rand01: f64) -
         .saturating_mul(2u32.saturating_pow(attempt.min(30)))
         .min(max);
     let half = step / 2;
-    (half + half.mul_f64(rand01.clamp(0.0, 1.0))).max(MIN_REQUEUE.min(base))
+    // NaN would make `mul_f64` panic; treat anything odd as "no jitter".
+    let r = if rand01.is_finite() {
+        rand01.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (half + half.mul_f64(r)).max(MIN_REQUEUE.min(base))
 }
 
 #[cfg(test)]
@@ -147,5 +153,6 @@ mod tests {
         assert_eq!(backoff(3, base, max, 0.999), StdDuration::from_millis(7996));
         assert_eq!(backoff(40, base, max, 0.0), StdDuration::from_secs(150));
         assert!(backoff(40, base, max, 1.0) <= max);
+        assert_eq!(backoff(3, base, max, f64::NAN), StdDuration::from_secs(4));
     }
 }
