@@ -284,7 +284,8 @@ pub async fn run(
             .modify(|cr| {
                 cr.managed_fields_mut().clear();
                 // `kubectl apply` keeps a full copy of the object here; never read, often large.
-                cr.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+                cr.annotations_mut()
+                    .remove("kubectl.kubernetes.io/last-applied-configuration");
             }),
     )
     .inspect(synced.observer())
