@@ -385,7 +385,14 @@ async fn reconcile_once(
     let now = Utc::now();
     let outcome = match decide(&cr, &ctx, now).await {
         Ok(outcome) => outcome,
-        Err(Error::Kube(e)) => return Err(Error::Kube(e)),
+        Err(error @ Error::Kube(_)) => {
+            // Say so on the resource too (a 500 storm or a missing RBAC verb must not leave
+            // "Ready" standing); the status write may fail as well while the API is down.
+            if let Err(e) = report_problem(&cr, &ctx, &error, now).await {
+                debug!(error = %e, "could not report the API error on the status");
+            }
+            return Err(error);
+        }
         Err(error @ Error::InvalidSpec(_)) => {
             report_problem(&cr, &ctx, &error, now).await?;
             return Ok(("failed", Action::await_change()));

@@ -25,8 +25,11 @@ pub async fn run(
     args: &RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), String> {
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
+        .map_err(|e| format!("cannot load Kubernetes client configuration: {e}"))?;
+    no_client_retries(&mut config);
+    let client = kube::Client::try_from(config)
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let sdk = aws::load_sdk_config(&args.aws()).await;
     start(client, &sdk, args, shutdown)
@@ -34,6 +37,14 @@ pub async fn run(
         .done
         .await
         .map_err(|e| e.to_string())?
+}
+
+/// Turns off kube's built-in retries of 429/503/504 (up to 15 attempts with backoff growing to
+/// minutes). A reconcile stuck in such a retry cannot notice that the API server is back, so
+/// recovery after an outage took 10–20 s; the controller's own per-object backoff (bounded by
+/// `--retry-backoff-max`) and the watchers' backoff handle these errors instead.
+pub fn no_client_retries(config: &mut kube::Config) {
+    config.default_retry = false;
 }
 
 /// A started operator.

@@ -33,9 +33,11 @@ use serde_json::json;
 async fn cluster() -> Client {
     let path = std::env::var("E2E_KUBECONFIG").expect("set E2E_KUBECONFIG to run the e2e tests");
     let kubeconfig = Kubeconfig::read_from(path).expect("read E2E_KUBECONFIG");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+    run::no_client_retries(&mut config);
     Client::try_from(config).expect("client")
 }
 

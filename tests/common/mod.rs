@@ -41,7 +41,8 @@ impl Env {
 
     /// A kube client for the emulator, exactly as the binary would build from a kubeconfig.
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.api.url().parse().expect("emulator URL"));
+        let mut config = kube::Config::new(self.api.url().parse().expect("emulator URL"));
+        run::no_client_retries(&mut config);
         kube::Client::try_from(config).expect("kube client")
     }
 
@@ -54,28 +55,8 @@ impl Env {
     /// Runs the real operator (admin server on a free port, controller, optional leader
     /// election) in this process until the returned handle is stopped.
     pub async fn start_operator(&self, extra_args: &[&str]) -> Operator {
-        let mut argv = vec![
-            "ecr-public-pull-secret-operator",
-            "--retry-backoff-base",
-            "200ms",
-            "--retry-backoff-max",
-            "2s",
-            "--http-addr",
-            "127.0.0.1:0",
-        ];
-        argv.extend_from_slice(extra_args);
-        let args = Cli::try_parse_from(argv).expect("operator flags").run;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let running = run::start(self.client(), &self.sdk_config(), &args, async move {
-            let _ = rx.await;
-        })
-        .await
-        .expect("operator starts");
-        Operator {
-            stop: Some(tx),
-            http_addr: running.http_addr,
-            task: running.done,
-        }
+        self.start_operator_with_sdk(&self.sdk_config(), extra_args)
+            .await
     }
 
     /// Creates an EcrPublicPullSecret from a JSON spec, as `kubectl apply` would.
@@ -322,4 +303,206 @@ pub fn cr_reason(k8s: &Emulator, ns: &str, name: &str) -> Option<String> {
 /// Drives a future with the given timeout or panics.
 pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(d, f).await.expect("timed out")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault-matrix helpers (tests/faults.rs).
+
+impl Env {
+    /// Like [`Env::start_operator`], but with an explicit AWS config (for example one whose
+    /// credentials provider fails).
+    pub async fn start_operator_with_sdk(&self, sdk: &SdkConfig, extra_args: &[&str]) -> Operator {
+        let mut argv = vec![
+            "ecr-public-pull-secret-operator",
+            "--retry-backoff-base",
+            "200ms",
+            "--retry-backoff-max",
+            "2s",
+            "--http-addr",
+            "127.0.0.1:0",
+        ];
+        argv.extend_from_slice(extra_args);
+        let args = Cli::try_parse_from(argv).expect("operator flags").run;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let running = run::start(self.client(), sdk, &args, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("operator starts");
+        Operator {
+            stop: Some(tx),
+            http_addr: running.http_addr,
+            task: running.done,
+        }
+    }
+}
+
+impl Operator {
+    /// Whether the operator task is still running (it has not returned, failed or panicked).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Kills the operator as SIGKILL would: no graceful shutdown, in-flight work is dropped.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Checks one Secret version as a kubelet would use it. `Ok(true)` when it holds a token, which
+/// must then be well formed (`AWS:<password>` in base64, matching `password`) and annotated with
+/// an `expires-at` in the future (and not absurdly far). Messages never contain token material.
+pub fn check_secret(
+    secret: &serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, String> {
+    let config = docker_config(secret);
+    let Some(auths) = config["auths"].as_object() else {
+        return Err("data[.dockerconfigjson] is not a docker config with auths".into());
+    };
+    if auths.is_empty() {
+        return Ok(false);
+    }
+    for (host, entry) in auths {
+        let password = entry["password"].as_str().unwrap_or_default();
+        if entry["username"] != "AWS" || password.is_empty() {
+            return Err(format!(
+                "auths[{host}] has no AWS user or an empty password"
+            ));
+        }
+        if entry["auth"].as_str() != Some(base64_auth(password).as_str()) {
+            return Err(format!(
+                "auths[{host}].auth is not base64(\"AWS:\" + password)"
+            ));
+        }
+    }
+    let annotation = |k: &str| {
+        secret["metadata"]["annotations"][k]
+            .as_str()
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let Some(expires) = annotation("ecrpublic.pullsecrets.dev/expires-at") else {
+        return Err("holds a token but no parsable expires-at annotation".into());
+    };
+    if expires <= now {
+        return Err(format!("written with a token that expired at {expires}"));
+    }
+    if expires - now > chrono::Duration::days(1) {
+        return Err(format!(
+            "written with a token claiming to live until {expires}"
+        ));
+    }
+    if annotation("ecrpublic.pullsecrets.dev/refreshed-at").is_none_or(|r| r > expires) {
+        return Err("refreshed-at annotation missing or after expires-at".into());
+    }
+    Ok(true)
+}
+
+#[derive(Default)]
+struct AuditState {
+    seen: std::collections::HashSet<String>,
+    with_token: usize,
+    violations: Vec<String>,
+    /// Ready (status, reason) per CR `namespace/name`, consecutive duplicates dropped.
+    reasons: std::collections::BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// Watches the emulator for the whole test: checks every Secret version it observes with
+/// [`check_secret`] (at the time it appears) and records every Ready (status, reason) each CR
+/// shows. It re-checks on every emulator change, so it sees a version unless two writes of the
+/// same Secret land between two changes it is woken for.
+pub struct SecretAudit {
+    k8s: Emulator,
+    state: std::sync::Arc<std::sync::Mutex<AuditState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn audit_once(k8s: &Emulator, state: &std::sync::Mutex<AuditState>) {
+    let now = chrono::Utc::now();
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    for secret in k8s.list(SECRETS, None) {
+        let id = format!(
+            "{}/{}@{}",
+            secret["metadata"]["namespace"].as_str().unwrap_or_default(),
+            secret["metadata"]["name"].as_str().unwrap_or_default(),
+            secret["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+        );
+        if !st.seen.insert(id.clone()) {
+            continue;
+        }
+        match check_secret(&secret, now) {
+            Ok(true) => st.with_token += 1,
+            Ok(false) => {}
+            Err(e) => st.violations.push(format!("Secret {id}: {e}")),
+        }
+    }
+    for cr in k8s.list(CRS, None) {
+        let Some(r) = ready(&cr) else { continue };
+        let key = format!(
+            "{}/{}",
+            cr["metadata"]["namespace"].as_str().unwrap_or_default(),
+            cr["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let seen = st.reasons.entry(key).or_default();
+        if seen.last() != Some(&r) {
+            seen.push(r);
+        }
+    }
+}
+
+impl SecretAudit {
+    pub fn start(env: &Env) -> SecretAudit {
+        let k8s = env.k8s.clone();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(AuditState::default()));
+        let (k, st) = (k8s.clone(), state.clone());
+        let task = tokio::spawn(async move {
+            k.wait_until(Duration::from_secs(3600), |k| {
+                audit_once(k, &st);
+                false
+            })
+            .await;
+        });
+        SecretAudit { k8s, state, task }
+    }
+
+    /// Every Ready (status, reason) the CR has shown so far, in order.
+    pub fn reasons(&self, namespace: &str, name: &str) -> Vec<(String, String)> {
+        audit_once(&self.k8s, &self.state);
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.reasons
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether the CR ever showed this Ready reason.
+    pub fn saw_reason(&self, namespace: &str, name: &str, reason: &str) -> bool {
+        self.reasons(namespace, name)
+            .iter()
+            .any(|(_, r)| r == reason)
+    }
+
+    /// Checks the current state once more, stops, and panics on any violation. Returns how many
+    /// distinct Secret versions holding a token were observed.
+    pub fn finish(self) -> usize {
+        audit_once(&self.k8s, &self.state);
+        self.task.abort();
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            st.violations.is_empty(),
+            "bad Secret versions were written: {:#?}",
+            st.violations
+        );
+        st.with_token
+    }
+}
+
+impl Drop for SecretAudit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
