@@ -45,6 +45,9 @@ async fn main() {
             .is_some_and(|s| fp(&s) != first)
     })
     .await;
+    // The status follows the Secret write by a few milliseconds.
+    env.wait("status of the rotation", WAIT, status_matches_secret)
+        .await;
     show(&env);
 
     println!(
@@ -103,6 +106,19 @@ fn fingerprint(env: &Env) -> String {
         .get(SECRETS, Some("demo"), "public-ecr")
         .map(|s| fp(&s))
         .unwrap_or_default()
+}
+
+/// Whether the CR's status describes the token now in the Secret.
+fn status_matches_secret(k: &harness::kube_api::Emulator) -> bool {
+    let secret = k.get(SECRETS, Some("demo"), "public-ecr");
+    let cr = k.get(CRS, Some("demo"), "public-ecr");
+    match (secret, cr) {
+        (Some(s), Some(cr)) => {
+            s["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
+                == cr["status"]["expiresAt"]
+        }
+        _ => false,
+    }
 }
 
 fn show(env: &Env) {
