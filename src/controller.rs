@@ -14,7 +14,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{PartialObjectMeta, Patch, PatchParams},
@@ -520,34 +520,23 @@ async fn report_problem(
     error: &Error,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    if status::ready_reason(ctx.status_of(cr).as_ref()) != Some(error.label()) {
+    let current = ctx.status_of(cr);
+    if status::ready_reason(current.as_ref()) != Some(error.label()) {
         ctx.publish(cr, EventType::Warning, error.label(), error.to_string())
             .await;
     }
     warn!(name = %cr.name_any(), namespace = ?cr.namespace(), reason = error.label(), %error, "cannot reconcile");
-    let current = ctx.status_of(cr);
-    let current = current.as_ref();
+    // Keep what we knew about the token: a conflict or bad spec does not change the Secret.
+    let known = |t: Option<&Time>| t.and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
     let report = Report {
         ready: false,
         reason: error.label().into(),
         message: error.to_string(),
         secret_name: cr.secret_name(),
-        expires_at: None,
-        refreshed_at: None,
+        expires_at: known(current.as_ref().and_then(|s| s.expires_at.as_ref())),
+        refreshed_at: known(current.as_ref().and_then(|s| s.last_refresh_time.as_ref())),
         next_refresh: None,
     };
-    // Keep what we knew about the token: a conflict or bad spec does not change the Secret.
-    let mut report = report;
-    if let Some(s) = current {
-        report.expires_at = s
-            .expires_at
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
-        report.refreshed_at = s
-            .last_refresh_time
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
-    }
     write_status(cr, ctx, &report, now).await
 }
 

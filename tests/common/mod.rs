@@ -3,7 +3,7 @@
 //! running in-process. Included with `#[path]` so every target uses exactly the same wiring.
 #![allow(dead_code)]
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
@@ -298,11 +298,6 @@ pub fn cr_reason(k8s: &Emulator, ns: &str, name: &str) -> Option<String> {
     k8s.get(CRS, Some(ns), name)
         .and_then(|cr| ready(&cr))
         .map(|(_, r)| r)
-}
-
-/// Drives a future with the given timeout or panics.
-pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(d, f).await.expect("timed out")
 }
 
 // ---------------------------------------------------------------------------------------------
