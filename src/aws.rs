@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use aws_config::{
-    BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain, retry::RetryConfig,
-    timeout::TimeoutConfig,
+    BehaviorVersion, Region, SdkConfig, identity::IdentityCache, meta::region::RegionProviderChain,
+    retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecrpublic::{
@@ -15,7 +15,12 @@ use aws_sdk_ecrpublic::{
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::{Error, cache::Identity, token::Token};
+use crate::{
+    Error,
+    credentials::{self, Clients},
+    identity::Identity,
+    token::Token,
+};
 
 /// ECR Public's API only exists in us-east-1, whatever region the cluster runs in.
 pub const ECR_PUBLIC_REGION: &str = "us-east-1";
@@ -29,6 +34,8 @@ pub struct AwsSettings {
     pub operation_timeout: Duration,
     /// Attempts per operation for the SDK's standard retry mode (1 disables SDK retries).
     pub max_attempts: u32,
+    /// How long before expiry cached AWS credentials are refreshed.
+    pub credentials_refresh_before: Duration,
 }
 
 impl Default for AwsSettings {
@@ -37,6 +44,7 @@ impl Default for AwsSettings {
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(30),
             max_attempts: 3,
+            credentials_refresh_before: Duration::from_secs(300),
         }
     }
 }
@@ -58,17 +66,13 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
+        .identity_cache(
+            IdentityCache::lazy()
+                .buffer_time(settings.credentials_refresh_before)
+                .build(),
+        )
         .load()
         .await
-}
-
-/// An ECR Public client pinned to us-east-1. `AWS_ENDPOINT_URL_ECR_PUBLIC` (via the SDK config)
-/// still overrides the endpoint, which is how tests point it at the in-repo fake.
-pub fn ecr_public_client(sdk: &SdkConfig) -> aws_sdk_ecrpublic::Client {
-    let conf = aws_sdk_ecrpublic::config::Builder::from(sdk)
-        .region(Region::from_static(ECR_PUBLIC_REGION))
-        .build();
-    aws_sdk_ecrpublic::Client::from_conf(conf)
 }
 
 /// Where tokens come from. The cache calls this at most once per identity per rotation.
@@ -77,29 +81,31 @@ pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>>;
 }
 
-/// The real source: ECR Public `GetAuthorizationToken` with the operator's credentials.
+/// The real source: ECR Public `GetAuthorizationToken` with the identity's credentials.
 pub struct EcrPublic {
-    client: aws_sdk_ecrpublic::Client,
+    clients: Clients,
 }
 
 impl EcrPublic {
-    pub fn new(client: aws_sdk_ecrpublic::Client) -> Self {
-        Self { client }
+    pub fn new(clients: Clients) -> Self {
+        Self { clients }
+    }
+
+    /// The credential providers and clients per identity (the `token` subcommand reuses them).
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 }
 
 impl TokenSource for EcrPublic {
     fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            match identity {
-                Identity::Operator => {}
-            }
-            let out = self
-                .client
+            let client = self.clients.get(identity).await?.ecr;
+            let out = client
                 .get_authorization_token()
                 .send()
                 .await
-                .map_err(|e| classify(&facts(&e)))?;
+                .map_err(|e| explain(identity, &e))?;
             let data = out.authorization_data();
             let expires = data
                 .and_then(|d| d.expires_at())
@@ -110,6 +116,32 @@ impl TokenSource for EcrPublic {
                 Utc::now(),
             )
         })
+    }
+}
+
+/// The error users see for a failed ECR Public call made as `identity`.
+fn explain<E>(identity: &Identity, err: &SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    refine(identity, err, facts(err))
+}
+
+/// The error users see when `identity`'s credentials cannot be resolved.
+pub fn explain_credentials(identity: &Identity, err: &CredentialsError) -> Error {
+    refine(identity, err, credentials_facts(err))
+}
+
+fn refine(identity: &Identity, err: &(dyn std::error::Error + 'static), facts: Facts) -> Error {
+    if let Some(ours) = carried_error(err) {
+        return ours;
+    }
+    match classify(&facts) {
+        // Name the file when the environment says which one it is.
+        Error::TokenFileUnreadable { detail } if *identity == Identity::Operator => {
+            credentials::unreadable_token_file().unwrap_or(Error::TokenFileUnreadable { detail })
+        }
+        error => error,
     }
 }
 
@@ -138,6 +170,22 @@ pub enum CredentialsFailure {
     Other,
 }
 
+/// The STS call behind a credentials failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StsOperation {
+    AssumeRoleWithWebIdentity,
+    AssumeRole,
+}
+
+/// An STS failure found inside a credentials failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsFacts {
+    pub operation: StsOperation,
+    pub code: Option<String>,
+    pub message: String,
+    pub http_status: Option<u16>,
+}
+
 /// The facts of one failed call, free of SDK types so classification is a pure function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
@@ -146,6 +194,10 @@ pub struct Facts {
     pub message: String,
     pub http_status: Option<u16>,
     pub credentials: Option<CredentialsFailure>,
+    /// Set when STS refused to hand out the credentials.
+    pub sts: Option<StsFacts>,
+    /// A credentials provider failed reading a file (IRSA or Pod Identity token file).
+    pub file_unreadable: bool,
 }
 
 /// Extracts [`Facts`] from an SDK error, including a credentials failure buried in the source chain.
@@ -161,12 +213,53 @@ where
         _ => FailureKind::Construction,
     };
     let http_status = err.raw_response().map(|r| r.status().as_u16());
-    let mut credentials = None;
-    let mut message = String::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let chain = chain_facts(err);
+    let service_message = err.message().map(str::to_owned);
+    Facts {
+        kind,
+        code: err.code().map(str::to_owned),
+        message: service_message.unwrap_or(chain.message),
+        http_status,
+        credentials: chain.credentials,
+        sts: chain.sts,
+        file_unreadable: chain.file_unreadable,
+    }
+}
+
+/// The facts of a credentials failure on its own (the `token` subcommand resolves credentials
+/// before any call).
+pub fn credentials_facts(err: &CredentialsError) -> Facts {
+    let chain = chain_facts(err);
+    Facts {
+        kind: FailureKind::Construction,
+        code: None,
+        message: chain.message,
+        http_status: None,
+        credentials: chain.credentials,
+        sts: chain.sts,
+        file_unreadable: chain.file_unreadable,
+    }
+}
+
+struct ChainFacts {
+    credentials: Option<CredentialsFailure>,
+    sts: Option<StsFacts>,
+    file_unreadable: bool,
+    /// The innermost message: the most specific one.
+    message: String,
+}
+
+fn chain_facts(err: &(dyn std::error::Error + 'static)) -> ChainFacts {
+    let mut facts = ChainFacts {
+        credentials: None,
+        sts: None,
+        file_unreadable: false,
+        message: String::new(),
+    };
+    let mut source = Some(err);
     while let Some(e) = source {
         if let Some(c) = e.downcast_ref::<CredentialsError>() {
-            credentials = Some(match c {
+            facts.credentials = Some(match c {
                 CredentialsError::CredentialsNotLoaded(_) => CredentialsFailure::NotLoaded,
                 CredentialsError::ProviderTimedOut(_) => CredentialsFailure::TimedOut,
                 CredentialsError::InvalidConfiguration(_) => {
@@ -175,18 +268,61 @@ where
                 CredentialsError::ProviderError(_) => CredentialsFailure::ProviderError,
                 _ => CredentialsFailure::Other,
             });
+            // aws-config's web identity and container providers fail this way when they cannot
+            // read their token file; the I/O error is the provider error's direct source.
+            facts.file_unreadable |= matches!(c, CredentialsError::ProviderError(_))
+                && std::error::Error::source(c).is_some_and(|s| s.is::<std::io::Error>());
         }
-        message = e.to_string();
+        if facts.sts.is_none() {
+            facts.sts = sts_facts(e);
+        }
+        facts.message = e.to_string();
         source = e.source();
     }
-    let service_message = err.message().map(str::to_owned);
-    Facts {
-        kind,
-        code: err.code().map(str::to_owned),
-        message: service_message.unwrap_or(message),
-        http_status,
-        credentials,
+    facts
+}
+
+/// The STS error behind a credentials failure, whichever provider (aws-config's web identity or
+/// assume-role provider, or ours for ServiceAccounts) made the call.
+fn sts_facts(e: &(dyn std::error::Error + 'static)) -> Option<StsFacts> {
+    use aws_sdk_sts::{
+        config::http::HttpResponse as StsResponse,
+        operation::{
+            assume_role::AssumeRoleError,
+            assume_role_with_web_identity::AssumeRoleWithWebIdentityError,
+        },
+    };
+    fn of<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        operation: StsOperation,
+        err: &SdkError<E, StsResponse>,
+    ) -> StsFacts {
+        StsFacts {
+            operation,
+            code: err.code().map(str::to_owned),
+            message: err.message().map(str::to_owned).unwrap_or_else(|| {
+                aws_smithy_types::error::display::DisplayErrorContext(err).to_string()
+            }),
+            http_status: err.raw_response().map(|r| r.status().as_u16()),
+        }
     }
+    if let Some(err) = e.downcast_ref::<SdkError<AssumeRoleWithWebIdentityError, StsResponse>>() {
+        return Some(of(StsOperation::AssumeRoleWithWebIdentity, err));
+    }
+    e.downcast_ref::<SdkError<AssumeRoleError, StsResponse>>()
+        .map(|err| of(StsOperation::AssumeRole, err))
+}
+
+/// One of our own errors carried through the SDK inside a credentials failure (the ServiceAccount
+/// provider reports a missing ServiceAccount this way).
+pub fn carried_error(err: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(ours) = e.downcast_ref::<Error>() {
+            return Some(ours.clone());
+        }
+        source = e.source();
+    }
+    None
 }
 
 const THROTTLING_CODES: &[&str] = &[
@@ -206,10 +342,47 @@ const ACCESS_DENIED_CODES: &[&str] = &[
     "UnrecognizedClientException",
 ];
 
+/// Turns the facts of an STS failure into the error users see. Pure.
+fn classify_sts(s: &StsFacts) -> Error {
+    let code = s.code.as_deref().unwrap_or("");
+    let detail = if code.is_empty() {
+        s.message.clone()
+    } else {
+        format!("{code}: {}", s.message)
+    };
+    let transient = s.code.is_none()
+        || THROTTLING_CODES.contains(&code)
+        || code == "IDPCommunicationError"
+        || s.http_status.is_some_and(|h| h >= 500 || h == 429);
+    if transient {
+        return Error::Transient { detail };
+    }
+    let denied = ACCESS_DENIED_CODES.contains(&code) || s.http_status == Some(403);
+    match s.operation {
+        StsOperation::AssumeRoleWithWebIdentity
+            if denied
+                || matches!(
+                    code,
+                    "InvalidIdentityToken" | "ExpiredTokenException" | "IDPRejectedClaim"
+                ) =>
+        {
+            Error::WebIdentityDenied { detail }
+        }
+        StsOperation::AssumeRole if denied => Error::AssumeRoleDenied { detail },
+        _ => Error::CredentialsRejected { detail },
+    }
+}
+
 /// Turns the facts of a failure into the error users see. Pure.
 pub fn classify(f: &Facts) -> Error {
     let detail = f.message.clone();
+    if let Some(sts) = &f.sts {
+        return classify_sts(sts);
+    }
     if let Some(c) = &f.credentials {
+        if f.file_unreadable {
+            return Error::TokenFileUnreadable { detail };
+        }
         return match c {
             CredentialsFailure::NotLoaded | CredentialsFailure::InvalidConfiguration => {
                 Error::NoCredentials { detail }
@@ -261,6 +434,8 @@ mod tests {
             message: "msg".into(),
             http_status: Some(status),
             credentials: None,
+            sts: None,
+            file_unreadable: false,
         }
     }
 
@@ -301,5 +476,74 @@ mod tests {
         assert_eq!(classify(&f).label(), "NoCredentials");
         f.credentials = Some(CredentialsFailure::ProviderError);
         assert_eq!(classify(&f).label(), "CredentialsRejected");
+        f.file_unreadable = true;
+        assert_eq!(classify(&f).label(), "TokenFileUnreadable");
+    }
+
+    #[test]
+    fn sts_refusals_name_the_step_that_failed() {
+        let sts = |operation, code: &str, status| StsFacts {
+            operation,
+            code: Some(code.into()),
+            message: "m".into(),
+            http_status: Some(status),
+        };
+        let mut f = service("x", 0);
+        f.credentials = Some(CredentialsFailure::ProviderError);
+        let cases = [
+            (
+                StsOperation::AssumeRoleWithWebIdentity,
+                "AccessDenied",
+                403,
+                "WebIdentityDenied",
+            ),
+            (
+                StsOperation::AssumeRoleWithWebIdentity,
+                "InvalidIdentityToken",
+                400,
+                "WebIdentityDenied",
+            ),
+            (
+                StsOperation::AssumeRoleWithWebIdentity,
+                "IDPCommunicationError",
+                400,
+                "Transient",
+            ),
+            (
+                StsOperation::AssumeRole,
+                "AccessDenied",
+                403,
+                "AssumeRoleDenied",
+            ),
+            (StsOperation::AssumeRole, "Throttling", 400, "Transient"),
+            (
+                StsOperation::AssumeRole,
+                "InternalFailure",
+                500,
+                "Transient",
+            ),
+            (
+                StsOperation::AssumeRole,
+                "RegionDisabledException",
+                403,
+                "AssumeRoleDenied",
+            ),
+            (
+                StsOperation::AssumeRole,
+                "MalformedPolicyDocument",
+                400,
+                "CredentialsRejected",
+            ),
+        ];
+        for (op, code, status, want) in cases {
+            f.sts = Some(sts(op, code, status));
+            assert_eq!(classify(&f).label(), want, "{op:?} {code}");
+        }
+        f.sts = Some(sts(StsOperation::AssumeRole, "AccessDenied", 403));
+        let message = classify(&f).to_string();
+        assert!(
+            message.contains("sts:AssumeRole on the requested role"),
+            "{message}"
+        );
     }
 }

@@ -12,23 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::identity::Identity;
 use crate::{Error, aws::TokenSource, token::Token};
-
-/// The IAM identity a token is issued to. Only the operator's own identity exists today; roles and
-/// per-namespace service accounts become further variants, each with its own cache slot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Identity {
-    /// The operator pod's own credentials (IRSA, Pod Identity, or whatever the default chain finds).
-    Operator,
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Identity::Operator => f.write_str("operator"),
-        }
-    }
-}
 
 #[derive(Default)]
 struct Slot {

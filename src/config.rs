@@ -5,7 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{aws::AwsSettings, controller::ControllerSettings, duration, leader::LeaseSettings};
+use crate::{
+    aws::AwsSettings, controller::ControllerSettings, duration, identity::AllowedRoles,
+    leader::LeaseSettings,
+};
 
 /// Keeps Amazon ECR Public image pull Secrets fresh.
 #[derive(Debug, Parser)]
@@ -28,6 +31,25 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinition YAML.
     Crd,
+    /// Check the AWS side from inside the operator's pod: which credential source is used, the
+    /// caller identity, and whether GetAuthorizationToken succeeds. Exits non-zero on failure.
+    Token(TokenArgs),
+}
+
+/// Flags of `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Assume this role from the operator's identity first, as spec.roleArn does.
+    #[arg(long)]
+    pub role_arn: Option<String>,
+
+    /// Also print the token. It is a secret: do not paste it anywhere.
+    #[arg(long)]
+    pub show_token: bool,
+
+    /// Bound on one AWS operation including its retries.
+    #[arg(long, env = "AWS_OPERATION_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub aws_operation_timeout: Duration,
 }
 
 /// Log output format.
@@ -77,6 +99,15 @@ pub struct RunArgs {
     #[arg(long, env = "AWS_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub aws_connect_timeout: Duration,
 
+    /// Refresh AWS credentials (IRSA, Pod Identity, assumed roles) this long before they expire.
+    #[arg(long, env = "AWS_CREDENTIALS_REFRESH_BEFORE", value_parser = parse_duration, default_value = "5m")]
+    pub aws_credentials_refresh_before: Duration,
+
+    /// Role ARN patterns (`*` matches anything) that resources may ask for with spec.roleArn or
+    /// spec.serviceAccountName, comma-separated. Empty: every resource uses the operator's identity.
+    #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',')]
+    pub allowed_role_arns: Vec<String>,
+
     /// Bound on one AWS operation including its retries.
     #[arg(long, env = "AWS_OPERATION_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub aws_operation_timeout: Duration,
@@ -125,6 +156,7 @@ impl RunArgs {
             connect_timeout: self.aws_connect_timeout,
             operation_timeout: self.aws_operation_timeout,
             max_attempts: self.aws_max_attempts,
+            credentials_refresh_before: self.aws_credentials_refresh_before,
         }
     }
 
@@ -137,6 +169,7 @@ impl RunArgs {
             backoff_max: self.retry_backoff_max,
             concurrency: self.concurrency,
             instance: self.pod_name.clone(),
+            allowed_roles: AllowedRoles::new(self.allowed_role_arns.clone()),
         }
     }
 }
@@ -183,6 +216,10 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.run.watch_namespace.as_deref(), Some("team-a"));
         assert_eq!(cli.run.retry_backoff_base, Duration::from_millis(250));
+        let cli = Cli::try_parse_from(["op", "token", "--role-arn", "arn:x"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Token(t)) if t.role_arn.as_deref() == Some("arn:x") && !t.show_token)
+        );
         let cli = Cli::try_parse_from(["op", "crd"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Crd)));
         assert!(Cli::try_parse_from(["op", "--retry-backoff-base", "soon"]).is_err());

@@ -32,10 +32,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Error,
-    cache::{Identity, TokenCache},
+    cache::TokenCache,
     crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus, MANAGER, OnExpiry},
     duration,
     http::Health,
+    identity::{self, AllowedRoles},
     metrics::Metrics,
     schedule,
     secret::{self, SecretSpec, SecretState},
@@ -58,6 +59,8 @@ pub struct ControllerSettings {
     pub concurrency: u16,
     /// Name of this instance in Events (`reportingInstance`), usually the pod name.
     pub instance: Option<String>,
+    /// Roles resources may ask for with `spec.roleArn` or `spec.serviceAccountName`.
+    pub allowed_roles: AllowedRoles,
 }
 
 impl Default for ControllerSettings {
@@ -69,6 +72,7 @@ impl Default for ControllerSettings {
             backoff_max: Duration::from_secs(300),
             concurrency: 16,
             instance: None,
+            allowed_roles: AllowedRoles::default(),
         }
     }
 }
@@ -616,7 +620,8 @@ async fn decide(
         (Some(issued), Some(expires)) => Some(due_at(issued, expires)),
         _ => None,
     };
-    let hash = secret::config_hash(settings);
+    let service_account = cr.spec.service_account_name.as_deref();
+    let hash = secret::config_hash(settings, service_account);
     if let Some(next) = current_due.filter(|d| *d > now)
         && state.config_hash.as_deref() == Some(hash.as_str())
     {
@@ -627,16 +632,26 @@ async fn decide(
         name: &name,
         namespace: &ns,
         settings,
+        service_account,
         owner: cr.controller_owner_ref(&()),
         extra_labels: Default::default(),
     };
-    match ctx
-        .tokens
-        .get(&Identity::Operator, |t| {
-            due_at(t.issued_at, t.expires_at) > now
-        })
-        .await
-    {
+    // Resolved only when a token is needed: a fresh Secret costs no ServiceAccount read.
+    let request = identity::Request {
+        role_arn: settings.role_arn.as_deref(),
+        service_account,
+    };
+    let fetched =
+        match identity::resolve(&ctx.client, &ns, request, &ctx.settings.allowed_roles).await {
+            Ok(identity) => {
+                ctx.tokens
+                    .get(&identity, |t| due_at(t.issued_at, t.expires_at) > now)
+                    .await
+            }
+            Err(e @ Error::Kube(_)) => return Err(e),
+            Err(e) => Err(e),
+        };
+    match fetched {
         Ok(fetched) => {
             let token = fetched.token;
             let next = due_at(token.issued_at, token.expires_at);

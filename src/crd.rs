@@ -49,6 +49,19 @@ pub struct EcrPublicPullSecretSpec {
     )]
     pub secret_name: Option<String>,
 
+    /// A ServiceAccount in this resource's namespace whose IAM role fetches the token, instead of
+    /// the operator's own. The operator requests a short-lived token for it (audience
+    /// `sts.amazonaws.com`) and exchanges it with STS `AssumeRoleWithWebIdentity` for the role in
+    /// the ServiceAccount's `eks.amazonaws.com/role-arn` annotation (or `roleArn` when set). The
+    /// role must match the operator's `--allowed-role-arns` and trust this ServiceAccount, so each
+    /// team uses its own role without lending it to the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub service_account_name: Option<String>,
+
     /// Everything about the Secret's content and rotation, shared with other kinds.
     #[serde(flatten)]
     pub settings: PullSecretSettings,
@@ -82,6 +95,18 @@ pub struct PullSecretSettings {
     /// Labels and annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+
+    /// IAM role whose token is written, for example
+    /// `arn:aws:iam::123456789012:role/ecr-public-team-a`. Without `serviceAccountName` the operator
+    /// assumes it from its own identity (`sts:AssumeRole`); with it, this overrides the
+    /// ServiceAccount's annotation. Must match one of the operator's `--allowed-role-arns`
+    /// patterns. Default: the operator's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 20, max = 2048),
+        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$")
+    )]
+    pub role_arn: Option<String>,
 }
 
 impl Default for PullSecretSettings {
@@ -91,6 +116,7 @@ impl Default for PullSecretSettings {
             refresh_before: None,
             on_expiry: OnExpiry::default(),
             secret_template: None,
+            role_arn: None,
         }
     }
 }

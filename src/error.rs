@@ -11,17 +11,65 @@ pub enum Error {
     #[error(
         "no AWS credentials found ({detail}). For IRSA, annotate the operator's ServiceAccount with \
          eks.amazonaws.com/role-arn so that the pod gets AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, \
-         then restart the pod"
+         then restart the pod; for EKS Pod Identity, create a pod identity association for that \
+         ServiceAccount and check the eks-pod-identity-agent add-on runs"
     )]
     NoCredentials { detail: String },
 
-    /// A credential provider exists but refused to hand out credentials (for example STS denied the
-    /// web identity token).
+    /// A credential provider exists but failed in a way not covered by a more specific variant.
     #[error(
-        "AWS credentials could not be obtained: {detail}. Check the IAM role's trust policy allows \
-         sts:AssumeRoleWithWebIdentity for this ServiceAccount"
+        "AWS credentials could not be obtained: {detail}. Run `ecr-public-pull-secret-operator \
+         token` in the operator's pod to see which credential source is used and what it returns"
     )]
     CredentialsRejected { detail: String },
+
+    /// The token file the AWS SDK was pointed at cannot be read.
+    #[error(
+        "cannot read the credentials token file ({detail}). With IRSA it is \
+         AWS_WEB_IDENTITY_TOKEN_FILE (/var/run/secrets/eks.amazonaws.com/serviceaccount/token), with \
+         EKS Pod Identity AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: check that the projected volume is \
+         mounted and readable by the container's user (fsGroup)"
+    )]
+    TokenFileUnreadable { detail: String },
+
+    /// STS refused `AssumeRoleWithWebIdentity` (trust policy, audience or OIDC provider).
+    #[error(
+        "STS refused AssumeRoleWithWebIdentity: {detail}. The role's trust policy must allow \
+         sts:AssumeRoleWithWebIdentity from the cluster's OIDC provider with the condition \
+         <provider>:sub = system:serviceaccount:<namespace>:<serviceaccount> and \
+         <provider>:aud = sts.amazonaws.com"
+    )]
+    WebIdentityDenied { detail: String },
+
+    /// STS refused `AssumeRole` from the operator's identity to a resource's `spec.roleArn`.
+    #[error(
+        "STS refused AssumeRole: {detail}. The operator's own role needs sts:AssumeRole on the \
+         requested role, and that role's trust policy must name the operator's role as principal"
+    )]
+    AssumeRoleDenied { detail: String },
+
+    /// The resource asks for a role the operator's allow-list does not contain.
+    #[error(
+        "role {role_arn} is not allowed by this operator (allowed patterns: {patterns}). An \
+         administrator can add a matching pattern with --allowed-role-arns (Helm value \
+         identity.allowedRoleArns)"
+    )]
+    RoleNotAllowed { role_arn: String, patterns: String },
+
+    /// `spec.serviceAccountName` names a ServiceAccount that does not exist in the namespace.
+    #[error(
+        "ServiceAccount {namespace}/{name} named by spec.serviceAccountName does not exist. Create it \
+         (annotated with eks.amazonaws.com/role-arn) or fix the name; only ServiceAccounts of the \
+         resource's own namespace can be used"
+    )]
+    ServiceAccountMissing { namespace: String, name: String },
+
+    /// The ServiceAccount has no role to assume.
+    #[error(
+        "ServiceAccount {namespace}/{name} has no eks.amazonaws.com/role-arn annotation and the \
+         resource sets no spec.roleArn: annotate the ServiceAccount with the IAM role to use"
+    )]
+    ServiceAccountNotAnnotated { namespace: String, name: String },
 
     /// IAM denied the ECR Public call.
     #[error(
@@ -64,6 +112,12 @@ impl Error {
         match self {
             Error::NoCredentials { .. } => "NoCredentials",
             Error::CredentialsRejected { .. } => "CredentialsRejected",
+            Error::TokenFileUnreadable { .. } => "TokenFileUnreadable",
+            Error::WebIdentityDenied { .. } => "WebIdentityDenied",
+            Error::AssumeRoleDenied { .. } => "AssumeRoleDenied",
+            Error::RoleNotAllowed { .. } => "RoleNotAllowed",
+            Error::ServiceAccountMissing { .. } => "ServiceAccountMissing",
+            Error::ServiceAccountNotAnnotated { .. } => "ServiceAccountNotAnnotated",
             Error::AccessDenied { .. } => "AccessDenied",
             Error::Transient { .. } => "Transient",
             Error::AwsError { .. } => "AwsError",

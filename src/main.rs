@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ecr_public_pull_secret_operator::{
+    aws,
     config::{Cli, Command},
-    crd, run, telemetry,
+    crd, diagnose, run, telemetry,
 };
 
 #[tokio::main]
@@ -15,6 +16,24 @@ async fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Token(args) => {
+            let settings = aws::AwsSettings {
+                operation_timeout: args.aws_operation_timeout,
+                ..Default::default()
+            };
+            let sdk = aws::load_sdk_config(&settings).await;
+            let options = diagnose::Options {
+                role_arn: args.role_arn,
+                show_token: args.show_token,
+            };
+            match diagnose::token(&sdk, &options, &mut std::io::stdout()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error [{}]: {e}", e.label());
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run(args) => {
             telemetry::init(args.log_format, &args.log_filter);

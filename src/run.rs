@@ -12,6 +12,7 @@ use crate::{
     cache::TokenCache,
     config::RunArgs,
     controller,
+    credentials::Clients,
     http::{self, Health},
     leader::Leadership,
     metrics::{Metered, Metrics},
@@ -80,7 +81,8 @@ pub async fn start(
     let http_addr = http::serve(args.http_addr, metrics.clone(), health.clone(), stopped())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
-    let source = Metered::new(EcrPublic::new(aws::ecr_public_client(sdk)), metrics.clone());
+    let clients = Clients::new(sdk, Some(client.clone()));
+    let source = Metered::new(EcrPublic::new(clients), metrics.clone());
     let tokens = Arc::new(TokenCache::new(Arc::new(source), FAILURE_TTL));
     let settings = args.controller();
     let lease = args.lease();

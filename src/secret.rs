@@ -53,17 +53,22 @@ pub fn docker_config(registries: &[Registry], token: Option<&Token>) -> Vec<u8> 
     serde_json::to_vec(&json!({ "auths": auths })).unwrap_or_default()
 }
 
-/// Fingerprint of everything in the Secret except the token itself.
-pub fn config_hash(settings: &PullSecretSettings) -> String {
+/// Fingerprint of everything in the Secret except the token itself, and of the identity asked
+/// for (so switching roles or ServiceAccounts fetches a token of the new identity right away).
+pub fn config_hash(settings: &PullSecretSettings, service_account: Option<&str>) -> String {
     let template = settings.secret_template.clone().unwrap_or_default();
     let mut registries: Vec<&str> = settings.registries.iter().map(|r| r.host()).collect();
     registries.sort_unstable();
     registries.dedup();
-    let canonical = json!({
+    let mut canonical = json!({
         "registries": registries,
         "labels": template.labels,
         "annotations": template.annotations,
     });
+    // Only when set, so the hash of Secrets written with the operator's identity stays as it was.
+    if settings.role_arn.is_some() || service_account.is_some() {
+        canonical["identity"] = json!([settings.role_arn, service_account]);
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -119,6 +124,8 @@ pub struct SecretSpec<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
     pub settings: &'a PullSecretSettings,
+    /// `spec.serviceAccountName`, part of the settings fingerprint.
+    pub service_account: Option<&'a str>,
     pub owner: Option<OwnerReference>,
     pub extra_labels: BTreeMap<String, String>,
 }
@@ -134,7 +141,10 @@ pub fn build(spec: &SecretSpec<'_>, token: Option<&Token>) -> Secret {
         .into_iter()
         .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
         .collect();
-    annotations.insert(CONFIG_HASH.into(), config_hash(spec.settings));
+    annotations.insert(
+        CONFIG_HASH.into(),
+        config_hash(spec.settings, spec.service_account),
+    );
     if let Some(token) = token {
         annotations.insert(EXPIRES_AT.into(), rfc3339(token.expires_at));
         annotations.insert(REFRESHED_AT.into(), rfc3339(token.issued_at));
@@ -214,6 +224,7 @@ mod tests {
             name: "pull",
             namespace: "ns",
             settings: &settings,
+            service_account: None,
             owner: Some(owner),
             extra_labels: BTreeMap::new(),
         };
@@ -228,7 +239,7 @@ mod tests {
         let state = SecretState::from_meta(&secret.metadata);
         assert_eq!(
             state,
-            SecretState::of(&token, &config_hash(&settings)),
+            SecretState::of(&token, &config_hash(&settings, None)),
             "annotations round-trip exactly"
         );
         assert_eq!(secret.metadata.annotations.as_ref().unwrap()["note"], "x");
@@ -249,8 +260,14 @@ mod tests {
             ..Default::default()
         };
         let c = PullSecretSettings::default();
-        assert_eq!(config_hash(&a), config_hash(&b));
-        assert_ne!(config_hash(&a), config_hash(&c));
+        assert_eq!(config_hash(&a, None), config_hash(&b, None));
+        assert_ne!(config_hash(&a, None), config_hash(&c, None));
+        let role = PullSecretSettings {
+            role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
+            ..Default::default()
+        };
+        assert_ne!(config_hash(&role, None), config_hash(&c, None));
+        assert_ne!(config_hash(&c, Some("sa")), config_hash(&c, None));
     }
 
     #[test]

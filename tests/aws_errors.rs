@@ -12,6 +12,7 @@ use base64::Engine as _;
 use ecr_public_pull_secret_operator::{
     aws::{EcrPublic, TokenSource},
     cache::Identity,
+    credentials::Clients,
 };
 
 /// Fetches through a client whose one response is an AWS JSON 1.1 error; returns the reason.
@@ -22,7 +23,7 @@ async fn reason_for(status: u16, type_: &'static str) -> String {
     });
     let client = mock_client!(aws_sdk_ecrpublic, RuleMode::MatchAny, &[&rule], |c| c
         .retry_config(aws_sdk_ecrpublic::config::retry::RetryConfig::disabled()));
-    let err = EcrPublic::new(client)
+    let err = EcrPublic::new(Clients::for_client(client))
         .fetch(&Identity::Operator)
         .await
         .expect_err("a failure");
@@ -59,7 +60,7 @@ async fn a_good_response_becomes_a_validated_token() {
             .build()
     });
     let client = mock_client!(aws_sdk_ecrpublic, &[&rule]);
-    let token = EcrPublic::new(client)
+    let token = EcrPublic::new(Clients::for_client(client))
         .fetch(&Identity::Operator)
         .await
         .expect("token");
@@ -79,7 +80,7 @@ async fn a_good_response_becomes_a_validated_token() {
             .build()
     });
     let client = mock_client!(aws_sdk_ecrpublic, &[&rule]);
-    let err = EcrPublic::new(client)
+    let err = EcrPublic::new(Clients::for_client(client))
         .fetch(&Identity::Operator)
         .await
         .expect_err("expired");

@@ -1,18 +1,15 @@
 //! The real binary, configured only through its environment like in a pod, against the emulators.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use common::*;
+use process::*;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ecr-public-pull-secret-operator");
 const LEASES: &str = "leases.coordination.k8s.io";
 
 #[test]
@@ -28,87 +25,6 @@ fn crd_subcommand_prints_the_committed_crd() {
         String::from_utf8(out.stdout).unwrap(),
         committed,
         "crds/ is out of date: run `cargo run -- crd > crds/ecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml`"
-    );
-}
-
-/// A scratch directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("epps-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The admin server address a child logged (it binds port 0, so no two processes can race for a
-/// port picked in advance).
-async fn admin_addr(dir: &Path, name: &str) -> SocketAddr {
-    let log = dir.join(format!("{name}.log"));
-    let mut found = None;
-    let read = async || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        found = text.lines().find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            v["fields"]["bound"].as_str()?.parse().ok()
-        });
-        found.is_some()
-    };
-    assert!(
-        eventually(Duration::from_secs(20), read).await,
-        "{name} logged its admin address"
-    );
-    found.expect("address")
-}
-
-/// Starts the binary with pod-like environment; stderr goes to `<dir>/<name>.log`.
-fn spawn(env: &Env, dir: &Path, name: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.api.kubeconfig_yaml("default")).unwrap();
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.env_clear()
-        .env("KUBECONFIG", &kubeconfig)
-        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
-        .env("AWS_ACCESS_KEY_ID", "AKIDBINARY")
-        .env("AWS_SECRET_ACCESS_KEY", "binary-secret")
-        .env("AWS_REGION", "eu-central-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("LOG_FORMAT", "json")
-        .env(
-            "RUST_LOG",
-            "debug,hyper=info,aws_smithy_runtime=info,rustls=info",
-        )
-        .env("RETRY_BACKOFF_BASE", "200ms")
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("POD_NAME", name)
-        .env("POD_NAMESPACE", "default");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join(format!("{name}.log"))).unwrap(),
-        ))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start binary")
-}
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().expect("running").to_string();
-    assert!(
-        Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success()
     );
 }
 

@@ -43,6 +43,8 @@ const CASES: &[&str] = &[
     "monitoring.yaml",
     "network-policy.yaml",
     "irsa.yaml",
+    "pod-identity.yaml",
+    "tenant-identities.yaml",
     "everything.yaml",
 ];
 /// The metrics the binary exports (src/metrics.rs); alerts may only use these.
@@ -589,6 +591,28 @@ fn operator_grants() -> BTreeSet<Grant> {
     ])
 }
 
+/// `spec.serviceAccountName`: read the named ServiceAccount and request a token for it; no list,
+/// no watch, nothing else on ServiceAccounts.
+fn service_account_token_grants() -> BTreeSet<Grant> {
+    expected(&[
+        ("", "serviceaccounts", &["get"], None),
+        ("", "serviceaccounts/token", &["create"], None),
+    ])
+}
+
+/// A value from a case's values file (the chart's default when the file does not set it).
+fn value(case: &str, path: &[&str]) -> Option<serde_yaml::Value> {
+    if case.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(values_file(case)).expect("values file");
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&text).expect("values YAML");
+    for key in path {
+        v = v.get(*key)?.clone();
+    }
+    Some(v)
+}
+
 /// Leader election: create the Lease (create cannot be limited by name), then only that Lease.
 fn lease_grants(lease: &str) -> BTreeSet<Grant> {
     expected(&[
@@ -657,7 +681,15 @@ fn rbac_grants_exactly_what_the_operator_uses_in_every_value_set() {
         let r = rendered(case);
         let scope = r.env_value("WATCH_NAMESPACE").unwrap_or("").to_string();
         let mut want: BTreeMap<String, BTreeSet<Grant>> = BTreeMap::new();
-        want.insert(scope, operator_grants());
+        want.insert(scope.clone(), operator_grants());
+        let sa_tokens = value(case, &["identity", "serviceAccountTokens"])
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if sa_tokens {
+            want.entry(scope)
+                .or_default()
+                .extend(service_account_token_grants());
+        }
         if r.env_value("LEADER_ELECTION") == Some("true") {
             // The binary's default Lease name, unless the chart names it.
             let lease = r
@@ -691,6 +723,46 @@ fn default_install_is_cluster_wide_without_lease_permissions() {
     assert!(
         !all.iter().any(|g| g.1 == "secrets" && g.2 == "delete"),
         "{all:?}"
+    );
+}
+
+#[test]
+fn tenant_identities_are_opt_in_and_reach_the_binary() {
+    let r = rendered("");
+    assert!(r.env_value("ALLOWED_ROLE_ARNS").is_none());
+    assert_eq!(r.env_value("AWS_CREDENTIALS_REFRESH_BEFORE"), Some("5m"));
+    let all = grants(&r.one("ClusterRole")["rules"]);
+    assert!(
+        !all.iter().any(|g| g.1.starts_with("serviceaccounts")),
+        "ServiceAccount access only when identity.serviceAccountTokens is on: {all:?}"
+    );
+    let r = rendered("tenant-identities.yaml");
+    assert_eq!(
+        r.env_value("ALLOWED_ROLE_ARNS"),
+        Some("arn:aws:iam::123456789012:role/ecr-public-*")
+    );
+    let all = grants(&r.one("ClusterRole")["rules"]);
+    assert!(service_account_token_grants().is_subset(&all), "{all:?}");
+    let r = rendered("everything.yaml");
+    assert_eq!(
+        r.env_value("ALLOWED_ROLE_ARNS"),
+        Some("arn:aws:iam::123456789012:role/ecr-public-*,arn:aws:iam::210987654321:role/teams/*")
+    );
+    assert_eq!(r.env_value("AWS_CREDENTIALS_REFRESH_BEFORE"), Some("10m"));
+}
+
+#[test]
+fn pod_identity_needs_no_annotation_and_may_reach_the_agent() {
+    let r = rendered("pod-identity.yaml");
+    let sa = r.one("ServiceAccount");
+    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_null());
+    let egress = r.one("NetworkPolicy")["spec"]["egress"].as_array().unwrap();
+    assert!(
+        egress
+            .iter()
+            .any(|e| e["to"][0]["ipBlock"]["cidr"] == "169.254.170.23/32"
+                && e["ports"][0]["port"] == 80),
+        "{egress:?}"
     );
 }
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Installs the chart and Dockerfile test tools into a directory (tests/chart.rs uses
-target/chart-tools):
+"""Installs the test tools into a directory (the tests use target/chart-tools):
 
-    python3 tests/chart/bootstrap.py target/chart-tools python node
+    python3 tests/chart/bootstrap.py target/chart-tools python node moto
 
-- `python`: a venv at DIR/venv with the pinned tests/chart/requirements.txt from PyPI;
-- `node`: DIR/node/node_modules from tests/chart/package-lock.json with `npm ci`.
+- `python`: a venv at DIR/venv with the pinned tests/chart/requirements.txt from PyPI (tests/chart.rs);
+- `node`: DIR/node/node_modules from tests/chart/package-lock.json with `npm ci` (tests/chart.rs);
+- `moto`: a separate venv at DIR/moto with the pinned tests/aws/requirements.txt, whose
+  DIR/moto/bin/moto_server is the STS emulator of the AWS identity tests (tests/harness/src/moto.rs).
+  A venv of its own because moto's many dependencies must not move the chart tools' pins.
 
 Each part is reinstalled only when its pins (or the Python version) change; a stamp file written
 last marks a finished install, so an interrupted one is redone. Parallel test processes serialise
@@ -25,6 +27,7 @@ import venv
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+AWS = HERE.parent / "aws"
 
 
 def fingerprint(*files: Path) -> str:
@@ -55,7 +58,8 @@ def install(part_dir: Path, pins: list[Path], build) -> None:
     stamp.write_text(wanted)
 
 
-def build_python(target: Path) -> None:
+def pip_install(target: Path, requirements: Path) -> str:
+    """Creates a venv at `target` with the pinned `requirements`; returns its python."""
     venv.EnvBuilder(with_pip=True, clear=True).create(target)
     python = str(target / "bin" / "python")
     run(
@@ -63,16 +67,29 @@ def build_python(target: Path) -> None:
         [
             python, "-m", "pip", "install",
             "--disable-pip-version-check", "--no-input", "-q",
-            # Wheels only: helm-python-sdk's sdist would need Go and a C compiler; a missing wheel
-            # should say so instead of failing in a compiler.
+            # Wheels only: helm-python-sdk's sdist would need Go and a C compiler (and moto's
+            # cryptography/pydantic-core ones Rust); a missing wheel should say so instead of
+            # failing in a compiler.
             "--only-binary=:all:",
-            "-r", str(HERE / "requirements.txt"),
+            "-r", str(requirements),
         ],
     )
+    return python
+
+
+def build_python(target: Path) -> None:
+    python = pip_install(target, HERE / "requirements.txt")
     run(
         "loading the installed tools",
         [python, "-c", "import helm_python, kubernetes_validate, promql_parser; helm_python.helm_sdk_version()"],
     )
+
+
+def build_moto(target: Path) -> None:
+    pip_install(target, AWS / "requirements.txt")
+    # The entry point the harness looks for: `--help` imports moto.server (Flask, werkzeug, the
+    # backends index) before printing, so a broken install fails here, not in a test.
+    run("running moto_server", [str(target / "bin" / "moto_server"), "--help"])
 
 
 def build_node(target: Path) -> None:
@@ -92,7 +109,7 @@ def build_node(target: Path) -> None:
 
 def main() -> int:
     if len(sys.argv) < 3:
-        sys.stderr.write("usage: bootstrap.py DIR {python|node}...\n")
+        sys.stderr.write("usage: bootstrap.py DIR {python|node|moto}...\n")
         return 2
     tools = Path(sys.argv[1]).resolve()
     tools.mkdir(parents=True, exist_ok=True)
@@ -103,6 +120,8 @@ def main() -> int:
                 install(tools / "venv", [HERE / "requirements.txt"], build_python)
             elif part == "node":
                 install(tools / "node", [HERE / "package.json", HERE / "package-lock.json"], build_node)
+            elif part == "moto":
+                install(tools / "moto", [AWS / "requirements.txt"], build_moto)
             else:
                 sys.stderr.write(f"bootstrap: unknown part {part!r}\n")
                 return 2

@@ -110,6 +110,42 @@ pub fn sdk_config_for(endpoint: &str, access_key: &str) -> SdkConfig {
         .build()
 }
 
+/// Per-service endpoints, as `AWS_ENDPOINT_URL_<SERVICE>` gives them in a pod, without touching
+/// this process's environment (tests run in parallel).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub ecr_public: String,
+    pub sts: String,
+}
+
+impl aws_types::service_config::LoadServiceConfig for Endpoints {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if key.env() != "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        match key.service_id() {
+            "ECR PUBLIC" => Some(self.ecr_public.clone()),
+            "STS" => Some(self.sts.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// AWS config for identity tests: `credentials` as the operator's own identity, ECR Public and
+/// STS at their own endpoints.
+pub fn sdk_config_with(
+    endpoints: Endpoints,
+    credentials: impl aws_credential_types::provider::ProvideCredentials + 'static,
+) -> SdkConfig {
+    let mut builder = sdk_config_for("http://unused.invalid", "unused").into_builder();
+    builder.set_endpoint_url(None);
+    builder
+        .service_config(endpoints)
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+        .build()
+}
+
 /// A running in-process operator.
 pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -285,6 +321,19 @@ pub fn ready(obj: &serde_json::Value) -> Option<(String, String)> {
                 c["reason"].as_str().unwrap_or_default().to_owned(),
             )
         })
+}
+
+/// The message of a CR's Ready condition ("" when there is none).
+pub fn cr_message(k8s: &Emulator, ns: &str, name: &str) -> String {
+    k8s.get(CRS, Some(ns), name)
+        .and_then(|cr| {
+            cr["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .and_then(|c| c["message"].as_str().map(str::to_owned))
+        })
+        .unwrap_or_default()
 }
 
 /// Whether a Secret is ready for a CR: Secret exists with a token and the CR reports Ready=True.

@@ -116,4 +116,14 @@ The operator's permissions, shared by the ClusterRole and the namespaced Role.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.identity.serviceAccountTokens }}
+# spec.serviceAccountName: read the ServiceAccount's role annotation and request a short-lived
+# token for it (exchanged with STS). No list/watch: only the named ServiceAccount is read.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+{{- end }}
 {{- end }}

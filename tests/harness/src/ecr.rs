@@ -52,6 +52,8 @@ pub struct Call {
     pub access_key: String,
     /// Whether a token was issued.
     pub succeeded: bool,
+    /// When it arrived.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 struct Inner {
@@ -147,6 +149,11 @@ impl FakeEcrPublic {
             .iter()
             .filter(|c| c.succeeded)
             .count()
+    }
+
+    /// Every request so far, oldest first.
+    pub fn call_log(&self) -> Vec<Call> {
+        self.shared.lock().calls.clone()
     }
 
     /// Requests per access key id (which identity signed them).
@@ -287,6 +294,7 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, _body: Bytes) 
         inner.calls.push(Call {
             access_key,
             succeeded: response.is_ok(),
+            at: chrono::Utc::now(),
         });
         if response.is_ok() {
             inner.passwords.push(password);

@@ -1,4 +1,11 @@
-//! Test infrastructure for the operator: a fake Amazon ECR Public endpoint and a stateful
-//! Kubernetes API server emulator, both serving real HTTP on 127.0.0.1.
+//! Test infrastructure for the operator, all serving real HTTP on 127.0.0.1: a fake Amazon ECR
+//! Public endpoint, a stateful Kubernetes API server emulator, and for the AWS identity paths moto's
+//! STS (IRSA, chained AssumeRole), a fault-injecting proxy in front of it, and an EKS Pod Identity
+//! (container credentials) endpoint.
+pub mod container_credentials;
 pub mod ecr;
+pub mod http_client;
 pub mod kube_api;
+pub mod moto;
+mod scratch;
+pub mod sts_proxy;

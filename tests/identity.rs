@@ -1,0 +1,453 @@
+//! Every identity path against a real STS emulator (moto), the fake ECR Public and the Kubernetes
+//! API emulator: IRSA web identity (the real binary, as in a pod), EKS Pod Identity, roles assumed
+//! from the operator's identity, per-tenant ServiceAccounts, and each failure a user can fix.
+
+mod common;
+#[path = "common/process.rs"]
+mod process;
+
+use std::{path::Path, time::Duration};
+
+use aws_credential_types::Credentials;
+use base64::Engine as _;
+use common::*;
+use harness::{
+    container_credentials::ContainerCredentials,
+    moto::Moto,
+    sts_proxy::{StsFault, StsProxy},
+};
+use process::*;
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "123456789012";
+const ALLOW: &str = "arn:aws:iam::123456789012:role/ecr-public-*";
+
+fn role(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/{name}")
+}
+
+/// moto from the pinned venv (installed on first use, like the chart tools); fails, never skips.
+async fn moto() -> Moto {
+    let tools = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("chart-tools");
+    let bin = harness::moto::install(&tools).expect("install moto from PyPI");
+    Moto::start(bin).await.expect("start moto")
+}
+
+/// moto behind the fault-injecting proxy.
+async fn sts() -> (Moto, StsProxy) {
+    let moto = moto().await;
+    let proxy = StsProxy::start(&moto.url()).await.expect("start STS proxy");
+    (moto, proxy)
+}
+
+fn endpoints(env: &Env, sts: &str) -> Endpoints {
+    Endpoints {
+        ecr_public: env.ecr.url(),
+        sts: sts.to_owned(),
+    }
+}
+
+/// The operator's own identity: static keys (standing in for IRSA, tested with the binary below).
+fn operator_keys() -> Credentials {
+    Credentials::new("AKIDOPERATOR", "secret", None, None, "test")
+}
+
+fn password(env: &Env, ns: &str, name: &str) -> String {
+    let secret = env.k8s.get(SECRETS, Some(ns), name).expect("secret");
+    docker_config(&secret)["auths"]["public.ecr.aws"]["password"]
+        .as_str()
+        .expect("password")
+        .to_owned()
+}
+
+/// The access keys that signed ECR calls, other than the operator's own.
+fn assumed_keys(env: &Env) -> Vec<(String, usize)> {
+    env.ecr
+        .calls_by_access_key()
+        .into_iter()
+        .filter(|(k, _)| k != "AKIDOPERATOR")
+        .collect()
+}
+
+fn service_account(env: &Env, ns: &str, name: &str, role_arn: Option<&str>) {
+    let mut meta = json!({"name": name, "namespace": ns});
+    if let Some(r) = role_arn {
+        meta["annotations"] = json!({"eks.amazonaws.com/role-arn": r});
+    }
+    env.k8s
+        .create(
+            "serviceaccounts",
+            Some(ns),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+        )
+        .expect("create ServiceAccount");
+}
+
+fn jwt_claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("JWT payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("claims")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity() {
+    let env = Env::start().await;
+    let moto = moto().await;
+    let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
+    let op = env
+        .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
+        .await;
+    let team_a = role("ecr-public-team-a");
+    env.k8s.create_namespace("team-a", &[]);
+    for name in ["a1", "a2", "a3"] {
+        env.create_cr("team-a", name, json!({"roleArn": team_a}));
+    }
+    env.create_cr("team-a", "own", json!({}));
+    env.wait("all Ready", Duration::from_secs(20), |k| {
+        ["a1", "a2", "a3", "own"]
+            .iter()
+            .all(|n| cr_ready(k, "team-a", n))
+    })
+    .await;
+
+    // One AssumeRole, one ECR call per identity, signed with the credentials moto issued.
+    let assumed = moto.requests("AssumeRole").await.unwrap();
+    assert_eq!(assumed.len(), 1, "{assumed:?}");
+    assert_eq!(assumed[0]["RoleArn"], team_a);
+    assert_eq!(env.ecr.calls_by_access_key()["AKIDOPERATOR"], 1);
+    let keys = assumed_keys(&env);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].1, 1, "one ECR call for three resources on one role");
+    let arn = moto.caller_arn(&keys[0].0).await.unwrap();
+    assert!(
+        arn.starts_with("arn:aws:sts::123456789012:assumed-role/ecr-public-team-a/"),
+        "{arn}"
+    );
+    assert_eq!(
+        password(&env, "team-a", "a1"),
+        password(&env, "team-a", "a3")
+    );
+    assert_ne!(
+        password(&env, "team-a", "a1"),
+        password(&env, "team-a", "own")
+    );
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_is_exchanged_for_the_annotated_role() {
+    let env = Env::start().await;
+    let moto = moto().await;
+    let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
+    let op = env
+        .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
+        .await;
+    let team_b = role("ecr-public-team-b");
+    env.k8s.create_namespace("team-b", &[]);
+    service_account(&env, "team-b", "puller", Some(&team_b));
+    env.create_cr("team-b", "b1", json!({"serviceAccountName": "puller"}));
+    env.create_cr("team-b", "b2", json!({"serviceAccountName": "puller"}));
+    env.wait("both Ready", Duration::from_secs(20), |k| {
+        cr_ready(k, "team-b", "b1") && cr_ready(k, "team-b", "b2")
+    })
+    .await;
+
+    let exchanged = moto.requests("AssumeRoleWithWebIdentity").await.unwrap();
+    assert_eq!(exchanged.len(), 1, "one exchange for two resources");
+    assert_eq!(exchanged[0]["RoleArn"], team_b);
+    let claims = jwt_claims(&exchanged[0]["WebIdentityToken"]);
+    assert_eq!(claims["sub"], "system:serviceaccount:team-b:puller");
+    assert_eq!(claims["aud"], json!(["sts.amazonaws.com"]));
+    let keys = assumed_keys(&env);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].1, 1);
+    let arn = moto.caller_arn(&keys[0].0).await.unwrap();
+    assert!(arn.contains(":assumed-role/ecr-public-team-b/"), "{arn}");
+    assert!(
+        !env.ecr.calls_by_access_key().contains_key("AKIDOPERATOR"),
+        "the operator's own identity was not used"
+    );
+    assert_eq!(
+        password(&env, "team-b", "b1"),
+        password(&env, "team-b", "b2")
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_identity_failure_names_its_fix_and_recovers() {
+    let env = Env::start().await;
+    let (_moto, proxy) = sts().await;
+    let sdk = sdk_config_with(endpoints(&env, &proxy.url()), operator_keys());
+    let op = env
+        .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
+        .await;
+    for ns in ["t", "other"] {
+        env.k8s.create_namespace(ns, &[]);
+    }
+    service_account(&env, "t", "bare", None);
+    service_account(&env, "t", "denied", Some(&role("ecr-public-denied")));
+    service_account(&env, "other", "elsewhere", Some(&role("ecr-public-x")));
+    proxy.set_fault("AssumeRole", StsFault::AccessDenied);
+    proxy.set_fault("AssumeRoleWithWebIdentity", StsFault::InvalidIdentityToken);
+    let cases = [
+        (
+            "not-allowed",
+            json!({"roleArn": role("admin")}),
+            "RoleNotAllowed",
+        ),
+        (
+            "missing",
+            json!({"serviceAccountName": "nobody"}),
+            "ServiceAccountMissing",
+        ),
+        // Only the resource's own namespace is ever looked in.
+        (
+            "other-ns",
+            json!({"serviceAccountName": "elsewhere"}),
+            "ServiceAccountMissing",
+        ),
+        (
+            "bare",
+            json!({"serviceAccountName": "bare"}),
+            "ServiceAccountNotAnnotated",
+        ),
+        (
+            "assume-denied",
+            json!({"roleArn": role("ecr-public-r")}),
+            "AssumeRoleDenied",
+        ),
+        (
+            "web-denied",
+            json!({"serviceAccountName": "denied"}),
+            "WebIdentityDenied",
+        ),
+    ];
+    for (name, spec, _) in &cases {
+        env.create_cr("t", name, spec.clone());
+    }
+    for (name, _, reason) in &cases {
+        env.wait(&format!("{name}: {reason}"), Duration::from_secs(20), |k| {
+            cr_reason(k, "t", name).as_deref() == Some(reason)
+        })
+        .await;
+    }
+    let message = |name: &str| cr_message(&env.k8s, "t", name);
+    assert!(message("not-allowed").contains(ALLOW));
+    assert!(message("not-allowed").contains("identity.allowedRoleArns"));
+    assert!(message("bare").contains("eks.amazonaws.com/role-arn"));
+    assert!(message("assume-denied").contains("sts:AssumeRole"));
+    assert!(message("web-denied").contains("system:serviceaccount:"));
+    assert_eq!(env.ecr.calls(), 0, "no ECR call without credentials");
+
+    proxy.clear_fault("AssumeRole");
+    proxy.clear_fault("AssumeRoleWithWebIdentity");
+    env.wait("STS failures recover", Duration::from_secs(20), |k| {
+        cr_ready(k, "t", "assume-denied") && cr_ready(k, "t", "web-denied")
+    })
+    .await;
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
+/// Pod environment for IRSA as the EKS webhook injects it, with both AWS endpoints on loopback.
+fn irsa_env<'a>(env: &'a Env, sts: &'a str, token_file: &'a str) -> Vec<(&'a str, String)> {
+    vec![
+        ("AWS_ROLE_ARN", role("ecr-public-operator")),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_owned()),
+        ("AWS_ROLE_SESSION_NAME", "operator-pod".to_owned()),
+        ("AWS_ENDPOINT_URL_STS", sts.to_owned()),
+        ("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url()),
+    ]
+}
+
+fn borrowed<'a>(vars: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irsa_binary_rereads_the_rotated_token_file_and_refreshes_credentials_before_expiry() {
+    let env = Env::start().await;
+    let (moto, proxy) = sts().await;
+    // Short STS sessions and short ECR tokens, so both are renewed many times in a few seconds.
+    proxy.set_credentials_lifetime(Duration::from_secs(6));
+    env.ecr.set_token_lifetime(Duration::from_secs(4));
+    let dir = Scratch::new("irsa");
+    let file = dir.0.join("token");
+    let sts_url = proxy.url();
+    let mut vars = irsa_env(&env, &sts_url, file.to_str().unwrap());
+    vars.push(("AWS_CREDENTIALS_REFRESH_BEFORE", "3s".to_owned()));
+    let _child = spawn_without_keys(&env, &dir.0, "op", &borrowed(&vars));
+
+    // No file yet (volume not mounted): the reason names the file.
+    env.create_cr("default", "irsa", json!({"refreshBefore": "2s"}));
+    let unreadable = env
+        .k8s
+        .wait_until(Duration::from_secs(30), |k| {
+            cr_reason(k, "default", "irsa").as_deref() == Some("TokenFileUnreadable")
+        })
+        .await;
+    let message = cr_message(&env.k8s, "default", "irsa");
+    assert!(unreadable, "{message}");
+    assert!(message.contains(file.to_str().unwrap()), "{message}");
+
+    std::fs::write(&file, "projected-token-1").unwrap();
+    env.wait("Ready with IRSA", Duration::from_secs(30), |k| {
+        cr_ready(k, "default", "irsa")
+    })
+    .await;
+    let first_key = env.ecr.call_log()[0].access_key.clone();
+    let arn = moto.caller_arn(&first_key).await.unwrap();
+    assert!(
+        arn.starts_with("arn:aws:sts::123456789012:assumed-role/ecr-public-operator/operator-pod"),
+        "ECR was called with the credentials moto issued for the web identity: {arn}"
+    );
+
+    // The kubelet rotates the projected token: the next credentials refresh sends the new one.
+    std::fs::write(&file, "projected-token-2").unwrap();
+    let sent_new = async || {
+        moto.requests("AssumeRoleWithWebIdentity")
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r["WebIdentityToken"] == "projected-token-2")
+    };
+    assert!(eventually(Duration::from_secs(30), sent_new).await);
+    let keys_in_use = async || env.ecr.calls_by_access_key().len() >= 4;
+    assert!(
+        eventually(Duration::from_secs(30), keys_in_use).await,
+        "ECR calls were signed with refreshed credentials: {:?}",
+        env.ecr.calls_by_access_key()
+    );
+    // Never signed with expired credentials: each was replaced before its expiry.
+    let expiry: std::collections::BTreeMap<_, _> = proxy.issued_credentials().into_iter().collect();
+    for call in env.ecr.call_log() {
+        let expires = expiry.get(&call.access_key).expect("credentials from STS");
+        assert!(
+            call.at < *expires,
+            "ECR call at {} with credentials expired at {expires}",
+            call.at
+        );
+    }
+    for request in moto.requests("AssumeRoleWithWebIdentity").await.unwrap() {
+        assert_eq!(request["RoleArn"], role("ecr-public-operator"));
+    }
+    let log = std::fs::read_to_string(dir.0.join("op.log")).unwrap();
+    assert!(
+        !log.contains("projected-token-"),
+        "web identity token in logs"
+    );
+    for pw in env.ecr.issued_passwords() {
+        assert!(!log.contains(&pw), "ECR password in logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_identity_binary_uses_the_container_credentials_endpoint() {
+    let env = Env::start().await;
+    let expires = chrono::Utc::now() + chrono::Duration::hours(6);
+    let agent =
+        ContainerCredentials::start("ASIAPODIDENTITY", "pod-secret", "pod-session", expires)
+            .await
+            .unwrap();
+    let dir = Scratch::new("pod-identity");
+    let (uri, token_file, ecr) = (agent.full_uri(), agent.token_file(), env.ecr.url());
+    let vars = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.to_str().unwrap(),
+        ),
+        ("AWS_ENDPOINT_URL_ECR_PUBLIC", ecr.as_str()),
+    ];
+    let _child = spawn_without_keys(&env, &dir.0, "op", &vars);
+    env.create_cr("default", "pod-identity", json!({}));
+    env.wait("Ready with Pod Identity", Duration::from_secs(30), |k| {
+        cr_ready(k, "default", "pod-identity")
+    })
+    .await;
+    assert_eq!(
+        env.ecr
+            .calls_by_access_key()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("ASIAPODIDENTITY".to_owned(), 1)]
+    );
+    assert!(agent.requests() >= 1);
+    assert_eq!(agent.rejected(), 0, "the authorization token was sent");
+}
+
+/// `token` with pod-like IRSA environment; returns (exit code, stdout, stderr).
+async fn token_command(env: &Env, sts: &str, file: &Path, args: &[&str]) -> (i32, String, String) {
+    let vars = irsa_env(env, sts, file.to_str().unwrap());
+    let out = tokio::process::Command::new(BIN)
+        .arg("token")
+        .args(args)
+        .env_clear()
+        .envs(vars)
+        .env("AWS_REGION", "eu-central-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .await
+        .expect("run token subcommand");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subcommand_explains_the_identity_and_hides_the_token() {
+    let env = Env::start().await;
+    let (_moto, proxy) = sts().await;
+    let dir = Scratch::new("token-cmd");
+    let file = dir.0.join("token");
+    std::fs::write(&file, "projected").unwrap();
+
+    let (code, out, err) = token_command(&env, &proxy.url(), &file, &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("IRSA web identity"), "{out}");
+    assert!(
+        out.contains("arn:aws:sts::123456789012:assumed-role/ecr-public-operator/"),
+        "{out}"
+    );
+    assert!(out.contains("GetAuthorizationToken:  ok"), "{out}");
+    assert!(out.contains("token expires at:"), "{out}");
+    let issued = env.ecr.issued_passwords();
+    assert_eq!(issued.len(), 1);
+    assert!(!out.contains(&issued[0]) && !out.contains(&base64_auth(&issued[0])));
+
+    let (code, out, _) = token_command(&env, &proxy.url(), &file, &["--show-token"]).await;
+    assert_eq!(code, 0);
+    let issued = env.ecr.issued_passwords();
+    assert!(
+        out.contains(&base64_auth(&issued[1])),
+        "--show-token prints it"
+    );
+
+    // A role the operator may not assume: non-zero exit, the reason and the fix on stderr.
+    proxy.set_fault("AssumeRole", StsFault::AccessDenied);
+    let team = role("ecr-public-team-a");
+    let (code, out, err) = token_command(&env, &proxy.url(), &file, &["--role-arn", &team]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("[AssumeRoleDenied]"), "{err}");
+    assert!(
+        err.contains("sts:AssumeRole on the requested role"),
+        "{err}"
+    );
+
+    // No token file: the file is named.
+    std::fs::remove_file(&file).unwrap();
+    let (code, _, err) = token_command(&env, &proxy.url(), &file, &[]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("[TokenFileUnreadable]"), "{err}");
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+}
