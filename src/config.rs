@@ -29,8 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (the default).
     Run(Box<RunArgs>),
-    /// Print the CustomResourceDefinition YAML.
-    Crd,
+    /// Print both CustomResourceDefinitions as YAML, or write them into a directory.
+    Crd {
+        /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+    },
     /// Check the AWS side from inside the operator's pod: which credential source is used, the
     /// caller identity, and whether GetAuthorizationToken succeeds. Exits non-zero on failure.
     Token(TokenArgs),
@@ -70,6 +74,11 @@ pub struct RunArgs {
     /// Only watch EcrPublicPullSecrets and Secrets in this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// Serve ClusterEcrPublicPullSecrets. Needs cluster-wide access to Namespaces and Secret
+    /// deletion, which the chart does not grant yet; ignored with --watch-namespace.
+    #[arg(long, env = "CLUSTER_PULL_SECRETS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub cluster_pull_secrets: bool,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
@@ -221,7 +230,7 @@ mod tests {
             matches!(cli.command, Some(Command::Token(t)) if t.role_arn.as_deref() == Some("arn:x") && !t.show_token)
         );
         let cli = Cli::try_parse_from(["op", "crd"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Crd)));
+        assert!(matches!(cli.command, Some(Command::Crd { write: None })));
         assert!(Cli::try_parse_from(["op", "--retry-backoff-base", "soon"]).is_err());
         assert!(cli.run.lease().is_none());
         let cli =

@@ -696,7 +696,7 @@ async fn decide(
 
 /// `spec.refreshBefore`, with the CRD's CEL rule re-checked: an API server that skipped it (an old
 /// CRD, or a client that bypassed validation) must not make the operator misbehave.
-fn parse_refresh_before(s: &str) -> Result<Duration, Error> {
+pub(crate) fn parse_refresh_before(s: &str) -> Result<Duration, Error> {
     let d =
         duration::parse(s).map_err(|e| Error::InvalidSpec(format!("spec.refreshBefore: {e}")))?;
     if d.is_zero() || d >= Duration::from_secs(12 * 3600) {

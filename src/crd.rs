@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -198,6 +198,112 @@ pub struct EcrPublicPullSecretStatus {
     pub next_refresh_time: Option<Time>,
 }
 
+/// Keeps a `kubernetes.io/dockerconfigjson` Secret with a fresh Amazon ECR Public token in every
+/// selected namespace, from one token per identity per rotation.
+///
+/// Deleting it deletes every Secret it wrote: its finalizer stays until the operator has removed
+/// them (they are found by the `ecrpublic.pullsecrets.dev/cluster-owner` label).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "ecrpublic.pullsecrets.dev",
+    version = "v1alpha1",
+    kind = "ClusterEcrPublicPullSecret",
+    plural = "clusterecrpublicpullsecrets",
+    shortname = "cepps",
+    status = "ClusterEcrPublicPullSecretStatus",
+    derive = "PartialEq",
+    doc = "Keeps an ECR Public pull Secret fresh in every selected namespace.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Selected","type":"integer","jsonPath":".status.selectedNamespaces"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedNamespaces"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEcrPublicPullSecretSpec {
+    /// Name of the Secret written in each selected namespace. Defaults to the resource's own name.
+    /// A Secret of that name that this resource did not write is never overwritten (that namespace
+    /// reports `SecretConflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// Namespaces whose labels match are selected, e.g. `{"matchLabels": {"team": "payments"}}`.
+    /// `{}` selects every namespace. Omitted: every namespace, unless `namespaces` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Namespaces selected by name, in addition to those the selector matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub namespaces: Vec<String>,
+
+    /// Namespaces never selected, whatever their labels (for example `kube-system`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Everything about the Secrets' content and rotation, shared with `EcrPublicPullSecret`.
+    #[serde(flatten)]
+    pub settings: PullSecretSettings,
+}
+
+/// One namespace whose Secret could not be written.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceFailure {
+    /// The namespace.
+    pub namespace: String,
+    /// Stable reason, as in `Ready` conditions (`SecretConflict`, `KubeError`, ...).
+    pub reason: String,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+/// Observed state of a `ClusterEcrPublicPullSecret`, written by the operator only.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEcrPublicPullSecretStatus {
+    /// `Ready` is True while every selected namespace holds a valid token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Namespaces currently selected (terminating namespaces are not counted).
+    #[serde(default)]
+    pub selected_namespaces: i32,
+    /// Selected namespaces whose Secret holds a valid token.
+    #[serde(default)]
+    pub ready_namespaces: i32,
+    /// Selected namespaces whose Secret could not be written.
+    #[serde(default)]
+    pub failed_namespaces: i32,
+    /// The first failing namespaces (at most 20, by name) with their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<NamespaceFailure>,
+    /// When the token in the Secrets expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the operator plans to rotate the token next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<Time>,
+}
+
+impl ClusterEcrPublicPullSecret {
+    /// Name of the Secret written in each namespace.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+}
+
 impl EcrPublicPullSecret {
     /// Name of the Secret this resource manages.
     pub fn secret_name(&self) -> String {
@@ -208,11 +314,15 @@ impl EcrPublicPullSecret {
     }
 }
 
-/// The CRD as YAML, exactly as committed under `crds/`.
+/// The namespaced CRD as YAML, exactly as committed under `crds/`.
 pub fn crd_yaml() -> String {
-    let crd = EcrPublicPullSecret::crd();
     // serde_yaml cannot fail on a value that serde_json can represent.
-    serde_yaml::to_string(&crd).expect("CRD serializes to YAML")
+    serde_yaml::to_string(&EcrPublicPullSecret::crd()).expect("CRD serializes to YAML")
+}
+
+/// The cluster-scoped CRD as YAML, exactly as committed under `crds/`.
+pub fn cluster_crd_yaml() -> String {
+    serde_yaml::to_string(&ClusterEcrPublicPullSecret::crd()).expect("CRD serializes to YAML")
 }
 
 #[cfg(test)]

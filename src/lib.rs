@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod crd;

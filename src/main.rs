@@ -13,8 +13,22 @@ use ecr_public_pull_secret_operator::{
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(Box::new(cli.run))) {
-        Command::Crd => {
-            print!("{}", crd::crd_yaml());
+        Command::Crd { write: None } => {
+            print!("{}---\n{}", crd::crd_yaml(), crd::cluster_crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Crd { write: Some(dir) } => {
+            let files = [
+                ("ecrpublicpullsecrets", crd::crd_yaml()),
+                ("clusterecrpublicpullsecrets", crd::cluster_crd_yaml()),
+            ];
+            for (plural, yaml) in files {
+                let path = dir.join(format!("{plural}.{}.yaml", crd::GROUP));
+                if let Err(e) = std::fs::write(&path, yaml) {
+                    eprintln!("cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Command::Token(args) => {

@@ -4,12 +4,14 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
+use futures::FutureExt;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::{
     aws::{self, EcrPublic},
     cache::TokenCache,
+    cluster,
     config::RunArgs,
     controller,
     credentials::Clients,
@@ -86,10 +88,21 @@ pub async fn start(
     let tokens = Arc::new(TokenCache::new(Arc::new(source), FAILURE_TTL));
     let settings = args.controller();
     let lease = args.lease();
+    // The cluster kind writes into many namespaces: it needs cluster-wide access.
+    let cluster = args.cluster_pull_secrets && settings.watch_namespace.is_none();
     info!(watch_namespace = ?settings.watch_namespace, leader_election = lease.is_some(), "starting ecr-public-pull-secret-operator {}", env!("CARGO_PKG_VERSION"));
     let done = tokio::spawn(async move {
         let Some(lease) = lease else {
-            controller::run(client, tokens, settings, metrics, health, stopped()).await;
+            controllers(
+                client,
+                tokens,
+                settings,
+                cluster,
+                metrics,
+                health,
+                stopped(),
+            )
+            .await;
             return Ok(());
         };
         // Followers report ready: a rolling update must not wait for a Lease it cannot get.
@@ -111,7 +124,7 @@ pub async fn start(
                 () = lost => { let _ = lost_tx.send(true); },
             }
         };
-        controller::run(client, tokens, settings, metrics, health, until).await;
+        controllers(client, tokens, settings, cluster, metrics, health, until).await;
         if *lost_rx.borrow_and_update() {
             warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
             return Err(format!(
@@ -123,6 +136,32 @@ pub async fn start(
         Ok(())
     });
     Ok(Running { http_addr, done })
+}
+
+/// Runs the namespaced controller and, when enabled, the cluster one, until `shutdown`.
+async fn controllers(
+    client: kube::Client,
+    tokens: Arc<TokenCache>,
+    settings: controller::ControllerSettings,
+    cluster: bool,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = shutdown.shared();
+    let namespaced = controller::run(
+        client.clone(),
+        tokens.clone(),
+        settings.clone(),
+        metrics,
+        health,
+        shutdown.clone(),
+    );
+    if cluster {
+        tokio::join!(namespaced, cluster::run(client, tokens, settings, shutdown));
+    } else {
+        namespaced.await;
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -16,15 +16,19 @@ const LEASES: &str = "leases.coordination.k8s.io";
 fn crd_subcommand_prints_the_committed_crd() {
     let out = Command::new(BIN).arg("crd").output().expect("run binary");
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/ecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml"
-    ))
-    .expect("committed CRD");
+    let committed = |file: &str| {
+        std::fs::read_to_string(format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR")))
+            .expect("committed CRD")
+    };
+    let both = format!(
+        "{}---\n{}",
+        committed("ecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml"),
+        committed("clusterecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml")
+    );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        committed,
-        "crds/ is out of date: run `cargo run -- crd > crds/ecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml`"
+        both,
+        "crds/ is out of date: run `cargo run -- crd --write crds`"
     );
 }
 

@@ -28,7 +28,10 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_ecr-public-pull-secret-operator");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CHART_NAME: &str = "ecr-public-pull-secret-operator";
-const CRD_FILE: &str = "ecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml";
+const CRD_FILES: [&str; 2] = [
+    "clusterecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml",
+    "ecrpublicpullsecrets.ecrpublic.pullsecrets.dev.yaml",
+];
 /// The newest Kubernetes version kubernetes-validate 1.37.0 ships schemas for.
 const KUBE_VERSION: &str = "1.37.0";
 /// The oldest version Chart.yaml's kubeVersion admits: the chart must not use newer fields.
@@ -482,17 +485,20 @@ fn validators_reject_unknown_and_mistyped_fields() {
 
 #[test]
 fn chart_crd_is_byte_identical_to_the_generated_crd() {
-    let repo = std::fs::read(Path::new(ROOT).join("crds").join(CRD_FILE)).expect("crds/");
-    let chart = std::fs::read(chart_dir().join("crds").join(CRD_FILE)).expect("chart crds/");
-    assert!(
-        repo == chart,
-        "charts/{CHART_NAME}/crds/{CRD_FILE} differs from crds/{CRD_FILE}: cp crds/{CRD_FILE} charts/{CHART_NAME}/crds/"
-    );
-    let files: Vec<_> = std::fs::read_dir(chart_dir().join("crds"))
+    for file in CRD_FILES {
+        let repo = std::fs::read(Path::new(ROOT).join("crds").join(file)).expect("crds/");
+        let chart = std::fs::read(chart_dir().join("crds").join(file)).expect("chart crds/");
+        assert!(
+            repo == chart,
+            "charts/{CHART_NAME}/crds/{file} differs from crds/{file}: cp crds/* charts/{CHART_NAME}/crds/"
+        );
+    }
+    let mut files: Vec<_> = std::fs::read_dir(chart_dir().join("crds"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(files, [CRD_FILE], "the chart's crds/ holds only the CRD");
+    files.sort();
+    assert_eq!(files, CRD_FILES, "the chart's crds/ holds only the CRDs");
 }
 
 #[test]

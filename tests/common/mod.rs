@@ -8,7 +8,11 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 use clap::Parser;
-use ecr_public_pull_secret_operator::{config::Cli, crd::EcrPublicPullSecret, run};
+use ecr_public_pull_secret_operator::{
+    config::Cli,
+    crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret},
+    run,
+};
 use harness::{
     ecr::FakeEcrPublic,
     kube_api::{ApiServer, Emulator},
@@ -17,6 +21,7 @@ use kube::CustomResourceExt;
 
 /// Resource keys of the emulator.
 pub const CRS: &str = "ecrpublicpullsecrets.ecrpublic.pullsecrets.dev";
+pub const CLUSTER_CRS: &str = "clusterecrpublicpullsecrets.ecrpublic.pullsecrets.dev";
 pub const SECRETS: &str = "secrets";
 pub const EVENTS: &str = "events.events.k8s.io";
 
@@ -33,8 +38,13 @@ impl Env {
             .await
             .expect("start Kubernetes API emulator");
         let k8s = api.state();
-        let crd = serde_json::to_value(EcrPublicPullSecret::crd()).expect("CRD to JSON");
-        k8s.install_crd(crd).expect("install CRD");
+        for crd in [
+            EcrPublicPullSecret::crd(),
+            ClusterEcrPublicPullSecret::crd(),
+        ] {
+            let crd = serde_json::to_value(crd).expect("CRD to JSON");
+            k8s.install_crd(crd).expect("install CRD");
+        }
         let ecr = FakeEcrPublic::start().await.expect("start fake ECR Public");
         Env { api, k8s, ecr }
     }

@@ -39,6 +39,17 @@ pub fn patch(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiError> {
     if content_type.starts_with("application/json-patch+json") {
         let ops: Vec<json_patch::PatchOperation> = serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        // The API server's JSON patch (evanphx/json-patch) lets `test` with value null pass on a
+        // missing path; kube-runtime's finalizer helper relies on it to add the first finalizer.
+        let ops: Vec<_> = ops
+            .into_iter()
+            .filter(|op| match op {
+                json_patch::PatchOperation::Test(t) => {
+                    !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
+                }
+                _ => true,
+            })
+            .collect();
         json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::unprocessable(&e.to_string()))?;
     } else if content_type.starts_with("application/merge-patch+json")
         || content_type.starts_with("application/strategic-merge-patch+json")

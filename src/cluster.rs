@@ -1,0 +1,592 @@
+//! The reconciler for `ClusterEcrPublicPullSecret`: one Secret per selected namespace, all from
+//! one cached token per identity per rotation.
+//!
+//! One reconcile covers every namespace of one resource. It is triggered by the resource, by any
+//! Namespace change (a namespace created or relabelled into the selection gets its Secret within
+//! the debounce period) and by changes to the Secrets it wrote. Secrets are found through the
+//! `ecrpublic.pullsecrets.dev/cluster-owner` label (the resource's UID), never by name alone, so a
+//! Secret another resource wrote is never touched; a finalizer removes them all on deletion.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams},
+    core::{Selector, SelectorExt},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        finalizer::{self, Event as Finalizer},
+        reflector,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    Error,
+    cache::TokenCache,
+    controller::ControllerSettings,
+    crd::{
+        ClusterEcrPublicPullSecret, ClusterEcrPublicPullSecretSpec,
+        ClusterEcrPublicPullSecretStatus, MANAGER, NamespaceFailure, OnExpiry,
+    },
+    identity::Identity,
+    schedule,
+    secret::{self, SecretSpec, SecretState},
+    status,
+    token::Token,
+};
+
+/// Label on every Secret a cluster resource writes: the resource's UID.
+pub const OWNER_LABEL: &str = "ecrpublic.pullsecrets.dev/cluster-owner";
+/// Finalizer that keeps the resource until its Secrets are deleted.
+pub const FINALIZER: &str = "ecrpublic.pullsecrets.dev/cleanup";
+/// Failures listed on the status; the counts cover the rest.
+const MAX_LISTED_FAILURES: usize = 20;
+/// Secret writes in flight per reconcile.
+const WRITES_IN_FLIGHT: usize = 16;
+
+/// Whether the resource selects a namespace with this name and these labels. Pure.
+pub fn selects(
+    spec: &ClusterEcrPublicPullSecretSpec,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, Error> {
+    if spec.exclude_namespaces.iter().any(|n| n == name) {
+        return Ok(false);
+    }
+    if spec.namespaces.iter().any(|n| n == name) {
+        return Ok(true);
+    }
+    match &spec.namespace_selector {
+        None => Ok(spec.namespaces.is_empty()),
+        Some(sel) => {
+            let selector = Selector::try_from(sel.clone())
+                .map_err(|e| Error::InvalidSpec(format!("spec.namespaceSelector: {e}")))?;
+            Ok(selector.matches(labels))
+        }
+    }
+}
+
+/// resourceVersion our write produced, and the state it holds.
+type Written = (Option<String>, SecretState);
+
+struct Context {
+    client: Client,
+    tokens: Arc<TokenCache>,
+    settings: ControllerSettings,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    /// Our own last write per Secret, until the watch shows it (as in the namespaced controller).
+    written: Mutex<HashMap<ObjectRef<Secret>, Written>>,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the cluster controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    tokens: Arc<TokenCache>,
+    settings: ControllerSettings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (namespaces, ns_writer) = reflector::store();
+    let ns_events = reflector(
+        ns_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|n| n.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    let (secrets, secret_writer) = reflector::store();
+    let secret_events = reflector(
+        secret_writer,
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().labels(OWNER_LABEL),
+        )
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    let crs = Api::<ClusterEcrPublicPullSecret>::all(client.clone());
+    let controller = Controller::new(crs, watcher::Config::default().any_semantic());
+    let all = controller.store();
+    let by_uid = controller.store();
+    let concurrency = settings.concurrency;
+    let ctx = Arc::new(Context {
+        client,
+        tokens,
+        settings,
+        namespaces,
+        secrets,
+        written: Mutex::default(),
+        attempts: Mutex::default(),
+    });
+    info!("cluster controller starting");
+    controller
+        // Any namespace change may change any resource's selection.
+        .watches_stream(ns_events, move |_| {
+            all.state()
+                .iter()
+                .map(|cr| ObjectRef::from_obj(&**cr))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(secret_events, move |s| {
+            let uid = s.labels().get(OWNER_LABEL).cloned();
+            by_uid
+                .state()
+                .iter()
+                .filter(|cr| cr.uid() == uid)
+                .map(|cr| ObjectRef::from_obj(&**cr))
+                .collect::<Vec<_>>()
+        })
+        .with_config(
+            controller::Config::default()
+                .concurrency(concurrency)
+                // A burst of namespace or Secret events becomes one pass over all namespaces.
+                .debounce(Duration::from_millis(200)),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "cluster reconcile failed");
+            }
+        })
+        .await;
+    info!("cluster controller stopped");
+}
+
+fn error_policy(
+    cr: Arc<ClusterEcrPublicPullSecret>,
+    error: &finalizer::Error<Error>,
+    ctx: Arc<Context>,
+) -> Action {
+    warn!(name = %cr.name_any(), %error, "cluster reconcile error");
+    Action::requeue(ctx.backoff(&cr.name_any()))
+}
+
+impl Context {
+    fn backoff(&self, name: &str) -> Duration {
+        let mut attempts = lock(&self.attempts);
+        let n = attempts.entry(name.to_owned()).or_insert(0);
+        let d = schedule::backoff(
+            *n,
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+            fastrand::f64(),
+        );
+        *n = n.saturating_add(1);
+        d
+    }
+
+    /// The Secrets this resource wrote, by namespace.
+    fn owned(&self, uid: &str) -> Vec<Arc<PartialObjectMeta<Secret>>> {
+        self.secrets
+            .state()
+            .into_iter()
+            .filter(|s| s.labels().get(OWNER_LABEL).map(String::as_str) == Some(uid))
+            .collect()
+    }
+
+    /// The token state of a Secret: the cache, or our own newer write.
+    fn state_of(&self, meta: &PartialObjectMeta<Secret>) -> SecretState {
+        let key = ObjectRef::<Secret>::new(&meta.name_any())
+            .within(&meta.namespace().unwrap_or_default());
+        let observed = SecretState::from_meta(&meta.metadata);
+        let mut written = lock(&self.written);
+        match written.get(&key) {
+            Some((rv, state)) if *rv == meta.metadata.resource_version || *state == observed => {
+                written.remove(&key);
+                observed
+            }
+            Some((_, state)) => state.clone(),
+            None => observed,
+        }
+    }
+
+    async fn write(&self, spec: &SecretSpec<'_>, token: Option<&Token>) -> Result<(), Error> {
+        let desired = secret::build(spec, token);
+        let written = Api::<Secret>::namespaced(self.client.clone(), spec.namespace)
+            .patch(
+                spec.name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+        lock(&self.written).insert(
+            ObjectRef::new(spec.name).within(spec.namespace),
+            (
+                written.metadata.resource_version,
+                SecretState::from_meta(&desired.metadata),
+            ),
+        );
+        Ok(())
+    }
+
+    async fn delete(&self, meta: &PartialObjectMeta<Secret>) -> Result<(), Error> {
+        let ns = meta.namespace().unwrap_or_default();
+        match Api::<Secret>::namespaced(self.client.clone(), &ns)
+            .delete(&meta.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+async fn reconcile(
+    cr: Arc<ClusterEcrPublicPullSecret>,
+    ctx: Arc<Context>,
+) -> Result<Action, finalizer::Error<Error>> {
+    let api = Api::<ClusterEcrPublicPullSecret>::all(ctx.client.clone());
+    finalizer::finalizer(&api, FINALIZER, cr, |event| async {
+        match event {
+            Finalizer::Apply(cr) => apply(&cr, &ctx).await,
+            Finalizer::Cleanup(cr) => cleanup(&cr, &ctx).await,
+        }
+    })
+    .await
+}
+
+/// Deletes every Secret the resource wrote; the finalizer goes once all are gone.
+async fn cleanup(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action, Error> {
+    let uid = cr.uid().unwrap_or_default();
+    for meta in ctx.owned(&uid) {
+        ctx.delete(&meta).await?;
+    }
+    info!(name = %cr.name_any(), "deleted the Secrets of a deleted ClusterEcrPublicPullSecret");
+    Ok(Action::await_change())
+}
+
+/// What happened in one namespace.
+enum Outcome {
+    Ready(SecretState),
+    Failed(Error),
+}
+
+async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action, Error> {
+    let now = Utc::now();
+    let uid = cr.uid().unwrap_or_default();
+    let name = cr.secret_name();
+    let settings = &cr.spec.settings;
+    let requested = settings
+        .refresh_before
+        .as_deref()
+        .map(crate::controller::parse_refresh_before)
+        .transpose()?
+        .or(ctx.settings.default_refresh_before);
+    let seed = schedule::jitter_seed(&uid);
+    let due_at = |issued, expires| schedule::refresh_at(issued, expires, requested, seed);
+    let hash = secret::config_hash(settings, None);
+
+    // Terminating namespaces are skipped: writes there fail, and their Secrets go with them.
+    let mut selected = Vec::new();
+    for ns in ctx.namespaces.state() {
+        if ns.metadata.deletion_timestamp.is_none()
+            && selects(&cr.spec, &ns.name_any(), ns.labels())?
+        {
+            selected.push(ns.name_any());
+        }
+    }
+    selected.sort();
+    let owned = ctx.owned(&uid);
+    let existing: HashMap<String, Arc<PartialObjectMeta<Secret>>> = ctx
+        .secrets
+        .state()
+        .into_iter()
+        .filter(|s| s.name_any() == name)
+        .map(|s| (s.namespace().unwrap_or_default(), s))
+        .collect();
+
+    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut due = Vec::new();
+    for ns in &selected {
+        match existing.get(ns) {
+            Some(meta) if meta.labels().get(OWNER_LABEL) != Some(&uid) => {
+                outcomes.insert(ns.clone(), Outcome::Failed(conflict(ns, &name)));
+            }
+            Some(meta) => {
+                let state = ctx.state_of(meta);
+                let fresh = match (state.refreshed_at, state.expires_at) {
+                    (Some(i), Some(e)) => due_at(i, e) > now,
+                    _ => false,
+                };
+                if fresh && state.config_hash.as_deref() == Some(hash.as_str()) {
+                    outcomes.insert(ns.clone(), Outcome::Ready(state));
+                } else {
+                    due.push((ns.clone(), Some(state)));
+                }
+            }
+            // Not in the labelled cache: absent, or someone else's Secret of that name.
+            None => match Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                .get_metadata_opt(&name)
+                .await
+            {
+                Ok(None) => due.push((ns.clone(), None)),
+                Ok(Some(_)) => {
+                    outcomes.insert(ns.clone(), Outcome::Failed(conflict(ns, &name)));
+                }
+                Err(e) => {
+                    outcomes.insert(ns.clone(), Outcome::Failed(e.into()));
+                }
+            },
+        }
+    }
+
+    if !due.is_empty() {
+        let identity = match settings.role_arn.as_deref() {
+            None => Ok(Identity::Operator),
+            Some(role_arn) => ctx
+                .settings
+                .allowed_roles
+                .check(role_arn)
+                .map(|()| Identity::Role {
+                    role_arn: role_arn.into(),
+                }),
+        };
+        let fetched = match identity {
+            Ok(identity) => {
+                ctx.tokens
+                    .get(&identity, |t| due_at(t.issued_at, t.expires_at) > now)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let results: Vec<(String, Outcome)> = stream::iter(due)
+            .map(|(ns, state)| {
+                let fetched = &fetched;
+                let name = &name;
+                let uid = &uid;
+                let hash = &hash;
+                async move {
+                    let spec = SecretSpec {
+                        name,
+                        namespace: &ns,
+                        settings,
+                        service_account: None,
+                        owner: None,
+                        extra_labels: BTreeMap::from([(OWNER_LABEL.to_owned(), uid.clone())]),
+                    };
+                    let outcome = match fetched {
+                        Ok(f) => {
+                            let same = SecretState::of(&f.token, hash);
+                            if state.as_ref() == Some(&same) {
+                                Outcome::Ready(same)
+                            } else {
+                                match ctx.write(&spec, Some(&f.token)).await {
+                                    Ok(()) => Outcome::Ready(same),
+                                    Err(e) => Outcome::Failed(e),
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            // An expired token is worse than none.
+                            let expired = state
+                                .as_ref()
+                                .and_then(|s| s.expires_at)
+                                .is_some_and(|e| e <= now);
+                            if expired && settings.on_expiry == OnExpiry::RemoveAuth {
+                                let _ = ctx.write(&spec, None).await;
+                            }
+                            Outcome::Failed(error.clone())
+                        }
+                    };
+                    (ns, outcome)
+                }
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        outcomes.extend(results);
+    }
+
+    // Secrets in namespaces that left the selection (or under an old secretName) go.
+    for meta in owned {
+        let ns = meta.namespace().unwrap_or_default();
+        if !outcomes.contains_key(&ns) || meta.name_any() != name {
+            ctx.delete(&meta).await?;
+        }
+    }
+
+    let (status, next) = summarize(cr, &outcomes, &due_at, now);
+    write_status(cr, ctx, status).await?;
+    let failed = outcomes.values().any(|o| matches!(o, Outcome::Failed(_)));
+    let wait = if failed {
+        ctx.backoff(&cr.name_any())
+    } else {
+        lock(&ctx.attempts).remove(&cr.name_any());
+        next.map_or(Duration::from_secs(3600), |n| schedule::until(now, n))
+    };
+    Ok(Action::requeue(wait))
+}
+
+fn conflict(namespace: &str, name: &str) -> Error {
+    Error::SecretConflict {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+/// The status for these outcomes, and the earliest refresh time.
+fn summarize(
+    cr: &ClusterEcrPublicPullSecret,
+    outcomes: &BTreeMap<String, Outcome>,
+    due_at: &dyn Fn(DateTime<Utc>, DateTime<Utc>) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (ClusterEcrPublicPullSecretStatus, Option<DateTime<Utc>>) {
+    let mut failures = Vec::new();
+    let (mut expires, mut next): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+    let mut ready = 0;
+    for (ns, outcome) in outcomes {
+        match outcome {
+            Outcome::Ready(state) => {
+                ready += 1;
+                if let (Some(i), Some(e)) = (state.refreshed_at, state.expires_at) {
+                    expires = Some(expires.map_or(e, |x| x.min(e)));
+                    let d = due_at(i, e);
+                    next = Some(next.map_or(d, |x| x.min(d)));
+                }
+            }
+            Outcome::Failed(e) => failures.push(NamespaceFailure {
+                namespace: ns.clone(),
+                reason: e.label().into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    let failed = failures.len();
+    let (reason, message) = match failures.first() {
+        None => (
+            "TokenValid".to_owned(),
+            format!(
+                "{ready} of {} selected namespaces hold a valid token",
+                outcomes.len()
+            ),
+        ),
+        Some(first) => (
+            first.reason.clone(),
+            format!(
+                "{failed} of {} selected namespaces failed; first: {}: {}",
+                outcomes.len(),
+                first.namespace,
+                first.message
+            ),
+        ),
+    };
+    failures.truncate(MAX_LISTED_FAILURES);
+    let report = status::Report {
+        ready: failed == 0,
+        reason,
+        message,
+        secret_name: cr.secret_name(),
+        expires_at: expires,
+        refreshed_at: None,
+        next_refresh: next,
+    };
+    let previous = cr
+        .status
+        .as_ref()
+        .map(|s| crate::crd::EcrPublicPullSecretStatus {
+            conditions: s.conditions.clone(),
+            ..Default::default()
+        });
+    let common = status::build(&report, cr.meta().generation, previous.as_ref(), now);
+    let to_time = |t: Option<Time>| t;
+    let status = ClusterEcrPublicPullSecretStatus {
+        conditions: common.conditions,
+        observed_generation: common.observed_generation,
+        selected_namespaces: i32::try_from(outcomes.len()).unwrap_or(i32::MAX),
+        ready_namespaces: ready,
+        failed_namespaces: i32::try_from(failed).unwrap_or(i32::MAX),
+        failures,
+        expires_at: to_time(common.expires_at),
+        next_refresh_time: to_time(common.next_refresh_time),
+    };
+    (status, next)
+}
+
+async fn write_status(
+    cr: &ClusterEcrPublicPullSecret,
+    ctx: &Context,
+    desired: ClusterEcrPublicPullSecretStatus,
+) -> Result<(), Error> {
+    if cr.status.as_ref() == Some(&desired) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": ClusterEcrPublicPullSecret::api_version(&()),
+        "kind": ClusterEcrPublicPullSecret::kind(&()),
+        "status": desired,
+    });
+    Api::<ClusterEcrPublicPullSecret>::all(ctx.client.clone())
+        .patch_status(
+            &cr.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selection_follows_selector_names_and_exclusions() {
+        let team = labels(&[("team", "a")]);
+        let none = labels(&[]);
+        let mut spec = ClusterEcrPublicPullSecretSpec::default();
+        assert!(selects(&spec, "x", &none).unwrap(), "no selector: all");
+        spec.namespaces = vec!["listed".into()];
+        assert!(!selects(&spec, "x", &team).unwrap(), "names only");
+        assert!(selects(&spec, "listed", &none).unwrap());
+        spec.namespace_selector = Some(LabelSelector {
+            match_labels: Some(labels(&[("team", "a")])),
+            ..Default::default()
+        });
+        assert!(selects(&spec, "x", &team).unwrap());
+        assert!(!selects(&spec, "y", &none).unwrap());
+        assert!(
+            selects(&spec, "listed", &none).unwrap(),
+            "names add to the selector"
+        );
+        spec.exclude_namespaces = vec!["x".into(), "listed".into()];
+        assert!(!selects(&spec, "x", &team).unwrap(), "exclusion wins");
+        assert!(!selects(&spec, "listed", &none).unwrap());
+        spec.namespace_selector = Some(LabelSelector::default());
+        assert!(selects(&spec, "z", &none).unwrap(), "{{}} selects all");
+    }
+}
