@@ -22,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams},
     core::{Selector, SelectorExt},
     runtime::{
         Controller, WatchStreamExt,
@@ -273,10 +273,16 @@ async fn reconcile(
 }
 
 /// Deletes every Secret the resource wrote; the finalizer goes once all are gone.
+///
+/// Lists from the API server rather than the cache: a deletion seen right after a restart must
+/// not remove the finalizer before the Secret watch has caught up.
 async fn cleanup(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action, Error> {
     let uid = cr.uid().unwrap_or_default();
-    for meta in ctx.owned(&uid) {
-        ctx.delete(&meta).await?;
+    let owned = Api::<Secret>::all(ctx.client.clone())
+        .list_metadata(&ListParams::default().labels(&format!("{OWNER_LABEL}={uid}")))
+        .await?;
+    for meta in &owned.items {
+        ctx.delete(meta).await?;
     }
     info!(name = %cr.name_any(), "deleted the Secrets of a deleted ClusterEcrPublicPullSecret");
     Ok(Action::await_change())
@@ -289,6 +295,14 @@ enum Outcome {
 }
 
 async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action, Error> {
+    // Until both watches have listed once, an empty cache would read as "no namespace selected"
+    // (and delete every Secret) or "Secret absent" (and report our own Secret as a conflict).
+    for ready in [
+        ctx.namespaces.wait_until_ready().await,
+        ctx.secrets.wait_until_ready().await,
+    ] {
+        ready.map_err(|_| Error::Kube("the Namespace or Secret watch stopped".into()))?;
+    }
     let now = Utc::now();
     let uid = cr.uid().unwrap_or_default();
     let name = cr.secret_name();
@@ -347,6 +361,10 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
                 .await
             {
                 Ok(None) => due.push((ns.clone(), None)),
+                // Ours, but newer than the cache: compare it with the token like any other.
+                Ok(Some(meta)) if meta.labels().get(OWNER_LABEL) == Some(&uid) => {
+                    due.push((ns.clone(), Some(ctx.state_of(&meta))));
+                }
                 Ok(Some(_)) => {
                     outcomes.insert(ns.clone(), Outcome::Failed(conflict(ns, &name)));
                 }

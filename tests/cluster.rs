@@ -105,8 +105,49 @@ async fn one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up() {
     })
     .await;
 
-    // Deletion through the finalizer is not asserted yet: in 2 of 3 runs the finalizer's cleanup
-    // did not finish within 30 s against the emulator (under investigation, issue #5).
+    // Deleting the resource removes every Secret it wrote, and only those.
+    env.k8s
+        .create(
+            SECRETS,
+            Some("team-2"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "unrelated", "namespace": "team-2"}, "data": {}}),
+        )
+        .unwrap();
+    env.k8s.delete(CLUSTER_CRS, None, "ecr-public").unwrap();
+    let gone = env
+        .k8s
+        .wait_until(Duration::from_secs(30), |k| {
+            k.get(CLUSTER_CRS, None, "ecr-public").is_none()
+                && !k
+                    .list(SECRETS, None)
+                    .iter()
+                    .any(|s| !s["metadata"]["labels"][OWNER].is_null())
+        })
+        .await;
+    assert!(
+        gone,
+        "resource: {:?}\nlabelled Secrets left: {}\n{}",
+        env.k8s.get(CLUSTER_CRS, None, "ecr-public"),
+        env.k8s
+            .list(SECRETS, None)
+            .iter()
+            .filter(|s| !s["metadata"]["labels"][OWNER].is_null())
+            .count(),
+        logs()
+            .lines()
+            .filter(|l| l.contains("cluster") || l.contains("WARN"))
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        env.k8s
+            .get(SECRETS, Some("foreign"), "ecr-public")
+            .is_some()
+    );
+    assert!(env.k8s.get(SECRETS, Some("team-2"), "unrelated").is_some());
     assert_eq!(env.ecr.calls(), 1);
     assert_no_token_leak(&env);
     op.stop().await;
