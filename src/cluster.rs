@@ -48,6 +48,7 @@ use crate::{
     schedule,
     secret::{self, SecretSpec, SecretState},
     status,
+    synced::Synced,
     token::Token,
 };
 
@@ -91,6 +92,8 @@ struct Context {
     settings: ControllerSettings,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     secrets: Store<PartialObjectMeta<Secret>>,
+    /// Both caches above have listed once.
+    synced: Synced,
     /// Our own last write per Secret, until the watch shows it (as in the namespaced controller).
     written: Mutex<HashMap<ObjectRef<Secret>, Written>>,
     attempts: Mutex<HashMap<String, u32>>,
@@ -107,6 +110,7 @@ pub async fn run(
     settings: ControllerSettings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let synced = Synced::new(2);
     let (namespaces, ns_writer) = reflector::store();
     let ns_events = reflector(
         ns_writer,
@@ -117,6 +121,7 @@ pub async fn run(
         .default_backoff()
         .modify(|n| n.managed_fields_mut().clear()),
     )
+    .inspect(synced.observer())
     .touched_objects();
     let (secrets, secret_writer) = reflector::store();
     let secret_events = reflector(
@@ -128,6 +133,7 @@ pub async fn run(
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear()),
     )
+    .inspect(synced.observer())
     .touched_objects();
     let crs = Api::<ClusterEcrPublicPullSecret>::all(client.clone());
     let controller = Controller::new(crs, watcher::Config::default().any_semantic());
@@ -140,6 +146,7 @@ pub async fn run(
         settings,
         namespaces,
         secrets,
+        synced,
         written: Mutex::default(),
         attempts: Mutex::default(),
     });
@@ -297,12 +304,7 @@ enum Outcome {
 async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action, Error> {
     // Until both watches have listed once, an empty cache would read as "no namespace selected"
     // (and delete every Secret) or "Secret absent" (and report our own Secret as a conflict).
-    for ready in [
-        ctx.namespaces.wait_until_ready().await,
-        ctx.secrets.wait_until_ready().await,
-    ] {
-        ready.map_err(|_| Error::Kube("the Namespace or Secret watch stopped".into()))?;
-    }
+    ctx.synced.wait().await;
     let now = Utc::now();
     let uid = cr.uid().unwrap_or_default();
     let name = cr.secret_name();

@@ -76,9 +76,15 @@ pub struct RunArgs {
     pub watch_namespace: Option<String>,
 
     /// Serve ClusterEcrPublicPullSecrets. Needs cluster-wide access to Namespaces and Secret
-    /// deletion, which the chart does not grant yet; ignored with --watch-namespace.
+    /// deletion (chart value clusterPullSecrets.enabled); ignored with --watch-namespace.
     #[arg(long, env = "CLUSTER_PULL_SECRETS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub cluster_pull_secrets: bool,
+
+    /// Add Secrets to the `imagePullSecrets` of the ServiceAccounts resources name in
+    /// spec.serviceAccounts. Needs ServiceAccount get/list/watch/patch (chart value
+    /// serviceAccountPatching.enabled).
+    #[arg(long, env = "PATCH_SERVICE_ACCOUNTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub patch_service_accounts: bool,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]

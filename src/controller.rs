@@ -41,6 +41,7 @@ use crate::{
     schedule,
     secret::{self, SecretSpec, SecretState},
     status::{self, Report},
+    synced::Synced,
     token::Token,
 };
 
@@ -267,7 +268,14 @@ pub async fn run(
     // first InitDone rather than from `Store::wait_until_ready`: kube-runtime's own applier
     // already waits on the resource store, and a second concurrent waiter there can lose its
     // wake-up (its one-shot channel keeps a single waker), which made /readyz stay 503.
-    let synced = Synced::new(2, health);
+    let synced = Synced::new(2);
+    let ready = synced.ready();
+    tokio::spawn(async move {
+        if ready.await {
+            info!("caches synced");
+            health.set_ready(true);
+        }
+    });
     let (reader, writer) = reflector::store();
     let secret_config = watcher::Config::default()
         .labels(&secret::managed_selector())
@@ -325,41 +333,6 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
-}
-
-/// Marks the process ready once each of `n` watch streams has delivered its first full list.
-#[derive(Clone)]
-struct Synced {
-    pending: Arc<std::sync::atomic::AtomicUsize>,
-    health: Health,
-}
-
-impl Synced {
-    fn new(n: usize, health: Health) -> Self {
-        Self {
-            pending: Arc::new(n.into()),
-            health,
-        }
-    }
-
-    /// An `inspect` callback for one watch stream.
-    fn observer<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
-        let this = self.clone();
-        let mut seen = false;
-        move |event| {
-            if !seen && matches!(event, Ok(watcher::Event::InitDone)) {
-                seen = true;
-                if this
-                    .pending
-                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-                    == 1
-                {
-                    info!("caches synced");
-                    this.health.set_ready(true);
-                }
-            }
-        }
-    }
 }
 
 fn error_policy(cr: Arc<EcrPublicPullSecret>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -107,6 +107,33 @@ pub struct PullSecretSettings {
         regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$")
     )]
     pub role_arn: Option<String>,
+
+    /// ServiceAccounts (in the Secret's namespace) whose `imagePullSecrets` should name the
+    /// Secret, so pods running as them use it without editing their manifests; `"*"` means every
+    /// ServiceAccount there. The operator adds only its own entry, keeps every other entry as it
+    /// was, and removes only entries it added when the resource goes or a name leaves this list.
+    /// Needs the operator's `--patch-service-accounts` (chart value
+    /// `serviceAccountPatching.enabled`); ignored without it. Pods created before their
+    /// ServiceAccount is patched do not get the Secret: create this resource before workloads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 253),
+            regex(
+                pattern = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$"
+            )
+        )
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub service_accounts: Vec<String>,
+}
+
+impl PullSecretSettings {
+    /// Whether `serviceAccounts` names this ServiceAccount (or `"*"`).
+    pub fn patches_service_account(&self, name: &str) -> bool {
+        self.service_accounts.iter().any(|n| n == "*" || n == name)
+    }
 }
 
 impl Default for PullSecretSettings {
@@ -117,6 +144,7 @@ impl Default for PullSecretSettings {
             on_expiry: OnExpiry::default(),
             secret_template: None,
             role_arn: None,
+            service_accounts: Vec::new(),
         }
     }
 }

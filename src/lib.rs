@@ -16,12 +16,15 @@ pub mod duration;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod image_pull_secrets;
 pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod schedule;
 pub mod secret;
+pub mod service_accounts;
 pub mod status;
+pub mod synced;
 pub mod telemetry;
 pub mod token;
 

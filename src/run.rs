@@ -18,6 +18,7 @@ use crate::{
     http::{self, Health},
     leader::Leadership,
     metrics::{Metered, Metrics},
+    service_accounts,
 };
 
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.
@@ -89,20 +90,14 @@ pub async fn start(
     let settings = args.controller();
     let lease = args.lease();
     // The cluster kind writes into many namespaces: it needs cluster-wide access.
-    let cluster = args.cluster_pull_secrets && settings.watch_namespace.is_none();
+    let kinds = Kinds {
+        cluster: args.cluster_pull_secrets && settings.watch_namespace.is_none(),
+        service_accounts: args.patch_service_accounts,
+    };
     info!(watch_namespace = ?settings.watch_namespace, leader_election = lease.is_some(), "starting ecr-public-pull-secret-operator {}", env!("CARGO_PKG_VERSION"));
     let done = tokio::spawn(async move {
         let Some(lease) = lease else {
-            controllers(
-                client,
-                tokens,
-                settings,
-                cluster,
-                metrics,
-                health,
-                stopped(),
-            )
-            .await;
+            controllers(client, tokens, settings, kinds, metrics, health, stopped()).await;
             return Ok(());
         };
         // Followers report ready: a rolling update must not wait for a Lease it cannot get.
@@ -124,7 +119,7 @@ pub async fn start(
                 () = lost => { let _ = lost_tx.send(true); },
             }
         };
-        controllers(client, tokens, settings, cluster, metrics, health, until).await;
+        controllers(client, tokens, settings, kinds, metrics, health, until).await;
         if *lost_rx.borrow_and_update() {
             warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
             return Err(format!(
@@ -138,30 +133,54 @@ pub async fn start(
     Ok(Running { http_addr, done })
 }
 
-/// Runs the namespaced controller and, when enabled, the cluster one, until `shutdown`.
+/// The optional controllers that run beside the namespaced one.
+#[derive(Debug, Clone, Copy)]
+struct Kinds {
+    /// `ClusterEcrPublicPullSecret` (cluster-wide only).
+    cluster: bool,
+    /// `spec.serviceAccounts` patching.
+    service_accounts: bool,
+}
+
+/// Runs the namespaced controller and the enabled optional ones until `shutdown`.
 async fn controllers(
     client: kube::Client,
     tokens: Arc<TokenCache>,
     settings: controller::ControllerSettings,
-    cluster: bool,
+    kinds: Kinds,
     metrics: Arc<Metrics>,
     health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = shutdown.shared();
-    let namespaced = controller::run(
-        client.clone(),
-        tokens.clone(),
-        settings.clone(),
-        metrics,
-        health,
-        shutdown.clone(),
-    );
-    if cluster {
-        tokio::join!(namespaced, cluster::run(client, tokens, settings, shutdown));
-    } else {
-        namespaced.await;
+    let mut all = vec![
+        controller::run(
+            client.clone(),
+            tokens.clone(),
+            settings.clone(),
+            metrics,
+            health,
+            shutdown.clone(),
+        )
+        .boxed(),
+    ];
+    if kinds.cluster {
+        let run = cluster::run(client.clone(), tokens, settings.clone(), shutdown.clone());
+        all.push(run.boxed());
     }
+    if kinds.service_accounts {
+        all.push(
+            service_accounts::run(
+                client,
+                settings.watch_namespace.clone(),
+                kinds.cluster,
+                settings.concurrency,
+                shutdown,
+            )
+            .boxed(),
+        );
+    }
+    futures::future::join_all(all).await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

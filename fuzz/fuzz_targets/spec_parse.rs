@@ -111,12 +111,15 @@ fuzz_target!(|data: &[u8]| {
     let requested = settings.refresh_before.as_deref().and_then(check_duration);
     check_schedule(issued, expires, requested, seed);
 
-    let hash = secret::config_hash(settings);
+    let service_account = spec.service_account_name.as_deref();
+    let hash = secret::config_hash(settings, service_account);
     assert_eq!(hash.len(), 16);
     assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
     let mut reordered = settings.clone();
     reordered.registries.reverse();
-    assert_eq!(secret::config_hash(&reordered), hash);
+    // Which ServiceAccounts list the Secret is not part of its content.
+    reordered.service_accounts.push("*".into());
+    assert_eq!(secret::config_hash(&reordered, service_account), hash);
 
     let name = spec.secret_name.as_deref().unwrap_or("pull-secret");
     let extra = BTreeMap::from([(
@@ -127,6 +130,7 @@ fuzz_target!(|data: &[u8]| {
         name,
         namespace: "ns",
         settings,
+        service_account,
         owner: None,
         extra_labels: extra,
     };

@@ -1,0 +1,212 @@
+//! Planning the edit of one ServiceAccount's `imagePullSecrets`. Pure: no I/O.
+//!
+//! `imagePullSecrets` is an atomic list (`+listType=atomic`): server-side apply of one entry would
+//! take over the whole list and drop everyone else's entries. So the edit is a JSON patch whose
+//! `test` operations pin the list and our annotation as they were read; if anyone changed either
+//! in between, the API server rejects the patch (422) and the next reconcile plans again from the
+//! new state. Entries are matched by name; every other entry keeps its value and position.
+//!
+//! The annotation [`ADDED_ANNOTATION`] records which entries this operator added, so it only ever
+//! removes those: an entry a user wrote by hand stays even if it names one of our Secrets.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
+use serde_json::{Value, json};
+
+/// Comma-separated names of the `imagePullSecrets` entries this operator added.
+pub const ADDED_ANNOTATION: &str = "ecrpublic.pullsecrets.dev/added-image-pull-secrets";
+
+/// The JSON patch operations that make `sa` name exactly the `desired` Secrets among those this
+/// operator manages, or `None` when nothing needs to change.
+pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value>> {
+    let list: &[LocalObjectReference] = sa.image_pull_secrets.as_deref().unwrap_or_default();
+    let annotation = sa
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ADDED_ANNOTATION));
+    let added: BTreeSet<String> = annotation
+        .map(|a| {
+            a.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let present: BTreeSet<&str> = list.iter().map(|r| r.name.as_str()).collect();
+
+    let to_add: Vec<&String> = desired
+        .iter()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    let to_remove: BTreeSet<&String> = added.difference(desired).collect();
+    let mut new_list: Vec<Value> = list
+        .iter()
+        .filter(|r| !to_remove.contains(&r.name))
+        .map(|r| json!(r))
+        .collect();
+    new_list.extend(to_add.iter().map(|n| json!({ "name": n })));
+    let new_added: Vec<&str> = desired
+        .iter()
+        .filter(|n| added.contains(*n) || to_add.contains(n))
+        .map(String::as_str)
+        .collect();
+    let new_annotation = (!new_added.is_empty()).then(|| new_added.join(","));
+
+    let list_changed = new_list.len() != list.len() || !to_add.is_empty();
+    if !list_changed && new_annotation.as_deref() == annotation.map(String::as_str) {
+        return None;
+    }
+    let mut ops = Vec::new();
+    if list_changed {
+        let current = sa.image_pull_secrets.as_ref().map(|l| json!(l));
+        ops.push(json!({"op": "test", "path": "/imagePullSecrets", "value": current}));
+        ops.push(if new_list.is_empty() {
+            json!({"op": "remove", "path": "/imagePullSecrets"})
+        } else {
+            json!({"op": "add", "path": "/imagePullSecrets", "value": new_list})
+        });
+    }
+    let path = format!(
+        "/metadata/annotations/{}",
+        ADDED_ANNOTATION.replace('/', "~1")
+    );
+    // A test of null passes on a missing path (the API server's JSON patch semantics).
+    ops.push(json!({"op": "test", "path": path, "value": annotation}));
+    if new_annotation.as_deref() != annotation.map(String::as_str) {
+        ops.push(match (&new_annotation, sa.metadata.annotations.is_some()) {
+            (Some(v), true) => json!({"op": "add", "path": path, "value": v}),
+            (Some(v), false) => json!({
+                "op": "add", "path": "/metadata/annotations", "value": { ADDED_ANNOTATION: v }
+            }),
+            (None, _) => json!({"op": "remove", "path": path}),
+        });
+    }
+    Some(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn sa(list: Option<&[&str]>, added: Option<&str>) -> ServiceAccount {
+        ServiceAccount {
+            image_pull_secrets: list.map(|l| {
+                l.iter()
+                    .map(|n| LocalObjectReference {
+                        name: n.to_string(),
+                    })
+                    .collect()
+            }),
+            metadata: ObjectMeta {
+                annotations: added.map(|a| {
+                    BTreeMap::from([
+                        (ADDED_ANNOTATION.to_owned(), a.to_owned()),
+                        ("other".to_owned(), "kept".to_owned()),
+                    ])
+                }),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Applies the plan like the API server would, `test` operations included.
+    fn apply(sa: &ServiceAccount, desired: &BTreeSet<String>) -> ServiceAccount {
+        let Some(ops) = plan(sa, desired) else {
+            return sa.clone();
+        };
+        let mut doc = serde_json::to_value(sa).unwrap();
+        for op in &ops {
+            if op["op"] == "test" && op["value"].is_null() {
+                assert!(doc.pointer(op["path"].as_str().unwrap()).is_none());
+                continue;
+            }
+            let op: json_patch::PatchOperation = serde_json::from_value(op.clone()).unwrap();
+            json_patch::patch(&mut doc, &[op]).unwrap();
+        }
+        serde_json::from_value(doc).unwrap()
+    }
+
+    fn names(sa: &ServiceAccount) -> Vec<&str> {
+        sa.image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn adds_after_existing_entries_and_records_it() {
+        let before = sa(Some(&["zeta", "alpha"]), None);
+        let after = apply(&before, &set(&["ecr"]));
+        assert_eq!(
+            names(&after),
+            ["zeta", "alpha", "ecr"],
+            "others keep their order"
+        );
+        assert_eq!(after.metadata.annotations.unwrap()[ADDED_ANNOTATION], "ecr");
+        let first = apply(&sa(None, None), &set(&["ecr"]));
+        assert_eq!(names(&first), ["ecr"]);
+    }
+
+    #[test]
+    fn nothing_to_do_when_already_present() {
+        assert!(plan(&sa(Some(&["a", "ecr"]), Some("ecr")), &set(&["ecr"])).is_none());
+        assert!(plan(&sa(None, None), &set(&[])).is_none());
+        // A hand-written entry of the same name is left alone and never claimed.
+        assert!(plan(&sa(Some(&["ecr"]), None), &set(&["ecr"])).is_none());
+    }
+
+    #[test]
+    fn removes_only_entries_it_added() {
+        let before = sa(Some(&["a", "ecr", "b", "mine"]), Some("ecr"));
+        let after = apply(&before, &set(&[]));
+        assert_eq!(names(&after), ["a", "b", "mine"]);
+        let annotations = after.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(ADDED_ANNOTATION));
+        assert_eq!(annotations["other"], "kept");
+        // Not recorded as ours: kept even when nothing wants it.
+        assert!(plan(&sa(Some(&["ecr"]), None), &set(&[])).is_none());
+        // Our last entry goes with the list it created.
+        let only = apply(&sa(Some(&["ecr"]), Some("ecr")), &set(&[]));
+        assert!(only.image_pull_secrets.is_none());
+    }
+
+    #[test]
+    fn keeps_the_entries_of_other_resources() {
+        let before = sa(Some(&["x", "one", "two"]), Some("one,two"));
+        let after = apply(&before, &set(&["two", "three"]));
+        assert_eq!(names(&after), ["x", "two", "three"]);
+        assert_eq!(
+            after.metadata.annotations.unwrap()[ADDED_ANNOTATION],
+            "three,two"
+        );
+    }
+
+    #[test]
+    fn every_change_is_guarded_by_tests_of_what_was_read() {
+        let ops = plan(&sa(Some(&["a"]), Some("old")), &set(&["ecr"])).unwrap();
+        assert_eq!(ops[0]["op"], "test");
+        assert_eq!(ops[0]["value"], json!([{"name": "a"}]));
+        assert_eq!(ops[2]["op"], "test");
+        assert_eq!(ops[2]["value"], "old");
+        // A concurrent change to the list makes the patch fail instead of losing that change.
+        let mut doc = serde_json::to_value(sa(Some(&["a", "someone-else"]), Some("old"))).unwrap();
+        let ops: json_patch::Patch = serde_json::from_value(json!(ops)).unwrap();
+        assert!(json_patch::patch(&mut doc, &ops).is_err());
+    }
+
+    #[test]
+    fn re_adds_an_entry_removed_by_hand_while_still_wanted() {
+        let after = apply(&sa(Some(&["a"]), Some("ecr")), &set(&["ecr"]));
+        assert_eq!(names(&after), ["a", "ecr"]);
+    }
+}

@@ -1,0 +1,265 @@
+//! The ServiceAccount reconciler: keeps each ServiceAccount's `imagePullSecrets` naming exactly the
+//! Secrets that resources ask for in `spec.serviceAccounts`, among the entries this operator added.
+//!
+//! It is level-triggered per ServiceAccount rather than per resource: a ServiceAccount's wanted
+//! entries are computed from every resource that names it, so a resource deleted (or edited, or a
+//! namespace relabelled) while the operator was down is undone on the next start without a
+//! finalizer, and a ServiceAccount created later is patched as soon as the watch shows it.
+//! Runs only with `--patch-service-accounts`.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{PartialObjectMeta, Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        reflector,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    Error,
+    cluster::selects,
+    crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER, PullSecretSettings},
+    image_pull_secrets::{self, ADDED_ANNOTATION},
+    synced::Synced,
+};
+
+/// Retry delay after a failed patch (a 422 means the list changed since it was read; the watch
+/// event for that change usually retriggers sooner).
+const RETRY: Duration = Duration::from_secs(5);
+
+struct Context {
+    client: Client,
+    crs: Store<EcrPublicPullSecret>,
+    clusters: Store<ClusterEcrPublicPullSecret>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    synced: Synced,
+    /// Our own last patch result per ServiceAccount until the watch shows it: a reconcile
+    /// triggered by something else in between must not plan (and fail) from the older copy.
+    written: Mutex<HashMap<ObjectRef<ServiceAccount>, ServiceAccount>>,
+}
+
+/// Runs until `shutdown` resolves. `watch_namespace` scopes the ServiceAccount and resource
+/// watches; `cluster` adds `ClusterEcrPublicPullSecret`s (cluster-wide only).
+pub async fn run(
+    client: Client,
+    watch_namespace: Option<String>,
+    cluster: bool,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (sas, crs) = match &watch_namespace {
+        Some(ns) => (
+            Api::<ServiceAccount>::namespaced(client.clone(), ns),
+            Api::<EcrPublicPullSecret>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let synced = Synced::new(if cluster { 3 } else { 1 });
+    let (crs_store, writer) = reflector::store();
+    let cr_events = reflector(
+        writer,
+        watcher(crs, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|cr| cr.managed_fields_mut().clear()),
+    )
+    .inspect(synced.observer())
+    .touched_objects();
+    let (clusters, cluster_writer) = reflector::store();
+    let (namespaces, ns_writer) = reflector::store();
+    let controller = Controller::new(sas, watcher::Config::default().any_semantic());
+    let by_cr = controller.store();
+    let mut controller = controller.watches_stream(cr_events, move |cr| {
+        let ns = cr.namespace();
+        concerned(&by_cr, &cr.spec.settings, &cr.secret_name(), ns.as_deref())
+    });
+    if cluster {
+        let cluster_events = reflector(
+            cluster_writer,
+            watcher(
+                Api::<ClusterEcrPublicPullSecret>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff()
+            .modify(|c| c.managed_fields_mut().clear()),
+        )
+        .inspect(synced.observer())
+        .touched_objects();
+        let ns_events = reflector(
+            ns_writer,
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(|n| n.managed_fields_mut().clear()),
+        )
+        .inspect(synced.observer())
+        .touched_objects();
+        let by_cluster = controller.store();
+        let by_ns = controller.store();
+        controller = controller
+            .watches_stream(cluster_events, move |c| {
+                concerned(&by_cluster, &c.spec.settings, &c.secret_name(), None)
+            })
+            // A relabelled namespace may join or leave a cluster resource's selection.
+            .watches_stream(ns_events, move |n| {
+                let ns = n.name_any();
+                by_ns
+                    .state()
+                    .iter()
+                    .filter(|sa| sa.namespace().as_deref() == Some(ns.as_str()))
+                    .map(|sa| ObjectRef::from_obj(&**sa))
+                    .collect::<Vec<_>>()
+            });
+    }
+    let ctx = Arc::new(Context {
+        client,
+        crs: crs_store,
+        clusters,
+        namespaces,
+        synced,
+        written: Mutex::default(),
+    });
+    info!("service account controller starting");
+    controller
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "service account reconcile failed");
+            }
+        })
+        .await;
+    info!("service account controller stopped");
+}
+
+/// The ServiceAccounts a resource's change may concern: those it names, and those carrying an
+/// entry it may have added (so removing a name from the list, or deleting the resource, undoes it).
+fn concerned(
+    sas: &Store<ServiceAccount>,
+    settings: &PullSecretSettings,
+    secret: &str,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<ServiceAccount>> {
+    sas.state()
+        .iter()
+        .filter(|sa| namespace.is_none() || sa.namespace().as_deref() == namespace)
+        .filter(|sa| {
+            settings.patches_service_account(&sa.name_any())
+                || sa
+                    .annotations()
+                    .get(ADDED_ANNOTATION)
+                    .is_some_and(|a| a.split(',').any(|n| n == secret))
+        })
+        .map(|sa| ObjectRef::from_obj(&**sa))
+        .collect()
+}
+
+fn error_policy(sa: Arc<ServiceAccount>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(name = %sa.name_any(), namespace = ?sa.namespace(), reason = error.label(), %error, "could not update imagePullSecrets");
+    Action::requeue(RETRY)
+}
+
+impl Context {
+    fn lock_written(&self) -> MutexGuard<'_, HashMap<ObjectRef<ServiceAccount>, ServiceAccount>> {
+        // Poisoning only follows a panic elsewhere; the map stays usable.
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Secret names resources want in this ServiceAccount's `imagePullSecrets`.
+    fn desired(&self, sa: &ServiceAccount) -> BTreeSet<String> {
+        let name = sa.name_any();
+        let ns = sa.namespace().unwrap_or_default();
+        let mut wanted: BTreeSet<String> = self
+            .crs
+            .state()
+            .iter()
+            .filter(|cr| cr.meta().deletion_timestamp.is_none())
+            .filter(|cr| cr.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|cr| cr.spec.settings.patches_service_account(&name))
+            .map(|cr| cr.secret_name())
+            .collect();
+        let namespace = self
+            .namespaces
+            .get(&ObjectRef::new(&ns))
+            .filter(|n| n.metadata.deletion_timestamp.is_none());
+        if let Some(namespace) = namespace {
+            wanted.extend(
+                self.clusters
+                    .state()
+                    .iter()
+                    .filter(|c| c.meta().deletion_timestamp.is_none())
+                    .filter(|c| c.spec.settings.patches_service_account(&name))
+                    // A resource with an invalid selector selects nothing; it reports that itself.
+                    .filter(|c| selects(&c.spec, &ns, namespace.labels()).unwrap_or(false))
+                    .map(|c| c.secret_name()),
+            );
+        }
+        wanted
+    }
+}
+
+async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.synced.wait().await;
+    if sa.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let key = ObjectRef::from_obj(&*sa);
+    let current = {
+        let mut written = ctx.lock_written();
+        match written.get(&key) {
+            // Watch events arrive in order: once ours shows, the cache is at least as new.
+            Some(ours) if ours.metadata.resource_version != sa.metadata.resource_version => {
+                ours.clone()
+            }
+            _ => {
+                written.remove(&key);
+                (*sa).clone()
+            }
+        }
+    };
+    let desired = ctx.desired(&current);
+    let Some(ops) = image_pull_secrets::plan(&current, &desired) else {
+        return Ok(Action::await_change());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+        .map_err(|e| Error::Kube(format!("building the imagePullSecrets patch: {e}")))?;
+    let (name, ns) = (sa.name_any(), sa.namespace().unwrap_or_default());
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &params, &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(patched) => {
+            info!(name, namespace = ns, secrets = ?desired, "updated imagePullSecrets");
+            ctx.lock_written().insert(key, patched);
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            // Plan again from the cache next time (a 422 means our copy was outdated).
+            ctx.lock_written().remove(&key);
+            match e {
+                kube::Error::Api(s) if s.code == 404 => Ok(Action::await_change()),
+                e => Err(e.into()),
+            }
+        }
+    }
+}

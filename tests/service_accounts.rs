@@ -1,0 +1,290 @@
+//! `spec.serviceAccounts`: the operator adds its Secret to ServiceAccounts' `imagePullSecrets`,
+//! keeps every other entry as it was, writes nothing when the entry is there, and undoes only its
+//! own entries, for both kinds.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use harness::kube_api::Emulator;
+use serde_json::{Value, json};
+
+const SAS: &str = "serviceaccounts";
+const ADDED: &str = "ecrpublic.pullsecrets.dev/added-image-pull-secrets";
+
+fn create_sa(k: &Emulator, ns: &str, name: &str, extra: Value) {
+    let mut sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": {"name": name, "namespace": ns}});
+    if let (Some(sa), Some(extra)) = (sa.as_object_mut(), extra.as_object()) {
+        sa.extend(extra.clone());
+    }
+    k.create(SAS, Some(ns), sa).unwrap();
+}
+
+fn pull_secrets(k: &Emulator, ns: &str, name: &str) -> Value {
+    k.get(SAS, Some(ns), name).unwrap()["imagePullSecrets"].clone()
+}
+
+fn names(k: &Emulator, ns: &str, name: &str) -> Vec<String> {
+    pull_secrets(k, ns, name)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn patches(k: &Emulator) -> usize {
+    k.count("patch", SAS)
+}
+
+/// Namespace/name and status code of every ServiceAccount patch, for failure messages.
+fn patch_log(k: &Emulator) -> String {
+    k.requests()
+        .iter()
+        .filter(|r| r.resource == SAS && r.verb == "patch")
+        .map(|r| format!("{:?}/{:?}={}", r.namespace, r.name, r.code))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry() {
+    capture_logs();
+    let env = Env::start().await;
+    env.k8s.create_namespace("apps", &[]);
+    create_sa(&env.k8s, "apps", "default", json!({}));
+    let theirs = json!([{"name": "zeta"}, {"name": "alpha"}]);
+    create_sa(
+        &env.k8s,
+        "apps",
+        "builder",
+        json!({"metadata": {"name": "builder", "namespace": "apps",
+                            "annotations": {"team": "build"}},
+               "imagePullSecrets": theirs}),
+    );
+    let op = env.start_operator(&["--patch-service-accounts=true"]).await;
+    env.create_cr("apps", "ecr", json!({"serviceAccounts": ["*"]}));
+    env.wait(
+        "both ServiceAccounts name the Secret",
+        Duration::from_secs(15),
+        |k| {
+            names(k, "apps", "default") == ["ecr"]
+                && names(k, "apps", "builder") == ["zeta", "alpha", "ecr"]
+        },
+    )
+    .await;
+    env.wait("both patches logged", Duration::from_secs(5), |k| {
+        patches(k) >= 2
+    })
+    .await;
+    assert_eq!(
+        patches(&env.k8s),
+        2,
+        "one patch per ServiceAccount: {}",
+        patch_log(&env.k8s)
+    );
+    let builder = pull_secrets(&env.k8s, "apps", "builder");
+    assert_eq!(
+        builder.as_array().unwrap()[..2],
+        theirs.as_array().unwrap()[..],
+        "entries that were there stay exactly as they were, in order"
+    );
+
+    // A ServiceAccount created later is patched promptly; nothing else is written again.
+    let before = patches(&env.k8s);
+    create_sa(&env.k8s, "apps", "late", json!({}));
+    env.wait(
+        "late ServiceAccount patched",
+        Duration::from_secs(10),
+        // The request log is written just after the change shows: await both.
+        |k| names(k, "apps", "late") == ["ecr"] && patches(k) > before,
+    )
+    .await;
+    assert_eq!(
+        patches(&env.k8s),
+        before + 1,
+        "one patch, for the new ServiceAccount: {}",
+        patch_log(&env.k8s)
+    );
+
+    // A restart re-reconciles every ServiceAccount and writes nothing: the entries are there.
+    op.stop().await;
+    let before = patches(&env.k8s);
+    let op = env.start_operator(&["--patch-service-accounts=true"]).await;
+    create_sa(&env.k8s, "apps", "probe", json!({}));
+    env.wait(
+        "probe ServiceAccount patched",
+        Duration::from_secs(10),
+        // The request log is written just after the change shows: await both.
+        |k| names(k, "apps", "probe") == ["ecr"] && patches(k) > before,
+    )
+    .await;
+    assert_eq!(
+        patches(&env.k8s),
+        before + 1,
+        "idempotent after a restart: {}",
+        patch_log(&env.k8s)
+    );
+
+    // Narrowing the list undoes the entry on the ServiceAccounts that left it, only there.
+    let mut cr = env.k8s.get(CRS, Some("apps"), "ecr").unwrap();
+    cr["spec"]["serviceAccounts"] = json!(["default"]);
+    env.k8s.replace(CRS, Some("apps"), cr).unwrap();
+    env.wait("builder back as it was", Duration::from_secs(10), |k| {
+        pull_secrets(k, "apps", "builder") == theirs && names(k, "apps", "late").is_empty()
+    })
+    .await;
+    let builder = env.k8s.get(SAS, Some("apps"), "builder").unwrap();
+    assert_eq!(builder["metadata"]["annotations"], json!({"team": "build"}));
+    assert_eq!(names(&env.k8s, "apps", "default"), ["ecr"]);
+
+    // Deleting the resource removes the entry it added.
+    env.k8s.delete(CRS, Some("apps"), "ecr").unwrap();
+    env.wait("default has no entry left", Duration::from_secs(10), |k| {
+        pull_secrets(k, "apps", "default").is_null()
+    })
+    .await;
+    assert_eq!(pull_secrets(&env.k8s, "apps", "builder"), theirs);
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_entries_and_user_edits_are_never_lost() {
+    capture_logs();
+    let env = Env::start().await;
+    env.k8s.create_namespace("apps", &[]);
+    // The user already lists the Secret by hand: it is theirs, and stays when the resource goes.
+    create_sa(
+        &env.k8s,
+        "apps",
+        "default",
+        json!({"imagePullSecrets": [{"name": "ecr"}]}),
+    );
+    let op = env.start_operator(&["--patch-service-accounts=true"]).await;
+    env.create_cr(
+        "apps",
+        "ecr",
+        json!({"serviceAccounts": ["default", "edited"]}),
+    );
+    env.wait("Secret written", Duration::from_secs(10), |k| {
+        cr_ready(k, "apps", "ecr")
+    })
+    .await;
+    // Someone edits the list while the operator adds to it, in whichever order: both survive.
+    create_sa(&env.k8s, "apps", "edited", json!({}));
+    let mut sa = env.k8s.get(SAS, Some("apps"), "edited").unwrap();
+    sa["imagePullSecrets"] = json!([{"name": "mine"}]);
+    // The operator may have patched first: then this replace fails on resourceVersion; retry.
+    let mut replaced = env.k8s.replace(SAS, Some("apps"), sa).is_ok();
+    if !replaced {
+        let mut sa = env.k8s.get(SAS, Some("apps"), "edited").unwrap();
+        let mut list = sa["imagePullSecrets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        list.insert(0, json!({"name": "mine"}));
+        sa["imagePullSecrets"] = json!(list);
+        replaced = env.k8s.replace(SAS, Some("apps"), sa).is_ok();
+    }
+    assert!(replaced, "the user's edit went in");
+    env.wait("both entries present", Duration::from_secs(10), |k| {
+        names(k, "apps", "edited") == ["mine", "ecr"]
+    })
+    .await;
+    assert!(
+        env.k8s.get(SAS, Some("apps"), "default").unwrap()["metadata"]["annotations"][ADDED]
+            .is_null(),
+        "a hand-written entry is not claimed"
+    );
+    env.k8s.delete(CRS, Some("apps"), "ecr").unwrap();
+    env.wait(
+        "our entry removed from edited",
+        Duration::from_secs(10),
+        |k| names(k, "apps", "edited") == ["mine"],
+    )
+    .await;
+    assert_eq!(
+        names(&env.k8s, "apps", "default"),
+        ["ecr"],
+        "hand-written entry kept"
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_resource_patches_service_accounts_in_selected_namespaces() {
+    capture_logs();
+    let env = Env::start().await;
+    env.k8s.create_namespace("t1", &[("team", "yes")]);
+    env.k8s.create_namespace("other", &[]);
+    for ns in ["t1", "other"] {
+        create_sa(&env.k8s, ns, "default", json!({}));
+    }
+    let op = env
+        .start_operator(&["--cluster-pull-secrets", "--patch-service-accounts=true"])
+        .await;
+    env.k8s
+        .create(
+            CLUSTER_CRS,
+            None,
+            json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                   "kind": "ClusterEcrPublicPullSecret",
+                   "metadata": {"name": "ecr-public"},
+                   "spec": {"namespaceSelector": {"matchLabels": {"team": "yes"}},
+                            "serviceAccounts": ["default"]}}),
+        )
+        .unwrap();
+    env.wait("t1 default patched", Duration::from_secs(15), |k| {
+        names(k, "t1", "default") == ["ecr-public"]
+    })
+    .await;
+    assert!(names(&env.k8s, "other", "default").is_empty());
+
+    // A new namespace in the selection, with its ServiceAccount created afterwards.
+    env.k8s.create_namespace("t2", &[("team", "yes")]);
+    create_sa(&env.k8s, "t2", "default", json!({}));
+    env.wait("t2 default patched", Duration::from_secs(10), |k| {
+        names(k, "t2", "default") == ["ecr-public"]
+    })
+    .await;
+
+    // Leaving the selection undoes it.
+    let mut ns = env.k8s.get("namespaces", None, "t1").unwrap();
+    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": "t1"});
+    env.k8s.replace("namespaces", None, ns).unwrap();
+    env.wait("t1 entry removed", Duration::from_secs(10), |k| {
+        names(k, "t1", "default").is_empty()
+    })
+    .await;
+
+    env.k8s.delete(CLUSTER_CRS, None, "ecr-public").unwrap();
+    env.wait("t2 entry removed on delete", Duration::from_secs(15), |k| {
+        names(k, "t2", "default").is_empty()
+    })
+    .await;
+    assert!(!logs().contains("panicked"), "the operator never panics");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_flag_service_accounts_are_never_touched() {
+    capture_logs();
+    let env = Env::start().await;
+    env.k8s.create_namespace("apps", &[]);
+    create_sa(&env.k8s, "apps", "default", json!({}));
+    let op = env.start_operator(&[]).await;
+    env.create_cr("apps", "ecr", json!({"serviceAccounts": ["*"]}));
+    env.wait("Secret written", Duration::from_secs(10), |k| {
+        cr_ready(k, "apps", "ecr")
+    })
+    .await;
+    assert_eq!(patches(&env.k8s), 0);
+    assert!(
+        env.k8s.requests().iter().all(|r| r.resource != SAS),
+        "not even watched"
+    );
+    op.stop().await;
+}
