@@ -452,7 +452,12 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
         }
     }
 
-    let (status, next) = summarize(cr, &outcomes, &due_at, now);
+    let (mut status, next) = summarize(cr, &outcomes, &due_at, now);
+    if let Some(hint) = crate::controller::ignored_service_accounts(settings, &ctx.settings) {
+        for c in &mut status.conditions {
+            c.message.push_str(hint);
+        }
+    }
     write_status(cr, ctx, status).await?;
     let failed = outcomes.values().any(|o| matches!(o, Outcome::Failed(_)));
     let wait = if failed {

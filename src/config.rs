@@ -185,6 +185,7 @@ impl RunArgs {
             concurrency: self.concurrency,
             instance: self.pod_name.clone(),
             allowed_roles: AllowedRoles::new(self.allowed_role_arns.clone()),
+            patch_service_accounts: self.patch_service_accounts,
         }
     }
 }

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::{
     Error,
     cache::TokenCache,
-    crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus, MANAGER, OnExpiry},
+    crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus, MANAGER, OnExpiry, PullSecretSettings},
     duration,
     http::Health,
     identity::{self, AllowedRoles},
@@ -62,6 +62,8 @@ pub struct ControllerSettings {
     pub instance: Option<String>,
     /// Roles resources may ask for with `spec.roleArn` or `spec.serviceAccountName`.
     pub allowed_roles: AllowedRoles,
+    /// Whether `spec.serviceAccounts` is served (`--patch-service-accounts`).
+    pub patch_service_accounts: bool,
 }
 
 impl Default for ControllerSettings {
@@ -74,6 +76,7 @@ impl Default for ControllerSettings {
             concurrency: 16,
             instance: None,
             allowed_roles: AllowedRoles::default(),
+            patch_service_accounts: false,
         }
     }
 }
@@ -385,7 +388,7 @@ async fn reconcile_once(
         Outcome::Written { .. } => "written",
         Outcome::Failed { .. } => "failed",
     };
-    let (report, requeue) = match &outcome {
+    let (mut report, requeue) = match &outcome {
         Outcome::Fresh { state, next } => {
             ctx.reset_backoff(&key);
             (
@@ -466,8 +469,22 @@ async fn reconcile_once(
             (report, wait)
         }
     };
+    if let Some(hint) = ignored_service_accounts(&cr.spec.settings, &ctx.settings) {
+        report.message.push_str(hint);
+    }
     write_status(&cr, &ctx, &report, now).await?;
     Ok((result, Action::requeue(requeue)))
+}
+
+/// Appended to the status message when a resource asks for something this operator does not do.
+pub fn ignored_service_accounts(
+    spec: &PullSecretSettings,
+    settings: &ControllerSettings,
+) -> Option<&'static str> {
+    (!spec.service_accounts.is_empty() && !settings.patch_service_accounts).then_some(
+        "; spec.serviceAccounts is ignored: the operator runs without --patch-service-accounts \
+         (chart value serviceAccountPatching.enabled)",
+    )
 }
 
 fn ready_report(

@@ -282,6 +282,12 @@ async fn without_the_flag_service_accounts_are_never_touched() {
     })
     .await;
     assert_eq!(patches(&env.k8s), 0);
+    let message = cr_message(&env.k8s, "apps", "ecr");
+    assert!(
+        message.contains("spec.serviceAccounts is ignored")
+            && message.contains("serviceAccountPatching.enabled"),
+        "the status says why nothing happens: {message}"
+    );
     assert!(
         env.k8s.requests().iter().all(|r| r.resource != SAS),
         "not even watched"
