@@ -152,3 +152,57 @@ async fn one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up() {
     assert_no_token_leak(&env);
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_namespaces_are_skipped_without_errors() {
+    capture_logs();
+    let env = Env::start().await;
+    for ns in ["live", "leaving"] {
+        env.k8s.create_namespace(ns, &[("team", "yes")]);
+    }
+    // Something with a finalizer keeps "leaving" Terminating, as on a real cluster.
+    env.k8s
+        .create(
+            "configmaps",
+            Some("leaving"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "held", "namespace": "leaving",
+                                "finalizers": ["example.com/hold"]}}),
+        )
+        .unwrap();
+    let op = env.start_operator(&["--cluster-pull-secrets"]).await;
+    env.k8s
+        .create(
+            CLUSTER_CRS,
+            None,
+            json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                   "kind": "ClusterEcrPublicPullSecret",
+                   "metadata": {"name": "ecr-public"},
+                   "spec": {"namespaceSelector": {"matchLabels": {"team": "yes"}}}}),
+        )
+        .unwrap();
+    env.wait("both Secrets", Duration::from_secs(15), |k| {
+        has_secret(k, "live") && has_secret(k, "leaving")
+    })
+    .await;
+    let _ = env.k8s.delete("namespaces", None, "leaving");
+    let status = |k: &harness::kube_api::Emulator| {
+        k.get(CLUSTER_CRS, None, "ecr-public").unwrap()["status"].clone()
+    };
+    env.wait(
+        "terminating namespace dropped from the selection",
+        Duration::from_secs(15),
+        |k| {
+            let s = status(k);
+            k.get("namespaces", None, "leaving").is_some()
+                && s["selectedNamespaces"] == 1
+                && s["readyNamespaces"] == 1
+                && s["failedNamespaces"] == 0
+        },
+    )
+    .await;
+    let cr = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
+    assert_eq!(ready(&cr).map(|(s, _)| s).as_deref(), Some("True"), "{cr}");
+    assert!(!logs().contains("cluster reconcile error"), "no errors");
+    op.stop().await;
+}
