@@ -18,6 +18,7 @@ use std::{
 
 use clap::Parser;
 use common::*;
+use harness::fake_sts::FakeSts;
 use serde_json::json;
 
 /// Environment variable that switches this executable into operator mode.
@@ -31,7 +32,8 @@ struct Opts {
     /// Namespaces the CRs are spread over.
     #[arg(long, default_value_t = 10)]
     namespaces: usize,
-    /// IAM identities (only 1 until per-CR identities exist).
+    /// IAM identities. With more than one, CR i asks for role `bench-(i mod K)` (spec.roleArn),
+    /// assumed from the operator's identity through the harness's AssumeRole-only STS.
     #[arg(long, default_value_t = 1)]
     identities: usize,
     /// Token lifetime the fake ECR Public issues, in seconds (rotation every half of it).
@@ -56,10 +58,8 @@ fn main() {
         return operator_mode();
     }
     let opts = Opts::parse();
-    if opts.identities != 1 {
-        eprintln!(
-            "--identities > 1 needs per-resource identities (roleArn / serviceAccountName), not built yet"
-        );
+    if opts.identities == 0 {
+        eprintln!("--identities must be at least 1");
         std::process::exit(2);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -116,7 +116,18 @@ impl Child {
     }
 }
 
-fn spawn_operator(env: &Env, kubeconfig: &std::path::Path) -> Child {
+/// The spec of CR `i`: its role when there are several identities.
+fn cr_spec(i: usize, identities: usize) -> serde_json::Value {
+    if identities > 1 {
+        json!({ "roleArn": format!("{ROLE_PREFIX}{}", i % identities) })
+    } else {
+        json!({})
+    }
+}
+
+const ROLE_PREFIX: &str = "arn:aws:iam::123456789012:role/bench-";
+
+fn spawn_operator(env: &Env, kubeconfig: &std::path::Path, sts: Option<&FakeSts>) -> Child {
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -126,6 +137,8 @@ fn spawn_operator(env: &Env, kubeconfig: &std::path::Path) -> Child {
         .env(OPERATOR_MODE, "1")
         .env("KUBECONFIG", kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
+        .envs(sts.map(|sts| ("AWS_ENDPOINT_URL_STS", sts.url())))
+        .envs(sts.map(|_| ("ALLOWED_ROLE_ARNS", format!("{ROLE_PREFIX}*"))))
         .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
         .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
         .env("AWS_REGION", "us-west-2")
@@ -210,9 +223,19 @@ async fn bench(o: Opts) {
         env.create_cr(
             &namespaces[i % namespaces.len()],
             &format!("cr-{i}"),
-            json!({}),
+            cr_spec(i, o.identities),
         );
     }
+    // Role sessions last an hour, as by default on AWS: no refresh within a bench run.
+    let sts = if o.identities > 1 {
+        Some(
+            FakeSts::start(Duration::from_secs(3600))
+                .await
+                .expect("fake STS"),
+        )
+    } else {
+        None
+    };
     eprintln!(
         "created {} CRs in {} namespaces; starting the operator",
         o.crs,
@@ -221,7 +244,7 @@ async fn bench(o: Opts) {
 
     // Cold start.
     let started = Instant::now();
-    let op = spawn_operator(&env, &kubeconfig);
+    let op = spawn_operator(&env, &kubeconfig, sts.as_ref());
     assert!(
         wait_ready(&env, o.crs, Duration::from_secs(600)).await,
         "cold start did not finish"
@@ -269,7 +292,7 @@ async fn bench(o: Opts) {
         let ns = &namespaces[i % namespaces.len()];
         let name = format!("lat-{i}");
         let t = Instant::now();
-        env.create_cr(ns, &name, json!({}));
+        env.create_cr(ns, &name, cr_spec(i, o.identities));
         let ok = env
             .k8s
             .wait_until(Duration::from_secs(30), |k| {
@@ -287,12 +310,16 @@ async fn bench(o: Opts) {
     let calls0 = env.ecr.successful_calls();
     let writes0 = writes(&env);
     let mut rotations_done = 0u32;
+    let mut before = expiries(&env);
     let phase_deadline = Instant::now() + Duration::from_secs(o.token_lifetime) * (o.rotations + 1);
     eprintln!("observing {} rotations", o.rotations);
     while rotations_done < o.rotations && Instant::now() < phase_deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let issued = env.ecr.successful_calls() - calls0;
-        if issued > rotations_done as usize && all_hold_newest(&env, total) {
+        let now = expiries(&env);
+        if issued >= (rotations_done as usize + 1) * o.identities && all_moved(&before, &now, total)
+        {
+            before = now;
             rotations_done += 1;
             eprintln!("rotation {rotations_done} complete");
         }
@@ -312,7 +339,7 @@ async fn bench(o: Opts) {
     // has reconciled every CR once (its reconcile counters reach the CR count).
     let calls1 = env.ecr.calls();
     let writes1 = writes(&env);
-    let op = spawn_operator(&env, &kubeconfig);
+    let op = spawn_operator(&env, &kubeconfig, sts.as_ref());
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(300) {
         let seen = op.metric(r#"epps_reconcile_total{result="fresh"}"#).await
@@ -345,6 +372,9 @@ async fn bench(o: Opts) {
         "restart_ecr_calls": restart_ecr_calls,
         "restart_secret_writes": restart_secret_writes,
         "rss_mib": round(rss_mib, 1),
+        // AssumeRole calls (several identities only): one per role per session lifetime.
+        "sts_calls": sts.as_ref().map_or(0, |s| s.assume_role_calls().values().sum::<usize>()),
+        "max_ecr_calls_per_identity": env.ecr.calls_by_access_key().values().max().copied().unwrap_or(0),
     });
     if o.json {
         println!("{result}");
@@ -356,16 +386,36 @@ async fn bench(o: Opts) {
     }
 }
 
-/// Whether all `total` Secrets carry the newest expiry any of them carries.
-fn all_hold_newest(env: &Env, total: usize) -> bool {
-    let secrets = env.k8s.list(SECRETS, None);
-    let expiry = |s: &serde_json::Value| {
-        s["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
-            .as_str()
-            .map(str::to_owned)
-    };
-    let newest = secrets.iter().filter_map(expiry).max();
-    newest.is_some() && secrets.iter().filter(|s| expiry(s) == newest).count() >= total
+/// Each Secret's token expiry (`expires-at` annotation, RFC 3339), by namespace/name.
+fn expiries(env: &Env) -> std::collections::BTreeMap<String, String> {
+    env.k8s
+        .list(SECRETS, None)
+        .iter()
+        .filter_map(|s| {
+            let meta = &s["metadata"];
+            let expiry = meta["annotations"]["ecrpublic.pullsecrets.dev/expires-at"].as_str()?;
+            Some((
+                format!("{}/{}", meta["namespace"], meta["name"]),
+                expiry.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Whether all `total` Secrets hold a later token than at the previous rotation (tokens of
+/// different identities expire at slightly different times, so no single "newest" expiry).
+fn all_moved(
+    before: &std::collections::BTreeMap<String, String>,
+    now: &std::collections::BTreeMap<String, String>,
+    total: usize,
+) -> bool {
+    now.len() >= total
+        && now.iter().all(|(k, e)| {
+            before.get(k).is_none_or(|b| {
+                chrono::DateTime::parse_from_rfc3339(e).ok()
+                    > chrono::DateTime::parse_from_rfc3339(b).ok()
+            })
+        })
 }
 
 fn round(v: f64, digits: i32) -> f64 {

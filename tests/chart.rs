@@ -48,6 +48,9 @@ const CASES: &[&str] = &[
     "irsa.yaml",
     "pod-identity.yaml",
     "tenant-identities.yaml",
+    "cluster-pull-secrets.yaml",
+    "cluster-pull-secrets-only.yaml",
+    "watch-namespace-service-account-patching.yaml",
     "everything.yaml",
 ];
 /// The metrics the binary exports (src/metrics.rs); alerts may only use these.
@@ -145,15 +148,34 @@ fn run_json(cmd: &mut Command, stdin: Option<&[u8]>) -> Value {
     })
 }
 
-fn helm_tool(args: &[&str]) -> Value {
+fn helm_tool_command(args: &[&str]) -> Command {
     let tools = tools();
-    run_json(
-        Command::new(tools.join("venv/bin/python"))
-            .arg(Path::new(ROOT).join("tests/chart/helm_tool.py"))
-            .args(args)
-            .current_dir(ROOT),
-        None,
-    )
+    let mut cmd = Command::new(tools.join("venv/bin/python"));
+    cmd.arg(Path::new(ROOT).join("tests/chart/helm_tool.py"))
+        .args(args)
+        .current_dir(ROOT);
+    cmd
+}
+
+fn helm_tool(args: &[&str]) -> Value {
+    run_json(&mut helm_tool_command(args), None)
+}
+
+/// Runs helm_tool.py where it must fail, and returns its stderr. A template's `fail` is an error
+/// the Helm SDK raises out of `render` (a traceback naming the message), the way `helm install`
+/// and `helm template` stop on it; `helm lint` does not report it (lint mode turns `fail` into a
+/// log line), so only rendering can check it.
+fn helm_tool_failure(args: &[&str]) -> String {
+    let out = helm_tool_command(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run helm_tool.py");
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn validate_monitoring(objects: &[&Value]) -> Vec<Value> {
@@ -385,6 +407,18 @@ fn values_schema_rejects_mistyped_values() {
         ),
         ("env entry without a name", "extraEnv:\n  - value: x\n"),
         ("bad pull policy", "image:\n  pullPolicy: Sometimes\n"),
+        (
+            "feature switch that is not a map",
+            "clusterPullSecrets: true\n",
+        ),
+        (
+            "misspelt feature switch",
+            "serviceAccountPatching:\n  enable: true\n",
+        ),
+        (
+            "feature switch that is not a boolean",
+            "clusterPullSecrets:\n  enabled: \"yes\"\n",
+        ),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, yaml).unwrap();
@@ -614,6 +648,44 @@ fn service_account_token_grants() -> BTreeSet<Grant> {
     ])
 }
 
+/// serviceAccountPatching: watch ServiceAccounts and JSON-patch their imagePullSecrets (in the
+/// watched namespace only when there is one).
+fn service_account_patching_grants() -> BTreeSet<Grant> {
+    expected(&[(
+        "",
+        "serviceaccounts",
+        &["get", "list", "watch", "patch"],
+        None,
+    )])
+}
+
+/// clusterPullSecrets: the cluster kind (finalizer patches, status), the Namespaces its selectors
+/// pick from, and deleting the Secrets it wrote: they have no namespaced owner to be garbage
+/// collected with. Always cluster-wide.
+fn cluster_pull_secret_grants() -> BTreeSet<Grant> {
+    expected(&[
+        (
+            "ecrpublic.pullsecrets.dev",
+            "clusterecrpublicpullsecrets",
+            &["get", "list", "watch", "patch"],
+            None,
+        ),
+        (
+            "ecrpublic.pullsecrets.dev",
+            "clusterecrpublicpullsecrets/status",
+            &["patch"],
+            None,
+        ),
+        ("", "namespaces", &["list", "watch"], None),
+        ("", "secrets", &["delete"], None),
+    ])
+}
+
+/// A boolean value from a case's values file, false when the file does not set it.
+fn enabled(case: &str, path: &[&str]) -> bool {
+    value(case, path).and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
 /// A value from a case's values file (the chart's default when the file does not set it).
 fn value(case: &str, path: &[&str]) -> Option<serde_yaml::Value> {
     if case.is_empty() {
@@ -696,13 +768,21 @@ fn rbac_grants_exactly_what_the_operator_uses_in_every_value_set() {
         let scope = r.env_value("WATCH_NAMESPACE").unwrap_or("").to_string();
         let mut want: BTreeMap<String, BTreeSet<Grant>> = BTreeMap::new();
         want.insert(scope.clone(), operator_grants());
-        let sa_tokens = value(case, &["identity", "serviceAccountTokens"])
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        if sa_tokens {
-            want.entry(scope)
+        if enabled(case, &["identity", "serviceAccountTokens"]) {
+            want.entry(scope.clone())
                 .or_default()
                 .extend(service_account_token_grants());
+        }
+        if enabled(case, &["serviceAccountPatching", "enabled"]) {
+            want.entry(scope.clone())
+                .or_default()
+                .extend(service_account_patching_grants());
+        }
+        if enabled(case, &["clusterPullSecrets", "enabled"]) {
+            assert_eq!(scope, "", "{}: the cluster kind is cluster-wide", r.name());
+            want.entry(scope)
+                .or_default()
+                .extend(cluster_pull_secret_grants());
         }
         if r.env_value("LEADER_ELECTION") == Some("true") {
             // The binary's default Lease name, unless the chart names it.
@@ -763,6 +843,112 @@ fn tenant_identities_are_opt_in_and_reach_the_binary() {
         Some("arn:aws:iam::123456789012:role/ecr-public-*,arn:aws:iam::210987654321:role/teams/*")
     );
     assert_eq!(r.env_value("AWS_CREDENTIALS_REFRESH_BEFORE"), Some("10m"));
+}
+
+#[test]
+fn cluster_pull_secrets_and_service_account_patching_are_opt_in_and_reach_the_binary() {
+    let accepted = binary_env_names();
+    for name in ["CLUSTER_PULL_SECRETS", "PATCH_SERVICE_ACCOUNTS"] {
+        assert!(
+            accepted.contains(name),
+            "{name} is not a flag: {accepted:?}"
+        );
+    }
+
+    // Default install: neither variable, and none of their grants.
+    let r = rendered("");
+    assert!(r.env_value("CLUSTER_PULL_SECRETS").is_none());
+    assert!(r.env_value("PATCH_SERVICE_ACCOUNTS").is_none());
+    let all = grants(&r.one("ClusterRole")["rules"]);
+    assert!(!all.iter().any(|g| g.1 == "namespaces"), "{all:?}");
+    assert!(
+        !all.iter()
+            .any(|g| g.1.starts_with("clusterecrpublicpullsecrets")),
+        "{all:?}"
+    );
+    assert!(!all.iter().any(|g| g.1 == "serviceaccounts"), "{all:?}");
+    assert!(
+        !all.iter().any(|g| g.1 == "secrets" && g.2 == "delete"),
+        "{all:?}"
+    );
+    assert!(r.of_kind("Role").is_empty(), "{}", r.name());
+
+    // The cluster kind alone: its grants, cluster-wide, and no ServiceAccount access.
+    let r = rendered("cluster-pull-secrets-only.yaml");
+    assert_eq!(r.env_value("CLUSTER_PULL_SECRETS"), Some("true"));
+    assert!(r.env_value("PATCH_SERVICE_ACCOUNTS").is_none());
+    assert!(r.env_value("WATCH_NAMESPACE").is_none());
+    let all = grants(&r.one("ClusterRole")["rules"]);
+    let want: BTreeSet<Grant> = operator_grants()
+        .union(&cluster_pull_secret_grants())
+        .cloned()
+        .collect();
+    assert_eq!(all, want);
+
+    // Both, with tenant ServiceAccount tokens: the ServiceAccount grants merge (get from either).
+    let r = rendered("cluster-pull-secrets.yaml");
+    assert_eq!(r.env_value("CLUSTER_PULL_SECRETS"), Some("true"));
+    assert_eq!(r.env_value("PATCH_SERVICE_ACCOUNTS"), Some("true"));
+    let all = grants(&r.one("ClusterRole")["rules"]);
+    let sa: BTreeSet<&str> = all
+        .iter()
+        .filter(|g| g.1 == "serviceaccounts")
+        .map(|g| g.2.as_str())
+        .collect();
+    assert_eq!(sa, BTreeSet::from(["get", "list", "watch", "patch"]));
+    assert!(cluster_pull_secret_grants().is_subset(&all), "{all:?}");
+    assert!(service_account_token_grants().is_subset(&all), "{all:?}");
+
+    // ServiceAccount patching in one namespace: a Role there, nothing cluster-wide.
+    let r = rendered("watch-namespace-service-account-patching.yaml");
+    assert_eq!(r.env_value("PATCH_SERVICE_ACCOUNTS"), Some("true"));
+    assert!(r.env_value("CLUSTER_PULL_SECRETS").is_none());
+    assert!(r.of_kind("ClusterRole").is_empty());
+    let role = r.one("Role");
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    let want: BTreeSet<Grant> = operator_grants()
+        .union(&service_account_patching_grants())
+        .cloned()
+        .collect();
+    assert_eq!(grants(&role["rules"]), want);
+
+    let r = rendered("everything.yaml");
+    assert_eq!(r.env_value("CLUSTER_PULL_SECRETS"), Some("true"));
+    assert_eq!(r.env_value("PATCH_SERVICE_ACCOUNTS"), Some("true"));
+}
+
+#[test]
+fn cluster_pull_secrets_cannot_be_combined_with_watch_namespace() {
+    let dir = scratch_dir("cluster-in-namespace");
+    let file = dir.join("values.yaml");
+    let chart = chart_dir();
+    let args = [
+        "render",
+        chart.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+    ];
+    std::fs::write(
+        &file,
+        "watchNamespace: team-a\nclusterPullSecrets:\n  enabled: true\n",
+    )
+    .unwrap();
+    let stderr = helm_tool_failure(&args);
+    assert!(stderr.contains("HelmRenderError"), "{stderr}");
+    assert!(
+        stderr.contains("clusterPullSecrets.enabled and watchNamespace cannot be combined"),
+        "{stderr}"
+    );
+    // The values themselves are valid: it is the template that refuses, and only the pair.
+    std::fs::write(
+        &file,
+        "watchNamespace: team-a\nclusterPullSecrets:\n  enabled: false\n",
+    )
+    .unwrap();
+    let out = helm_tool(&args);
+    assert!(out.get("schema_error").is_none(), "{out}");
+    assert!(!out["objects"].as_array().unwrap().is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -1233,6 +1419,14 @@ fn notes_tell_the_user_what_to_do_next() {
     assert!(notes.contains("namespace: team-a"), "{notes}");
     let notes = s(&rendered("replicas-3.yaml").out["notes"]);
     assert!(notes.contains("Leader election is on"), "{notes}");
+    assert!(!notes.contains("ClusterEcrPublicPullSecrets"), "{notes}");
+    assert!(!notes.contains("ServiceAccount patching"), "{notes}");
+    let notes = s(&rendered("cluster-pull-secrets.yaml").out["notes"]);
+    assert!(
+        notes.contains("ClusterEcrPublicPullSecrets are served"),
+        "{notes}"
+    );
+    assert!(notes.contains("ServiceAccount patching is on"), "{notes}");
 }
 
 #[test]

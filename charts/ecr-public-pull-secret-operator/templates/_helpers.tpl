@@ -109,7 +109,7 @@ The operator's permissions, shared by the ClusterRole and the namespaced Role.
   resources: ["ecrpublicpullsecrets/status"]
   verbs: ["patch"]
 # Secrets are written with server-side apply (patch); deletion is left to the garbage collector
-# through the ownerReference, so no delete.
+# through the ownerReference, so no delete (clusterPullSecrets adds it below).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -125,5 +125,30 @@ The operator's permissions, shared by the ClusterRole and the namespaced Role.
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
   verbs: ["create"]
+{{- end }}
+{{- if .Values.serviceAccountPatching.enabled }}
+# serviceAccountPatching: watch ServiceAccounts and add or remove the operator's own entries in
+# their imagePullSecrets with a JSON patch. Overlaps the get above when both are on.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- if .Values.clusterPullSecrets.enabled }}
+# clusterPullSecrets (cluster-wide only): the cluster kind with its finalizer (patch) and status,
+# the Namespaces its selectors pick from (metadata only), and delete on Secrets: the kind's Secrets
+# have no namespaced owner to be collected with, so the operator removes them itself when a
+# namespace leaves the selection or the resource is deleted.
+- apiGroups: ["ecrpublic.pullsecrets.dev"]
+  resources: ["clusterecrpublicpullsecrets"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["ecrpublic.pullsecrets.dev"]
+  resources: ["clusterecrpublicpullsecrets/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["delete"]
 {{- end }}
 {{- end }}

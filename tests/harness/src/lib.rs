@@ -1,9 +1,10 @@
 //! Test infrastructure for the operator, all serving real HTTP on 127.0.0.1: a fake Amazon ECR
 //! Public endpoint, a stateful Kubernetes API server emulator, and for the AWS identity paths moto's
 //! STS (IRSA, chained AssumeRole), a fault-injecting proxy in front of it, and an EKS Pod Identity
-//! (container credentials) endpoint.
+//! (container credentials) endpoint; a minimal AssumeRole-only STS for the benchmark.
 pub mod container_credentials;
 pub mod ecr;
+pub mod fake_sts;
 pub mod http_client;
 pub mod kube_api;
 pub mod moto;

@@ -2,6 +2,7 @@
 //! endpoint, each driven by the real AWS SDK for Rust.
 
 mod container_credentials;
+mod fake_sts;
 mod moto;
 mod sts_proxy;
 
