@@ -132,7 +132,22 @@ fn spawn_operator(env: &Env, kubeconfig: &std::path::Path, sts: Option<&FakeSts>
         .unwrap()
         .local_addr()
         .unwrap();
-    let proc = tokio::process::Command::new(std::env::current_exe().expect("own executable"))
+    // BENCH_OPERATOR_WRAPPER runs the operator under a profiler, e.g.
+    // "/usr/bin/valgrind --tool=massif --massif-out-file=/tmp/massif.out" (RSS then is the
+    // profiler's, not the operator's).
+    let exe = std::env::current_exe().expect("own executable");
+    let wrapper: Vec<String> = std::env::var("BENCH_OPERATOR_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => tokio::process::Command::new(&exe),
+    };
+    let proc = command
         .env_clear()
         .env(OPERATOR_MODE, "1")
         .env("KUBECONFIG", kubeconfig)
