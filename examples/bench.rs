@@ -343,6 +343,21 @@ async fn bench(o: Opts) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rot_calls = env.ecr.calls() - calls0;
     let rot_writes = writes(&env) - writes0;
+    if rot_writes > total * rotations_done as usize {
+        // Name the Secrets written more than once per rotation, with their write times.
+        let mut per: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in env.k8s.requests().iter().filter(|r| {
+            r.resource == SECRETS && matches!(r.verb.as_str(), "patch" | "create" | "update")
+        }) {
+            let key = format!("{:?}/{:?}", r.namespace, r.name);
+            *per.entry(key).or_insert(0) += 1;
+        }
+        let extra: Vec<_> = per
+            .iter()
+            .filter(|(_, n)| **n > rotations_done as usize + 1)
+            .collect();
+        eprintln!("Secrets written more than once per token: {extra:?}");
+    }
     let rotations = rotations_done.max(1);
     eprintln!(
         "rotations: {rotations_done} observed, {rot_calls} ECR calls, {rot_writes} Secret writes"

@@ -19,7 +19,7 @@ use ecr_public_pull_secret_operator::{
 };
 use harness::ecr::FakeEcrPublic;
 use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
+    api::core::v1::{Namespace, Secret, ServiceAccount},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -41,10 +41,8 @@ async fn cluster() -> Client {
     Client::try_from(config).expect("client")
 }
 
-#[tokio::test]
-#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
-async fn real_cluster_secret_lifecycle() {
-    let client = cluster().await;
+/// The CRD applied and established, and a fresh namespace for one test.
+async fn setup(client: &Client) -> String {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = EcrPublicPullSecret::crd();
     crds.patch(
@@ -63,23 +61,24 @@ async fn real_cluster_secret_lifecycle() {
     .expect("watch CRD");
 
     let ns_name = format!("epps-e2e-{:08x}", fastrand::u32(..));
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
-    namespaces
+    Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
+    ns_name
+}
 
-    let ecr = FakeEcrPublic::start().await.expect("fake ECR");
-    let args = Cli::try_parse_from([
-        "op",
-        "--watch-namespace",
-        &ns_name,
-        "--http-addr",
-        "127.0.0.1:0",
-    ])
-    .unwrap()
-    .run;
+/// The operator in this process, watching `ns` only; send on the channel to stop it.
+async fn start_operator(
+    client: &Client,
+    ecr: &FakeEcrPublic,
+    ns: &str,
+    extra: &[&str],
+) -> (tokio::sync::oneshot::Sender<()>, run::Running) {
+    let mut argv = vec!["op", "--watch-namespace", ns, "--http-addr", "127.0.0.1:0"];
+    argv.extend_from_slice(extra);
+    let args = Cli::try_parse_from(argv).unwrap().run;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = run::start(
         client.clone(),
@@ -91,16 +90,31 @@ async fn real_cluster_secret_lifecycle() {
     )
     .await
     .expect("operator starts");
+    (tx, running)
+}
 
-    let crs: Api<EcrPublicPullSecret> = Api::namespaced(client.clone(), &ns_name);
+async fn create_cr(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
     let cr: EcrPublicPullSecret = serde_json::from_value(json!({
         "apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "EcrPublicPullSecret",
-        "metadata": {"name": "e2e"}, "spec": {}
+        "metadata": {"name": name}, "spec": spec
     }))
     .unwrap();
-    crs.create(&PostParams::default(), &cr)
+    Api::<EcrPublicPullSecret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cr)
         .await
         .expect("create CR");
+}
+
+#[tokio::test]
+#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
+async fn real_cluster_secret_lifecycle() {
+    let client = cluster().await;
+    let ns_name = setup(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ecr = FakeEcrPublic::start().await.expect("fake ECR");
+    let (tx, running) = start_operator(&client, &ecr, &ns_name, &[]).await;
+    let crs: Api<EcrPublicPullSecret> = Api::namespaced(client.clone(), &ns_name);
+    create_cr(&client, &ns_name, "e2e", json!({})).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns_name);
     let secret = tokio::time::timeout(
         Duration::from_secs(60),
@@ -149,4 +163,64 @@ async fn real_cluster_secret_lifecycle() {
         .await
         .expect("delete namespace");
     assert_eq!(ecr.calls(), 1);
+}
+
+/// The JSON patch with `test` operations on the atomic `imagePullSecrets` list, as a real API
+/// server applies it: our entry added after the user's, removed again on delete.
+#[tokio::test]
+#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
+async fn real_cluster_service_account_patching() {
+    let client = cluster().await;
+    let ns_name = setup(&client).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns_name);
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "e2e-sa"}, "imagePullSecrets": [{"name": "theirs"}]
+    }))
+    .unwrap();
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create ServiceAccount");
+    let ecr = FakeEcrPublic::start().await.expect("fake ECR");
+    let (tx, running) =
+        start_operator(&client, &ecr, &ns_name, &["--patch-service-accounts=true"]).await;
+    create_cr(
+        &client,
+        &ns_name,
+        "e2e",
+        json!({"serviceAccounts": ["e2e-sa"]}),
+    )
+    .await;
+    let names = |sa: Option<&ServiceAccount>| -> Vec<String> {
+        sa.and_then(|s| s.image_pull_secrets.as_ref())
+            .map(|l| l.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(sas.clone(), "e2e-sa", move |sa: Option<&ServiceAccount>| {
+            names(sa) == ["theirs", "e2e"]
+        }),
+    )
+    .await
+    .expect("entry added after the user's in time")
+    .expect("watch ServiceAccount");
+    Api::<EcrPublicPullSecret>::namespaced(client.clone(), &ns_name)
+        .delete("e2e", &DeleteParams::background())
+        .await
+        .expect("delete CR");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(sas.clone(), "e2e-sa", move |sa: Option<&ServiceAccount>| {
+            names(sa) == ["theirs"]
+        }),
+    )
+    .await
+    .expect("entry removed in time")
+    .expect("watch ServiceAccount");
+    let _ = tx.send(());
+    let _ = running.done.await;
+    Api::<Namespace>::all(client.clone())
+        .delete(&ns_name, &DeleteParams::default())
+        .await
+        .expect("delete namespace");
 }

@@ -21,6 +21,7 @@ pub const DIRECT_MANAGER: &str = "harness";
 pub(crate) struct Inner {
     store: Mutex<Store>,
     log: Mutex<Vec<RequestRecord>>,
+    next_seq: std::sync::atomic::AtomicU64,
     faults: Mutex<Vec<Fault>>,
     latency: Mutex<Option<Duration>>,
     unavailable: AtomicBool,
@@ -56,6 +57,7 @@ impl Emulator {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 log: Mutex::new(Vec::new()),
+                next_seq: Default::default(),
                 faults: Mutex::new(Vec::new()),
                 latency: Mutex::new(None),
                 unavailable: AtomicBool::new(false),
@@ -292,8 +294,26 @@ impl Emulator {
         super::faults::take(&mut lock(&self.inner.faults), rec)
     }
 
-    pub(crate) fn record(&self, rec: RequestRecord) {
-        lock(&self.inner.log).push(rec);
+    /// Logs a request as it arrives; returns its `seq` for [`Emulator::set_code`].
+    pub(crate) fn record(&self, mut rec: RequestRecord) -> u64 {
+        let mut log = lock(&self.inner.log);
+        rec.seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        let seq = rec.seq;
+        log.push(rec);
+        drop(log);
+        self.notify();
+        seq
+    }
+
+    /// Sets the response status of a logged request (unless the log was cleared meanwhile).
+    pub(crate) fn set_code(&self, seq: u64, code: u16) {
+        if let Some(rec) = lock(&self.inner.log)
+            .iter_mut()
+            .rev()
+            .find(|r| r.seq == seq)
+        {
+            rec.code = code;
+        }
         self.notify();
     }
 }

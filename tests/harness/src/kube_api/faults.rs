@@ -14,8 +14,11 @@ pub struct RequestRecord {
     pub field_manager: Option<String>,
     /// apply, merge, json or strategic, for PATCH.
     pub patch_type: Option<String>,
+    /// The response status; 0 while the request is still being handled.
     pub code: u16,
     pub user_agent: Option<String>,
+    /// Order of arrival (unique per emulator).
+    pub seq: u64,
 }
 
 /// Fails the next `times` requests matching every `Some` filter with a Status of `code` (the

@@ -156,6 +156,7 @@ pub async fn handle(State(app): State<AppState>, request: Request) -> Response {
         patch_type: None,
         code: 0,
         user_agent: req.user_agent(),
+        seq: 0,
     };
     if let Route::Resource(t) = &route {
         rec.verb = verb_of(&req.method, t, &req.query).into();
@@ -172,15 +173,22 @@ pub async fn handle(State(app): State<AppState>, request: Request) -> Response {
     if req.method == Method::PATCH {
         rec.patch_type = patch_type(&req.content_type());
     }
-    let reply = if app.emu.is_unavailable() {
+    // Logged before it takes effect: whoever sees the effect also finds the request in the log.
+    let unavailable = app.emu.is_unavailable();
+    let fault = if unavailable {
+        None
+    } else {
+        app.emu.take_fault(&rec)
+    };
+    let seq = app.emu.record(rec);
+    let reply = if unavailable {
         ApiError::unavailable().into()
-    } else if let Some(code) = app.emu.take_fault(&rec) {
+    } else if let Some(code) = fault {
         ApiError::injected(code).into()
     } else {
         dispatch(&app, route, &req)
     };
-    rec.code = reply.code();
-    app.emu.record(rec);
+    app.emu.set_code(seq, reply.code());
     reply.into_response()
 }
 
