@@ -22,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions},
     core::{Selector, SelectorExt},
     runtime::{
         Controller, WatchStreamExt,
@@ -62,6 +62,19 @@ const MAX_LISTED_FAILURES: usize = 20;
 const WRITES_IN_FLIGHT: usize = 16;
 
 /// Whether the resource selects a namespace with this name and these labels. Pure.
+/// Checks what the schema cannot: the selector and the refresh margin. Returns the margin.
+fn validate(spec: &ClusterEcrPublicPullSecretSpec) -> Result<Option<Duration>, Error> {
+    if let Some(sel) = &spec.namespace_selector {
+        Selector::try_from(sel.clone())
+            .map_err(|e| Error::InvalidSpec(format!("spec.namespaceSelector: {e}")))?;
+    }
+    spec.settings
+        .refresh_before
+        .as_deref()
+        .map(crate::controller::parse_refresh_before)
+        .transpose()
+}
+
 pub fn selects(
     spec: &ClusterEcrPublicPullSecretSpec,
     name: &str,
@@ -252,14 +265,23 @@ impl Context {
         Ok(())
     }
 
+    /// Deletes exactly the Secret that was read (by uid): one recreated since, by anyone, stays.
     async fn delete(&self, meta: &PartialObjectMeta<Secret>) -> Result<(), Error> {
         let ns = meta.namespace().unwrap_or_default();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: meta.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
         match Api::<Secret>::namespaced(self.client.clone(), &ns)
-            .delete(&meta.name_any(), &DeleteParams::default())
+            .delete(&meta.name_any(), &params)
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // Gone already, or replaced (409): the next reconcile looks at the new one.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -309,12 +331,15 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
     let uid = cr.uid().unwrap_or_default();
     let name = cr.secret_name();
     let settings = &cr.spec.settings;
-    let requested = settings
-        .refresh_before
-        .as_deref()
-        .map(crate::controller::parse_refresh_before)
-        .transpose()?
-        .or(ctx.settings.default_refresh_before);
+    // A spec the schema let through but that cannot work is reported, and its Secrets are kept
+    // as they are (they stay valid until they expire) until the resource is fixed.
+    let requested = match validate(&cr.spec) {
+        Ok(requested) => requested.or(ctx.settings.default_refresh_before),
+        Err(error) => {
+            write_status(cr, ctx, problem_status(cr, &error, now)).await?;
+            return Ok(Action::await_change());
+        }
+    };
     let seed = schedule::jitter_seed(&uid);
     let due_at = |issued, expires| schedule::refresh_at(issued, expires, requested, seed);
     let hash = secret::config_hash(settings, None);
@@ -532,14 +557,7 @@ fn summarize(
         refreshed_at: None,
         next_refresh: next,
     };
-    let previous = cr
-        .status
-        .as_ref()
-        .map(|s| crate::crd::EcrPublicPullSecretStatus {
-            conditions: s.conditions.clone(),
-            ..Default::default()
-        });
-    let common = status::build(&report, cr.meta().generation, previous.as_ref(), now);
+    let common = common_status(cr, &report, now);
     let to_time = |t: Option<Time>| t;
     let status = ClusterEcrPublicPullSecretStatus {
         conditions: common.conditions,
@@ -552,6 +570,46 @@ fn summarize(
         next_refresh_time: to_time(common.next_refresh_time),
     };
     (status, next)
+}
+
+/// The fields both kinds report, carrying `lastTransitionTime` over from the current status.
+fn common_status(
+    cr: &ClusterEcrPublicPullSecret,
+    report: &status::Report,
+    now: DateTime<Utc>,
+) -> crate::crd::EcrPublicPullSecretStatus {
+    let previous = cr
+        .status
+        .as_ref()
+        .map(|s| crate::crd::EcrPublicPullSecretStatus {
+            conditions: s.conditions.clone(),
+            ..Default::default()
+        });
+    status::build(report, cr.meta().generation, previous.as_ref(), now)
+}
+
+/// Ready=False with the error's reason; the counts stay as last reported, since the Secrets are
+/// left as they are.
+fn problem_status(
+    cr: &ClusterEcrPublicPullSecret,
+    error: &Error,
+    now: DateTime<Utc>,
+) -> ClusterEcrPublicPullSecretStatus {
+    let report = status::Report {
+        ready: false,
+        reason: error.label().into(),
+        message: error.to_string(),
+        secret_name: cr.secret_name(),
+        expires_at: None,
+        refreshed_at: None,
+        next_refresh: None,
+    };
+    let common = common_status(cr, &report, now);
+    ClusterEcrPublicPullSecretStatus {
+        conditions: common.conditions,
+        observed_generation: common.observed_generation,
+        ..cr.status.clone().unwrap_or_default()
+    }
 }
 
 async fn write_status(

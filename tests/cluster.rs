@@ -206,3 +206,50 @@ async fn terminating_namespaces_are_skipped_without_errors() {
     assert!(!logs().contains("cluster reconcile error"), "no errors");
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept() {
+    capture_logs();
+    let env = Env::start().await;
+    env.k8s.create_namespace("team-a", &[("team", "yes")]);
+    let op = env.start_operator(&["--cluster-pull-secrets"]).await;
+    let cr = |selector: serde_json::Value| {
+        json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+               "kind": "ClusterEcrPublicPullSecret",
+               "metadata": {"name": "ecr-public"},
+               "spec": {"namespaceSelector": selector}})
+    };
+    env.k8s
+        .create(
+            CLUSTER_CRS,
+            None,
+            cr(json!({"matchLabels": {"team": "yes"}})),
+        )
+        .unwrap();
+    env.wait("Secret written", Duration::from_secs(15), |k| {
+        has_secret(k, "team-a")
+    })
+    .await;
+    let reason =
+        |k: &harness::kube_api::Emulator| ready(&k.get(CLUSTER_CRS, None, "ecr-public").unwrap());
+    env.wait("Ready", Duration::from_secs(15), |k| {
+        reason(k).is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    // An operator the API's schema accepts as a string, but no selector knows.
+    let mut bad = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
+    bad["spec"] =
+        cr(json!({"matchExpressions": [{"key": "team", "operator": "Near"}]}))["spec"].clone();
+    env.k8s.replace(CLUSTER_CRS, None, bad).unwrap();
+    env.wait("Ready=False InvalidSpec", Duration::from_secs(15), |k| {
+        reason(k).is_some_and(|(s, r)| s == "False" && r == "InvalidSpec")
+    })
+    .await;
+    let status = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap()["status"].clone();
+    let message = status["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("spec.namespaceSelector"), "{message}");
+    assert!(has_secret(&env.k8s, "team-a"), "the last good Secret stays");
+    op.stop().await;
+}
