@@ -44,7 +44,7 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
     let mut new_list: Vec<Value> = list
         .iter()
         .filter(|r| !to_remove.contains(&r.name))
-        .map(|r| json!(r))
+        .map(entry)
         .collect();
     new_list.extend(to_add.iter().map(|n| json!({ "name": n })));
     let new_added: Vec<&str> = desired
@@ -60,7 +60,10 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
     }
     let mut ops = Vec::new();
     if list_changed {
-        let current = sa.image_pull_secrets.as_ref().map(|l| json!(l));
+        let current = sa
+            .image_pull_secrets
+            .as_ref()
+            .map(|l| l.iter().map(entry).collect::<Vec<_>>());
         ops.push(json!({"op": "test", "path": "/imagePullSecrets", "value": current}));
         ops.push(if new_list.is_empty() {
             json!({"op": "remove", "path": "/imagePullSecrets"})
@@ -72,8 +75,13 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
         "/metadata/annotations/{}",
         ADDED_ANNOTATION.replace('/', "~1")
     );
-    // A test of null passes on a missing path (the API server's JSON patch semantics).
-    ops.push(json!({"op": "test", "path": path, "value": annotation}));
+    // The API server's `test` of null passes on a missing member, but only when its parent
+    // exists: without any annotations, pin that there are none.
+    ops.push(if sa.metadata.annotations.is_some() {
+        json!({"op": "test", "path": path, "value": annotation})
+    } else {
+        json!({"op": "test", "path": "/metadata/annotations", "value": null})
+    });
     if new_annotation.as_deref() != annotation.map(String::as_str) {
         ops.push(match (&new_annotation, sa.metadata.annotations.is_some()) {
             (Some(v), true) => json!({"op": "add", "path": path, "value": v}),
@@ -84,6 +92,16 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
         });
     }
     Some(ops)
+}
+
+/// One list entry as the API server returns it: `name` is `omitempty` in the Go type, so an
+/// entry with an empty name reads back as `{}` and a `test` must say so to match.
+fn entry(r: &LocalObjectReference) -> Value {
+    if r.name.is_empty() {
+        json!({})
+    } else {
+        json!({ "name": r.name })
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +144,11 @@ mod tests {
         let mut doc = serde_json::to_value(sa).unwrap();
         for op in &ops {
             if op["op"] == "test" && op["value"].is_null() {
-                assert!(doc.pointer(op["path"].as_str().unwrap()).is_none());
+                // Like the API server: the member may be missing, its parent may not.
+                let path = op["path"].as_str().unwrap();
+                let parent = &path[..path.rfind('/').unwrap()];
+                assert!(doc.pointer(parent).is_some(), "{path}: missing parent");
+                assert!(doc.pointer(path).is_none());
                 continue;
             }
             let op: json_patch::PatchOperation = serde_json::from_value(op.clone()).unwrap();
@@ -202,6 +224,24 @@ mod tests {
         let mut doc = serde_json::to_value(sa(Some(&["a", "someone-else"]), Some("old"))).unwrap();
         let ops: json_patch::Patch = serde_json::from_value(json!(ops)).unwrap();
         assert!(json_patch::patch(&mut doc, &ops).is_err());
+    }
+
+    #[test]
+    fn without_annotations_it_pins_that_there_are_none() {
+        let ops = plan(&sa(Some(&["a"]), None), &set(&["ecr"])).unwrap();
+        assert_eq!(
+            ops[2],
+            json!({"op": "test", "path": "/metadata/annotations", "value": null})
+        );
+        assert_eq!(ops[3]["path"], "/metadata/annotations");
+    }
+
+    #[test]
+    fn an_entry_without_a_name_is_pinned_as_the_server_returns_it() {
+        let before = sa(Some(&["", "a"]), None);
+        let ops = plan(&before, &set(&["ecr"])).unwrap();
+        assert_eq!(ops[0]["value"], json!([{}, {"name": "a"}]));
+        assert_eq!(ops[1]["value"], json!([{}, {"name": "a"}, {"name": "ecr"}]));
     }
 
     #[test]

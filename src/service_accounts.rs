@@ -5,6 +5,8 @@
 //! entries are computed from every resource that names it, so a resource deleted (or edited, or a
 //! namespace relabelled) while the operator was down is undone on the next start without a
 //! finalizer, and a ServiceAccount created later is patched as soon as the watch shows it.
+//! Planning is pure and costs no request when nothing is off, so every ServiceAccount is also
+//! planned again hourly.
 //! Runs only with `--patch-service-accounts`.
 
 use std::{
@@ -34,12 +36,17 @@ use crate::{
     cluster::selects,
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER, PullSecretSettings},
     image_pull_secrets::{self, ADDED_ANNOTATION},
+    schedule,
     synced::Synced,
 };
 
-/// Retry delay after a failed patch (a 422 means the list changed since it was read; the watch
-/// event for that change usually retriggers sooner).
-const RETRY: Duration = Duration::from_secs(5);
+/// First retry after a failed patch, doubling up to [`RETRY_MAX`] (a 422 means the list changed
+/// since it was read; the watch event for that change usually retriggers sooner).
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Every ServiceAccount is planned again this often, without any API call unless something is
+/// off: a resource deleted while its watch was relisting produces no event of its own.
+const RESYNC: Duration = Duration::from_secs(3600);
 
 struct Context {
     client: Client,
@@ -50,6 +57,8 @@ struct Context {
     /// Our own last patch result per ServiceAccount until the watch shows it: a reconcile
     /// triggered by something else in between must not plan (and fail) from the older copy.
     written: Mutex<HashMap<ObjectRef<ServiceAccount>, ServiceAccount>>,
+    /// Failed attempts per ServiceAccount, for exponential backoff; cleared on success.
+    attempts: Mutex<HashMap<ObjectRef<ServiceAccount>, u32>>,
 }
 
 /// Runs until `shutdown` resolves. `watch_namespace` scopes the ServiceAccount and resource
@@ -84,7 +93,7 @@ pub async fn run(
     let by_cr = controller.store();
     let mut controller = controller.watches_stream(cr_events, move |cr| {
         let ns = cr.namespace();
-        concerned(&by_cr, &cr.spec.settings, &cr.secret_name(), ns.as_deref())
+        concerned(&by_cr, &cr.spec.settings, ns.as_deref())
     });
     if cluster {
         let cluster_events = reflector(
@@ -113,7 +122,7 @@ pub async fn run(
         let by_ns = controller.store();
         controller = controller
             .watches_stream(cluster_events, move |c| {
-                concerned(&by_cluster, &c.spec.settings, &c.secret_name(), None)
+                concerned(&by_cluster, &c.spec.settings, None)
             })
             // A relabelled namespace may join or leave a cluster resource's selection.
             .watches_stream(ns_events, move |n| {
@@ -133,6 +142,7 @@ pub async fn run(
         namespaces,
         synced,
         written: Mutex::default(),
+        attempts: Mutex::default(),
     });
     info!("service account controller starting");
     controller
@@ -148,12 +158,13 @@ pub async fn run(
     info!("service account controller stopped");
 }
 
-/// The ServiceAccounts a resource's change may concern: those it names, and those carrying an
-/// entry it may have added (so removing a name from the list, or deleting the resource, undoes it).
+/// The ServiceAccounts a resource's change may concern: those it names, and every one carrying
+/// an entry this operator added. The latter is wider than the entries of this resource on
+/// purpose: an edit that changes both `secretName` and the list leaves an entry under the old
+/// name, and a resource deleted during a relist leaves no event, yet its entries must go.
 fn concerned(
     sas: &Store<ServiceAccount>,
     settings: &PullSecretSettings,
-    secret: &str,
     namespace: Option<&str>,
 ) -> Vec<ObjectRef<ServiceAccount>> {
     sas.state()
@@ -161,26 +172,40 @@ fn concerned(
         .filter(|sa| namespace.is_none() || sa.namespace().as_deref() == namespace)
         .filter(|sa| {
             settings.patches_service_account(&sa.name_any())
-                || sa
-                    .annotations()
-                    .get(ADDED_ANNOTATION)
-                    .is_some_and(|a| a.split(',').any(|n| n == secret))
+                || sa.annotations().contains_key(ADDED_ANNOTATION)
         })
         .map(|sa| ObjectRef::from_obj(&**sa))
         .collect()
 }
 
-fn error_policy(sa: Arc<ServiceAccount>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(sa: Arc<ServiceAccount>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(name = %sa.name_any(), namespace = ?sa.namespace(), reason = error.label(), %error, "could not update imagePullSecrets");
-    Action::requeue(RETRY)
+    let mut attempts = lock(&ctx.attempts);
+    let n = attempts.entry(ObjectRef::from_obj(&*sa)).or_insert(0);
+    let wait = schedule::backoff(*n, RETRY_BASE, RETRY_MAX, fastrand::f64());
+    *n = n.saturating_add(1);
+    Action::requeue(wait)
+}
+
+/// Poisoning only follows a panic elsewhere; the map stays usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `ours` (a patch result) is newer than `cached`. Resource versions are opaque to
+/// clients in general, but etcd's (and the emulator's) are increasing integers; anything else
+/// reads as "not newer", which only costs a plan from the cache.
+fn newer(ours: &ServiceAccount, cached: &ServiceAccount) -> bool {
+    let rv = |sa: &ServiceAccount| {
+        sa.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    matches!((rv(ours), rv(cached)), (Some(a), Some(b)) if a > b)
 }
 
 impl Context {
-    fn lock_written(&self) -> MutexGuard<'_, HashMap<ObjectRef<ServiceAccount>, ServiceAccount>> {
-        // Poisoning only follows a panic elsewhere; the map stays usable.
-        self.written.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The Secret names resources want in this ServiceAccount's `imagePullSecrets`.
     fn desired(&self, sa: &ServiceAccount) -> BTreeSet<String> {
         let name = sa.name_any();
@@ -221,12 +246,10 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
     }
     let key = ObjectRef::from_obj(&*sa);
     let current = {
-        let mut written = ctx.lock_written();
+        let mut written = lock(&ctx.written);
         match written.get(&key) {
-            // Watch events arrive in order: once ours shows, the cache is at least as new.
-            Some(ours) if ours.metadata.resource_version != sa.metadata.resource_version => {
-                ours.clone()
-            }
+            // Until the watch shows our write (or anything after it), plan from our copy.
+            Some(ours) if newer(ours, &sa) => ours.clone(),
             _ => {
                 written.remove(&key);
                 (*sa).clone()
@@ -235,7 +258,8 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
     };
     let desired = ctx.desired(&current);
     let Some(ops) = image_pull_secrets::plan(&current, &desired) else {
-        return Ok(Action::await_change());
+        lock(&ctx.attempts).remove(&key);
+        return Ok(Action::requeue(RESYNC));
     };
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
         .map_err(|e| Error::Kube(format!("building the imagePullSecrets patch: {e}")))?;
@@ -250,16 +274,49 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
     {
         Ok(patched) => {
             info!(name, namespace = ns, secrets = ?desired, "updated imagePullSecrets");
-            ctx.lock_written().insert(key, patched);
-            Ok(Action::await_change())
+            lock(&ctx.attempts).remove(&key);
+            lock(&ctx.written).insert(key, patched);
+            Ok(Action::requeue(RESYNC))
         }
         Err(e) => {
             // Plan again from the cache next time (a 422 means our copy was outdated).
-            ctx.lock_written().remove(&key);
+            lock(&ctx.written).remove(&key);
             match e {
                 kube::Error::Api(s) if s.code == 404 => Ok(Action::await_change()),
                 e => Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rv: Option<&str>) -> ServiceAccount {
+        let mut sa = ServiceAccount::default();
+        sa.metadata.resource_version = rv.map(str::to_owned);
+        sa
+    }
+
+    #[test]
+    fn our_copy_is_used_only_while_the_cache_is_older() {
+        assert!(
+            newer(&at(Some("12")), &at(Some("9"))),
+            "numeric, not textual"
+        );
+        assert!(
+            !newer(&at(Some("12")), &at(Some("12"))),
+            "the watch caught up"
+        );
+        assert!(
+            !newer(&at(Some("12")), &at(Some("15"))),
+            "someone wrote after us"
+        );
+        assert!(
+            !newer(&at(Some("x")), &at(Some("1"))),
+            "opaque: use the cache"
+        );
+        assert!(!newer(&at(None), &at(Some("1"))));
     }
 }

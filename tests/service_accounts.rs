@@ -294,3 +294,38 @@ async fn without_the_flag_service_accounts_are_never_touched() {
     );
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_edit_renaming_the_secret_and_dropping_the_service_account_undoes_the_old_entry() {
+    capture_logs();
+    let env = Env::start().await;
+    env.k8s.create_namespace("apps", &[]);
+    // `[{}]`: an entry without a name, which the API server keeps (and returns) as `{}`.
+    create_sa(&env.k8s, "apps", "web", json!({"imagePullSecrets": [{}]}));
+    create_sa(&env.k8s, "apps", "worker", json!({}));
+    let op = env.start_operator(&["--patch-service-accounts=true"]).await;
+    env.create_cr("apps", "ecr", json!({"serviceAccounts": ["web"]}));
+    env.wait("web names the Secret", Duration::from_secs(15), |k| {
+        pull_secrets(k, "apps", "web") == json!([{}, {"name": "ecr"}])
+    })
+    .await;
+    let mut cr = env.k8s.get(CRS, Some("apps"), "ecr").unwrap();
+    cr["spec"]["secretName"] = json!("ecr-renamed");
+    cr["spec"]["serviceAccounts"] = json!(["worker"]);
+    env.k8s.replace(CRS, Some("apps"), cr).unwrap();
+    env.wait(
+        "old entry gone from web, new one on worker",
+        Duration::from_secs(15),
+        |k| {
+            pull_secrets(k, "apps", "web") == json!([{}])
+                && names(k, "apps", "worker") == ["ecr-renamed"]
+        },
+    )
+    .await;
+    let web = env.k8s.get(SAS, Some("apps"), "web").unwrap();
+    assert!(
+        web["metadata"]["annotations"][ADDED].is_null(),
+        "nothing recorded as ours any more: {web}"
+    );
+    op.stop().await;
+}

@@ -40,12 +40,17 @@ pub fn patch(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiError> {
         let ops: Vec<json_patch::PatchOperation> = serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         // The API server's JSON patch (evanphx/json-patch) lets `test` with value null pass on a
-        // missing path; kube-runtime's finalizer helper relies on it to add the first finalizer.
+        // missing member of an existing parent (kube-runtime's finalizer helper relies on it to
+        // add the first finalizer); a missing parent fails with "missing path".
         let ops: Vec<_> = ops
             .into_iter()
             .filter(|op| match op {
                 json_patch::PatchOperation::Test(t) => {
-                    !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
+                    let path = t.path.as_str();
+                    let parent = path.rfind('/').map_or("", |i| &path[..i]);
+                    !(t.value.is_null()
+                        && doc.pointer(path).is_none()
+                        && doc.pointer(parent).is_some())
                 }
                 _ => true,
             })

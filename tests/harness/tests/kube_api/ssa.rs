@@ -276,6 +276,39 @@ async fn merge_and_json_patches() {
             .collect::<Vec<_>>(),
         vec!["c"]
     );
+
+    // `test` of null: a missing member of an existing object passes, a missing parent does not.
+    let null_test = |path: &str| -> json_patch::Patch {
+        serde_json::from_value(json!([{"op": "test", "path": path, "value": null}])).unwrap()
+    };
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::<()>::Json(null_test("/metadata/labels/zz")),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::<()>::Json(null_test("/metadata/annotations")),
+    )
+    .await
+    .unwrap();
+    let s = status(
+        api.patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::<()>::Json(null_test("/metadata/annotations/a")),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (422, "Invalid"),
+        "missing parent"
+    );
 }
 
 #[tokio::test]
