@@ -112,13 +112,14 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
         (http_b, http_a)
     };
     assert!(
-        eventually(Duration::from_secs(10), async || http_get(
+        eventually(Duration::from_secs(20), async || http_get(
             follower_http,
             "/readyz"
         )
         .await
         .0 == 200)
-        .await
+        .await,
+        "the follower reports ready"
     );
     let reconciles = |text: &str| {
         ["fresh", "written", "failed"]
@@ -128,7 +129,10 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
     };
     // Reconciles are counted when they return, just after their status write: await the count.
     let leader_counted = async || reconciles(&http_get(leader_http, "/metrics").await.1) >= 3.0;
-    assert!(eventually(Duration::from_secs(10), leader_counted).await);
+    assert!(
+        eventually(Duration::from_secs(20), leader_counted).await,
+        "the leader counted its reconciles"
+    );
     assert_eq!(
         reconciles(&http_get(follower_http, "/metrics").await.1),
         0.0,
@@ -153,6 +157,9 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
     })
     .await;
     let survivor_counted = async || reconciles(&http_get(survivor_http, "/metrics").await.1) >= 1.0;
-    assert!(eventually(Duration::from_secs(10), survivor_counted).await);
+    assert!(
+        eventually(Duration::from_secs(20), survivor_counted).await,
+        "the survivor counted its reconciles"
+    );
     assert_eq!(env.ecr.calls(), 2, "one token per leader's cache");
 }
