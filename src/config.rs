@@ -86,6 +86,11 @@ pub struct RunArgs {
     #[arg(long, env = "PATCH_SERVICE_ACCOUNTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub patch_service_accounts: bool,
 
+    /// Publish a Normal `Rotated` Event on every routine rotation. Off by default: at scale these
+    /// are one Event per resource per rotation (the first write and a recovery always get one).
+    #[arg(long, env = "ROTATION_EVENTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rotation_events: bool,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -186,6 +191,7 @@ impl RunArgs {
             instance: self.pod_name.clone(),
             allowed_roles: AllowedRoles::new(self.allowed_role_arns.clone()),
             patch_service_accounts: self.patch_service_accounts,
+            rotation_events: self.rotation_events,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct ControllerSettings {
     pub allowed_roles: AllowedRoles,
     /// Whether `spec.serviceAccounts` is served (`--patch-service-accounts`).
     pub patch_service_accounts: bool,
+    /// Whether a routine rotation publishes a Normal `Rotated` Event (`--rotation-events`).
+    pub rotation_events: bool,
 }
 
 impl Default for ControllerSettings {
@@ -77,6 +79,7 @@ impl Default for ControllerSettings {
             instance: None,
             allowed_roles: AllowedRoles::default(),
             patch_service_accounts: false,
+            rotation_events: false,
         }
     }
 }
@@ -412,7 +415,10 @@ async fn reconcile_once(
                 token.expires_at.to_rfc3339()
             );
             info!(name = %cr.name_any(), namespace = ?cr.namespace(), secret = %secret_name, expires_at = %token.expires_at, "{reason}");
-            ctx.publish(&cr, EventType::Normal, reason, note).await;
+            let was_ready = status::is_ready(ctx.status_of(&cr).as_ref());
+            if worth_an_event(previous.is_some(), was_ready, ctx.settings.rotation_events) {
+                ctx.publish(&cr, EventType::Normal, reason, note).await;
+            }
             (
                 ready_report(
                     &secret_name,
@@ -485,6 +491,14 @@ pub fn ignored_service_accounts(
         "; spec.serviceAccounts is ignored: the operator runs without --patch-service-accounts \
          (chart value serviceAccountPatching.enabled)",
     )
+}
+
+/// Whether a Secret write deserves a Normal Event: the first write and a recovery always; a
+/// routine rotation only when asked for. Those come for every resource every rotation: at 10,000
+/// resources, 10,000 Events for the API server to store, and kube-runtime's `Recorder` keeps each
+/// in memory for six minutes (about 4 KiB apiece, measured). The status and metrics show rotations.
+fn worth_an_event(rotation: bool, was_ready: bool, rotation_events: bool) -> bool {
+    !rotation || !was_ready || rotation_events
 }
 
 fn ready_report(
@@ -714,6 +728,14 @@ fn is_dns1123_subdomain(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routine_rotations_are_quiet_unless_asked_for() {
+        assert!(worth_an_event(false, false, false), "first write");
+        assert!(worth_an_event(true, false, false), "recovery");
+        assert!(!worth_an_event(true, true, false), "routine rotation");
+        assert!(worth_an_event(true, true, true), "--rotation-events");
+    }
 
     #[test]
     fn refresh_before_outside_the_token_lifetime_is_reported() {

@@ -75,6 +75,15 @@ pub fn ready_reason(current: Option<&EcrPublicPullSecretStatus>) -> Option<&str>
         .map(|c| c.reason.as_str())
 }
 
+/// Whether the Ready condition is True.
+pub fn is_ready(current: Option<&EcrPublicPullSecretStatus>) -> bool {
+    current.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

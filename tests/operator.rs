@@ -150,6 +150,14 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
         (3..=4).contains(&tokens),
         "two rotations after the first write, got {tokens} tokens"
     );
+    // Routine rotations are quiet: the first write has an Event, rotations only a status.
+    let reasons: Vec<_> = env
+        .k8s
+        .list(EVENTS, Some("default"))
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(reasons, ["Written"]);
     assert_no_token_leak(&env);
 }
 
@@ -251,6 +259,13 @@ async fn failures_keep_the_last_good_secret_and_recover() {
         .collect();
     assert!(warnings.iter().any(|e| e["reason"] == "AccessDenied"));
     assert!(warnings.iter().any(|e| e["reason"] == "Transient"));
+    let recovered = env.k8s.list(EVENTS, Some("default"));
+    assert!(
+        recovered
+            .iter()
+            .any(|e| e["type"] == "Normal" && e["reason"] == "Rotated"),
+        "a recovery is announced, unlike a routine rotation"
+    );
     op.stop().await;
     assert_no_token_leak(&env);
 }
