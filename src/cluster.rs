@@ -42,7 +42,7 @@ use crate::{
     controller::ControllerSettings,
     crd::{
         ClusterEcrPublicPullSecret, ClusterEcrPublicPullSecretSpec,
-        ClusterEcrPublicPullSecretStatus, MANAGER, NamespaceFailure, OnExpiry,
+        ClusterEcrPublicPullSecretStatus, MANAGER, NamespaceFailure, OnExpiry, PullSecretSettings,
     },
     identity::Identity,
     schedule,
@@ -61,7 +61,6 @@ const MAX_LISTED_FAILURES: usize = 20;
 /// Secret writes in flight per reconcile.
 const WRITES_IN_FLIGHT: usize = 16;
 
-/// Whether the resource selects a namespace with this name and these labels. Pure.
 /// Checks what the schema cannot: the selector and the refresh margin. Returns the margin.
 fn validate(spec: &ClusterEcrPublicPullSecretSpec) -> Result<Option<Duration>, Error> {
     if let Some(sel) = &spec.namespace_selector {
@@ -75,6 +74,7 @@ fn validate(spec: &ClusterEcrPublicPullSecretSpec) -> Result<Option<Duration>, E
         .transpose()
 }
 
+/// Whether the resource selects a namespace with this name and these labels. Pure.
 pub fn selects(
     spec: &ClusterEcrPublicPullSecretSpec,
     name: &str,
@@ -317,6 +317,50 @@ async fn cleanup(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Actio
     Ok(Action::await_change())
 }
 
+/// The Secret this resource writes as `name` in `namespace`.
+fn owned_spec<'a>(
+    name: &'a str,
+    namespace: &'a str,
+    settings: &'a PullSecretSettings,
+    uid: &str,
+) -> SecretSpec<'a> {
+    SecretSpec {
+        name,
+        namespace,
+        settings,
+        service_account: None,
+        owner: None,
+        extra_labels: BTreeMap::from([(OWNER_LABEL.to_owned(), uid.to_owned())]),
+    }
+}
+
+/// While the spec cannot be acted on, the Secrets stay as they are until their tokens expire; an
+/// expired token is worse than none, so `onExpiry` still applies then. Returns when to look again.
+async fn expire_owned(
+    cr: &ClusterEcrPublicPullSecret,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let uid = cr.uid().unwrap_or_default();
+    let settings = &cr.spec.settings;
+    let mut next: Option<DateTime<Utc>> = None;
+    for meta in ctx.owned(&uid) {
+        let Some(expires) = ctx.state_of(&meta).expires_at else {
+            continue;
+        };
+        if expires > now {
+            next = Some(next.map_or(expires, |n| n.min(expires)));
+        } else if settings.on_expiry == OnExpiry::RemoveAuth {
+            let (name, ns) = (meta.name_any(), meta.namespace().unwrap_or_default());
+            ctx.write(&owned_spec(&name, &ns, settings, &uid), None)
+                .await?;
+        }
+    }
+    Ok(next.map_or_else(Action::await_change, |n| {
+        Action::requeue(schedule::until(now, n))
+    }))
+}
+
 /// What happened in one namespace.
 enum Outcome {
     Ready(SecretState),
@@ -337,7 +381,7 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
         Ok(requested) => requested.or(ctx.settings.default_refresh_before),
         Err(error) => {
             write_status(cr, ctx, problem_status(cr, &error, now)).await?;
-            return Ok(Action::await_change());
+            return expire_owned(cr, ctx, now).await;
         }
     };
     let seed = schedule::jitter_seed(&uid);
@@ -428,14 +472,7 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
                 let uid = &uid;
                 let hash = &hash;
                 async move {
-                    let spec = SecretSpec {
-                        name,
-                        namespace: &ns,
-                        settings,
-                        service_account: None,
-                        owner: None,
-                        extra_labels: BTreeMap::from([(OWNER_LABEL.to_owned(), uid.clone())]),
-                    };
+                    let spec = owned_spec(name, &ns, settings, uid);
                     let outcome = match fetched {
                         Ok(f) => {
                             let same = SecretState::of(&f.token, hash);

@@ -208,9 +208,10 @@ async fn terminating_namespaces_are_skipped_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept() {
+async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept_until_expiry() {
     capture_logs();
     let env = Env::start().await;
+    env.ecr.set_token_lifetime(Duration::from_secs(8));
     env.k8s.create_namespace("team-a", &[("team", "yes")]);
     let op = env.start_operator(&["--cluster-pull-secrets"]).await;
     let cr = |selector: serde_json::Value| {
@@ -251,5 +252,22 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
         .unwrap_or_default();
     assert!(message.contains("spec.namespaceSelector"), "{message}");
     assert!(has_secret(&env.k8s, "team-a"), "the last good Secret stays");
+    // ...while its token is valid: an expired one is worse than none (onExpiry: RemoveAuth).
+    env.wait("expired auth removed", Duration::from_secs(20), |k| {
+        k.get(SECRETS, Some("team-a"), "ecr-public")
+            .is_some_and(|s| docker_config(&s) == json!({"auths": {}}))
+    })
+    .await;
+    // Fixing the spec brings the token back.
+    let mut fixed = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
+    fixed["spec"] = cr(json!({"matchLabels": {"team": "yes"}}))["spec"].clone();
+    env.k8s.replace(CLUSTER_CRS, None, fixed).unwrap();
+    env.wait("Ready again with a token", Duration::from_secs(15), |k| {
+        reason(k).is_some_and(|(s, _)| s == "True")
+            && k.get(SECRETS, Some("team-a"), "ecr-public")
+                .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"]["auth"].is_string())
+    })
+    .await;
+    assert_no_token_leak(&env);
     op.stop().await;
 }
