@@ -17,6 +17,21 @@ use serde_json::{Value, json};
 /// Comma-separated names of the `imagePullSecrets` entries this operator added.
 pub const ADDED_ANNOTATION: &str = "ecrpublic.pullsecrets.dev/added-image-pull-secrets";
 
+/// The entries this operator added to `sa`, per its annotation.
+pub fn added(sa: &ServiceAccount) -> BTreeSet<String> {
+    sa.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ADDED_ANNOTATION))
+        .map(|a| {
+            a.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The JSON patch operations that make `sa` name exactly the `desired` Secrets among those this
 /// operator manages, or `None` when nothing needs to change.
 pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value>> {
@@ -26,14 +41,7 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
         .annotations
         .as_ref()
         .and_then(|a| a.get(ADDED_ANNOTATION));
-    let added: BTreeSet<String> = annotation
-        .map(|a| {
-            a.split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let added = added(sa);
     let present: BTreeSet<&str> = list.iter().map(|r| r.name.as_str()).collect();
 
     let to_add: Vec<&String> = desired

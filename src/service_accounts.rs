@@ -5,8 +5,8 @@
 //! entries are computed from every resource that names it, so a resource deleted (or edited, or a
 //! namespace relabelled) while the operator was down is undone on the next start without a
 //! finalizer, and a ServiceAccount created later is patched as soon as the watch shows it.
-//! Planning is pure and costs no request when nothing is off, so every ServiceAccount is also
-//! planned again hourly.
+//! Planning is pure and costs no request when nothing is off, so every ServiceAccount holding an
+//! entry of ours is also planned again about hourly.
 //! Runs only with `--patch-service-accounts`.
 
 use std::{
@@ -44,8 +44,9 @@ use crate::{
 /// since it was read; the watch event for that change usually retriggers sooner).
 const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
-/// Every ServiceAccount is planned again this often, without any API call unless something is
-/// off: a resource deleted while its watch was relisting produces no event of its own.
+/// ServiceAccounts holding an entry of ours are planned again this often (plus up to a tenth),
+/// without any API call unless something is off: a resource deleted while its watch was
+/// relisting produces no event of its own.
 const RESYNC: Duration = Duration::from_secs(3600);
 
 struct Context {
@@ -205,9 +206,26 @@ fn newer(ours: &ServiceAccount, cached: &ServiceAccount) -> bool {
     matches!((rv(ours), rv(cached)), (Some(a), Some(b)) if a > b)
 }
 
+/// ServiceAccounts holding an entry of ours are planned again about hourly (spread, so they do
+/// not all come due together); the others only when something changes.
+fn resync(sa: &ServiceAccount) -> Action {
+    if image_pull_secrets::added(sa).is_empty() {
+        Action::await_change()
+    } else {
+        Action::requeue(RESYNC + Duration::from_secs(fastrand::u64(0..RESYNC.as_secs() / 10)))
+    }
+}
+
 impl Context {
+    /// Drops what is remembered about a ServiceAccount that is gone.
+    fn forget(&self, key: &ObjectRef<ServiceAccount>) {
+        lock(&self.attempts).remove(key);
+        lock(&self.written).remove(key);
+    }
+
     /// The Secret names resources want in this ServiceAccount's `imagePullSecrets`.
     fn desired(&self, sa: &ServiceAccount) -> BTreeSet<String> {
+        let ours = image_pull_secrets::added(sa);
         let name = sa.name_any();
         let ns = sa.namespace().unwrap_or_default();
         let mut wanted: BTreeSet<String> = self
@@ -230,8 +248,12 @@ impl Context {
                     .iter()
                     .filter(|c| c.meta().deletion_timestamp.is_none())
                     .filter(|c| c.spec.settings.patches_service_account(&name))
-                    // A resource with an invalid selector selects nothing; it reports that itself.
-                    .filter(|c| selects(&c.spec, &ns, namespace.labels()).unwrap_or(false))
+                    // A resource with an invalid selector reports that itself and keeps its
+                    // Secrets as they are; its entries stay where they are too.
+                    .filter(|c| {
+                        selects(&c.spec, &ns, namespace.labels())
+                            .unwrap_or_else(|_| ours.contains(&c.secret_name()))
+                    })
                     .map(|c| c.secret_name()),
             );
         }
@@ -241,10 +263,11 @@ impl Context {
 
 async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.synced.wait().await;
+    let key = ObjectRef::from_obj(&*sa);
     if sa.meta().deletion_timestamp.is_some() {
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    let key = ObjectRef::from_obj(&*sa);
     let current = {
         let mut written = lock(&ctx.written);
         match written.get(&key) {
@@ -259,7 +282,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
     let desired = ctx.desired(&current);
     let Some(ops) = image_pull_secrets::plan(&current, &desired) else {
         lock(&ctx.attempts).remove(&key);
-        return Ok(Action::requeue(RESYNC));
+        return Ok(resync(&current));
     };
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
         .map_err(|e| Error::Kube(format!("building the imagePullSecrets patch: {e}")))?;
@@ -275,14 +298,18 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
         Ok(patched) => {
             info!(name, namespace = ns, secrets = ?desired, "updated imagePullSecrets");
             lock(&ctx.attempts).remove(&key);
+            let next = resync(&patched);
             lock(&ctx.written).insert(key, patched);
-            Ok(Action::requeue(RESYNC))
+            Ok(next)
         }
         Err(e) => {
             // Plan again from the cache next time (a 422 means our copy was outdated).
             lock(&ctx.written).remove(&key);
             match e {
-                kube::Error::Api(s) if s.code == 404 => Ok(Action::await_change()),
+                kube::Error::Api(s) if s.code == 404 => {
+                    ctx.forget(&key);
+                    Ok(Action::await_change())
+                }
                 e => Err(e.into()),
             }
         }

@@ -155,6 +155,7 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
         .k8s
         .list(EVENTS, Some("default"))
         .iter()
+        .filter(|e| e["type"] == "Normal")
         .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(reasons, ["Written"]);
