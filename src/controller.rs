@@ -378,7 +378,7 @@ async fn reconcile_once(
         }
         Err(error @ Error::InvalidSpec(_)) => {
             report_problem(&cr, &ctx, &error, now).await?;
-            return Ok(("failed", Action::await_change()));
+            return Ok(("failed", expire_owned(&cr, &ctx, now).await?));
         }
         Err(error) => {
             report_problem(&cr, &ctx, &error, now).await?;
@@ -581,6 +581,53 @@ async fn write_status(
 }
 
 /// Decides what to do and does the Secret side of it.
+/// While the spec cannot be acted on, the resource's Secrets keep their tokens until those
+/// expire; an expired token is worse than none, so `onExpiry` still applies then. Returns when to
+/// look again.
+async fn expire_owned(
+    cr: &EcrPublicPullSecret,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let (Some(ns), Some(uid)) = (cr.namespace(), cr.uid()) else {
+        return Ok(Action::await_change());
+    };
+    let owned: Vec<String> = ctx
+        .secrets
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| secret::is_controlled_by(&s.metadata, &uid))
+        .map(|s| s.name_any())
+        .collect();
+    let mut next: Option<DateTime<Utc>> = None;
+    for name in owned {
+        let Some(expires) = ctx
+            .secret_meta(&ns, &name)
+            .await?
+            .and_then(|(_, state)| state.expires_at)
+        else {
+            continue;
+        };
+        if expires > now {
+            next = Some(next.map_or(expires, |n| n.min(expires)));
+        } else if cr.spec.settings.on_expiry == OnExpiry::RemoveAuth {
+            let spec = SecretSpec {
+                name: &name,
+                namespace: &ns,
+                settings: &cr.spec.settings,
+                service_account: cr.spec.service_account_name.as_deref(),
+                owner: cr.controller_owner_ref(&()),
+                extra_labels: Default::default(),
+            };
+            ctx.write_secret(&spec, None).await?;
+        }
+    }
+    Ok(next.map_or_else(Action::await_change, |n| {
+        Action::requeue(schedule::until(now, n))
+    }))
+}
+
 async fn decide(
     cr: &EcrPublicPullSecret,
     ctx: &Context,

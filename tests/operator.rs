@@ -414,3 +414,40 @@ async fn invalid_values_that_get_past_the_schema_are_reported() {
     assert_eq!(env.ecr.calls(), 0);
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_made_invalid_keeps_the_secret_only_until_its_token_expires() {
+    capture_logs();
+    let env = Env::start().await;
+    env.ecr.set_token_lifetime(Duration::from_secs(12));
+    let op = env.start_operator(&[]).await;
+    env.create_cr("default", "edit", json!({}));
+    env.wait("Ready", T, |k| cr_ready(k, "default", "edit"))
+        .await;
+    let mut cr = env.k8s.get(CRS, Some("default"), "edit").unwrap();
+    cr["spec"]["refreshBefore"] = json!("13h");
+    env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    env.wait("InvalidSpec", T, |k| {
+        cr_reason(k, "default", "edit").as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    let has_auth = |k: &harness::kube_api::Emulator| {
+        k.get(SECRETS, Some("default"), "edit")
+            .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"]["auth"].is_string())
+    };
+    assert!(has_auth(&env.k8s), "the last good token stays while valid");
+    env.wait("expired auth removed", Duration::from_secs(30), |k| {
+        k.get(SECRETS, Some("default"), "edit")
+            .is_some_and(|s| docker_config(&s) == json!({"auths": {}}))
+    })
+    .await;
+    let mut cr = env.k8s.get(CRS, Some("default"), "edit").unwrap();
+    cr["spec"]["refreshBefore"] = json!("4s");
+    env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    env.wait("Ready again with a token", T, |k| {
+        cr_ready(k, "default", "edit") && has_auth(k)
+    })
+    .await;
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
