@@ -110,6 +110,38 @@ struct Written {
 }
 
 /// What one reconcile concluded.
+/// Why a Secret was written; it decides the Event reason and whether there is an Event at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// The Secret held no token (new, or emptied by `onExpiry: RemoveAuth`).
+    First,
+    /// The token was due.
+    Rotation,
+    /// The spec changed what the Secret must hold (registries, template, identity).
+    Reconfigured,
+}
+
+impl Write {
+    fn of(state: &SecretState, hash: &str) -> Self {
+        if state.expires_at.is_none() {
+            Write::First
+        } else if state.config_hash.as_deref() != Some(hash) {
+            Write::Reconfigured
+        } else {
+            Write::Rotation
+        }
+    }
+
+    /// Event reason and the verb of its note.
+    fn reason(self) -> (&'static str, &'static str) {
+        match self {
+            Write::First => ("Written", "written"),
+            Write::Rotation => ("Rotated", "rotated"),
+            Write::Reconfigured => ("Updated", "updated for the changed spec"),
+        }
+    }
+}
+
 enum Outcome {
     /// The Secret holds a token that is not due: nothing was done.
     Fresh {
@@ -120,7 +152,7 @@ enum Outcome {
     Written {
         token: Token,
         next: DateTime<Utc>,
-        previous: Option<DateTime<Utc>>,
+        why: Write,
     },
     /// No token could be obtained. `kept` is the token state left in the Secret.
     Failed {
@@ -399,24 +431,16 @@ async fn reconcile_once(
                 schedule::until(now, *next),
             )
         }
-        Outcome::Written {
-            token,
-            next,
-            previous,
-        } => {
+        Outcome::Written { token, next, why } => {
             ctx.reset_backoff(&key);
-            let (reason, verb) = if previous.is_some() {
-                ("Rotated", "rotated")
-            } else {
-                ("Written", "written")
-            };
+            let (reason, verb) = why.reason();
             let note = format!(
                 "Secret {secret_name} {verb}; token valid until {}",
                 token.expires_at.to_rfc3339()
             );
             info!(name = %cr.name_any(), namespace = ?cr.namespace(), secret = %secret_name, expires_at = %token.expires_at, "{reason}");
             let was_ready = status::is_ready(ctx.status_of(&cr).as_ref());
-            if worth_an_event(previous.is_some(), was_ready, ctx.settings.rotation_events) {
+            if worth_an_event(*why, was_ready, ctx.settings.rotation_events) {
                 ctx.publish(&cr, EventType::Normal, reason, note).await;
             }
             (
@@ -493,12 +517,13 @@ pub fn ignored_service_accounts(
     )
 }
 
-/// Whether a Secret write deserves a Normal Event: the first write and a recovery always; a
-/// routine rotation only when asked for. Those come for every resource every rotation: at 10,000
-/// resources, 10,000 Events for the API server to store, and kube-runtime's `Recorder` keeps each
-/// in memory for six minutes (about 4 KiB apiece, measured). The status and metrics show rotations.
-fn worth_an_event(rotation: bool, was_ready: bool, rotation_events: bool) -> bool {
-    !rotation || !was_ready || rotation_events
+/// Whether a Secret write deserves a Normal Event: the first write, a rewrite for a changed spec
+/// and a recovery always; a routine rotation only when asked for. Those come for every resource
+/// every rotation: at 10,000 resources, 10,000 Events for the API server to store, and
+/// kube-runtime's `Recorder` keeps each in memory for six minutes (about 4 KiB apiece, measured).
+/// The status and metrics show rotations.
+fn worth_an_event(why: Write, was_ready: bool, rotation_events: bool) -> bool {
+    why != Write::Rotation || !was_ready || rotation_events
 }
 
 fn ready_report(
@@ -716,7 +741,7 @@ async fn decide(
             Ok(Outcome::Written {
                 token,
                 next,
-                previous: state.expires_at,
+                why: Write::of(&state, &hash),
             })
         }
         Err(error) => {
@@ -777,11 +802,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_write_is_named_for_what_made_it_necessary() {
+        let t = |s: i64| DateTime::from_timestamp(s, 0);
+        let held = |hash: &str| SecretState {
+            expires_at: t(43_200),
+            refreshed_at: t(0),
+            config_hash: Some(hash.into()),
+        };
+        let empty = SecretState {
+            expires_at: None,
+            refreshed_at: None,
+            config_hash: Some("h".into()),
+        };
+        assert_eq!(Write::of(&empty, "h"), Write::First);
+        assert_eq!(Write::of(&held("h"), "h"), Write::Rotation);
+        assert_eq!(Write::of(&held("old"), "h"), Write::Reconfigured);
+    }
+
+    #[test]
     fn routine_rotations_are_quiet_unless_asked_for() {
-        assert!(worth_an_event(false, false, false), "first write");
-        assert!(worth_an_event(true, false, false), "recovery");
-        assert!(!worth_an_event(true, true, false), "routine rotation");
-        assert!(worth_an_event(true, true, true), "--rotation-events");
+        assert!(worth_an_event(Write::First, false, false), "first write");
+        assert!(
+            worth_an_event(Write::Reconfigured, true, false),
+            "spec edit"
+        );
+        assert!(worth_an_event(Write::Rotation, false, false), "recovery");
+        assert!(
+            !worth_an_event(Write::Rotation, true, false),
+            "routine rotation"
+        );
+        assert!(
+            worth_an_event(Write::Rotation, true, true),
+            "--rotation-events"
+        );
     }
 
     #[test]

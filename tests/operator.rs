@@ -377,6 +377,13 @@ async fn spec_change_updates_the_secret_without_a_new_aws_call() {
         })
     })
     .await;
+    // A rewrite the user caused by an edit is announced, unlike a routine rotation.
+    env.wait("an Updated Event", T, |k| {
+        k.list(EVENTS, Some("default"))
+            .iter()
+            .any(|e| e["type"] == "Normal" && e["reason"] == "Updated")
+    })
+    .await;
     assert_eq!(env.ecr.calls(), 1);
     op.stop().await;
 }
