@@ -87,7 +87,8 @@ pub struct RunArgs {
     pub patch_service_accounts: bool,
 
     /// Publish a Normal `Rotated` Event on every routine rotation. Off by default: at scale these
-    /// are one Event per resource per rotation (the first write and a recovery always get one).
+    /// are one Event per resource per rotation (the first write, a rewrite for a changed spec and
+    /// a recovery always get one).
     #[arg(long, env = "ROTATION_EVENTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub rotation_events: bool,
 

@@ -51,6 +51,7 @@ const CASES: &[&str] = &[
     "cluster-pull-secrets.yaml",
     "cluster-pull-secrets-only.yaml",
     "watch-namespace-service-account-patching.yaml",
+    "existing-service-account.yaml",
     "everything.yaml",
 ];
 /// The metrics the binary exports (src/metrics.rs); alerts may only use these.
@@ -1211,6 +1212,20 @@ fn irsa_annotation_lands_on_the_service_account_the_pod_runs_as() {
     assert_eq!(sa["metadata"]["namespace"], ns.as_str());
     // The API token and the projected IRSA token both need the mount.
     assert_ne!(r.pod_spec()["automountServiceAccountToken"], false);
+}
+
+#[test]
+fn an_existing_service_account_is_run_as_and_bound_but_not_created() {
+    let r = rendered("existing-service-account.yaml");
+    assert!(
+        r.of_kind("ServiceAccount").is_empty(),
+        "serviceAccount.create=false must not create (or take over) the account"
+    );
+    let (name, ns) = r.service_account();
+    assert_eq!(name, "ecr-puller-made-by-eksctl");
+    assert_eq!(ns, RELEASE_NS);
+    // Bound to that account (effective_grants checks every binding's subject against it).
+    assert_eq!(effective_grants(r)[""], operator_grants());
 }
 
 #[test]

@@ -395,8 +395,16 @@ async fn conflict_on_the_secret_write_is_retried_without_a_new_aws_call() {
     );
     assert!(op.is_running());
     op.stop().await;
+    let reasons = audit.reasons(NS, "pull");
     assert!(audit.finish() >= 2);
     assert_no_token_leak(&env);
+    // A refused write is said, not hidden; the recovery above brought Ready back.
+    assert!(
+        reasons
+            .iter()
+            .any(|(s, r)| s == "False" && r == "KubeError"),
+        "while the Secret cannot be written, Ready says so (KubeError); saw {reasons:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
