@@ -4,8 +4,13 @@
 //!     E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --ignored
 //!
 //! The operator runs in this process against the cluster's API server, with the in-repo fake ECR
-//! Public standing in for AWS, inside a fresh namespace that is deleted afterwards. The CRD is
-//! applied with server-side apply (it needs cluster-admin or equivalent).
+//! Public standing in for AWS, inside fresh namespaces that are deleted afterwards. The CRDs are
+//! applied with server-side apply (it needs cluster-admin or equivalent). The cluster-kind test
+//! runs the operator cluster-wide: it refuses to run where other resources of ours exist, so that
+//! it never overwrites real Secrets with the fake's tokens.
+//!
+//! CI runs them against the in-repo API emulator (`cargo run --example emulator`), which keeps
+//! them compiling and coherent; only a real cluster proves what they are for.
 
 mod common;
 
@@ -14,7 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use ecr_public_pull_secret_operator::{
     config::Cli,
-    crd::{EcrPublicPullSecret, MANAGER},
+    crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER},
     run,
 };
 use harness::ecr::FakeEcrPublic;
@@ -30,6 +35,10 @@ use kube::{
 };
 use serde_json::json;
 
+/// One test at a time: the cluster-kind test runs the operator cluster-wide, where it would also
+/// serve the other tests' resources.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn cluster() -> Client {
     let path = std::env::var("E2E_KUBECONFIG").expect("set E2E_KUBECONFIG to run the e2e tests");
     let kubeconfig = Kubeconfig::read_from(path).expect("read E2E_KUBECONFIG");
@@ -41,42 +50,61 @@ async fn cluster() -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// The CRD applied and established, and a fresh namespace for one test.
+/// Both CRDs applied and established, and a fresh namespace for one test.
 async fn setup(client: &Client) -> String {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = EcrPublicPullSecret::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply CRD");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        await_condition(crds, &crd.name_any(), conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established in time")
-    .expect("watch CRD");
-
+    for crd in [
+        EcrPublicPullSecret::crd(),
+        ClusterEcrPublicPullSecret::crd(),
+    ] {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(
+                crds.clone(),
+                &crd.name_any(),
+                conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .expect("CRD established in time")
+        .expect("watch CRD");
+    }
     let ns_name = format!("epps-e2e-{:08x}", fastrand::u32(..));
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
+    create_namespace(client, &ns_name, json!({})).await;
+    ns_name
+}
+
+async fn create_namespace(client: &Client, name: &str, labels: serde_json::Value) {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
-    ns_name
 }
 
-/// The operator in this process, watching `ns` only; send on the channel to stop it.
+/// The operator in this process, watching `ns` only (or everything with `--cluster-pull-secrets`
+/// in `extra`); send on the channel to stop it.
 async fn start_operator(
     client: &Client,
     ecr: &FakeEcrPublic,
     ns: &str,
     extra: &[&str],
 ) -> (tokio::sync::oneshot::Sender<()>, run::Running) {
-    let mut argv = vec!["op", "--watch-namespace", ns, "--http-addr", "127.0.0.1:0"];
+    let mut argv = vec!["op", "--http-addr", "127.0.0.1:0"];
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--cluster-pull-secrets"))
+    {
+        argv.extend(["--watch-namespace", ns]);
+    }
     argv.extend_from_slice(extra);
     let args = Cli::try_parse_from(argv).unwrap().run;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -108,6 +136,7 @@ async fn create_cr(client: &Client, ns: &str, name: &str, spec: serde_json::Valu
 #[tokio::test]
 #[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
 async fn real_cluster_secret_lifecycle() {
+    let _serial = SERIAL.lock().await;
     let client = cluster().await;
     let ns_name = setup(&client).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -170,6 +199,7 @@ async fn real_cluster_secret_lifecycle() {
 #[tokio::test]
 #[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
 async fn real_cluster_service_account_patching() {
+    let _serial = SERIAL.lock().await;
     let client = cluster().await;
     let ns_name = setup(&client).await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns_name);
@@ -223,4 +253,125 @@ async fn real_cluster_service_account_patching() {
         .delete(&ns_name, &DeleteParams::default())
         .await
         .expect("delete namespace");
+}
+
+/// The cluster kind on a real API server: a Secret in each selected namespace from one token, a
+/// namespace joining and leaving the selection, and the finalizer removing the rest on delete.
+#[tokio::test]
+#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
+async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
+    let _serial = SERIAL.lock().await;
+    let client = cluster().await;
+    let first = setup(&client).await;
+    // Cluster-wide: never alongside resources that a real installation serves.
+    let theirs = Api::<EcrPublicPullSecret>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list EcrPublicPullSecrets")
+        .items
+        .len()
+        + Api::<ClusterEcrPublicPullSecret>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .expect("list ClusterEcrPublicPullSecrets")
+            .items
+            .len();
+    assert_eq!(
+        theirs, 0,
+        "this test runs the operator cluster-wide; use a cluster without EcrPublicPullSecrets"
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = json!({"e2e.ecrpublic.pullsecrets.dev/run": first});
+    let set_labels = |ns: String, labels: serde_json::Value| {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .patch(
+                    &ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": labels}})),
+                )
+                .await
+                .expect("label namespace");
+        }
+    };
+    set_labels(first.clone(), label.clone()).await;
+    let ecr = FakeEcrPublic::start().await.expect("fake ECR");
+    let (tx, running) =
+        start_operator(&client, &ecr, &first, &["--cluster-pull-secrets=true"]).await;
+    let cepps: Api<ClusterEcrPublicPullSecret> = Api::all(client.clone());
+    let cr: ClusterEcrPublicPullSecret = serde_json::from_value(json!({
+        "apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "ClusterEcrPublicPullSecret",
+        "metadata": {"name": first},
+        "spec": {"secretName": "e2e-pull", "namespaceSelector": {"matchLabels": label}}
+    }))
+    .unwrap();
+    cepps
+        .create(&PostParams::default(), &cr)
+        .await
+        .expect("create ClusterEcrPublicPullSecret");
+    let secret_in = |ns: &str| Api::<Secret>::namespaced(client.clone(), ns);
+    let present = |s: Option<&Secret>| s.is_some();
+    let wait = |ns: String, what: &'static str, want: bool| {
+        let secrets = secret_in(&ns);
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                await_condition(secrets, "e2e-pull", move |s: Option<&Secret>| {
+                    present(s) == want
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{what} in {ns} in time"))
+            .expect("watch Secret");
+        }
+    };
+    wait(first.clone(), "Secret written", true).await;
+    // A namespace created with the label joins; an unlabelled one does not.
+    let second = format!("{first}-b");
+    let unlabelled = format!("{first}-c");
+    create_namespace(&client, &second, label.clone()).await;
+    create_namespace(&client, &unlabelled, json!({})).await;
+    wait(second.clone(), "Secret written", true).await;
+    // The first namespace leaves the selection: its Secret goes.
+    set_labels(
+        first.clone(),
+        json!({"e2e.ecrpublic.pullsecrets.dev/run": null}),
+    )
+    .await;
+    wait(first.clone(), "Secret removed", false).await;
+    // Deleting the resource removes the rest (finalizer), then the resource itself.
+    cepps
+        .delete(&first, &DeleteParams::background())
+        .await
+        .expect("delete ClusterEcrPublicPullSecret");
+    wait(second.clone(), "Secret removed", false).await;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(
+            cepps.clone(),
+            &first,
+            |c: Option<&ClusterEcrPublicPullSecret>| c.is_none(),
+        ),
+    )
+    .await
+    .expect("finalizer released in time")
+    .expect("watch ClusterEcrPublicPullSecret");
+    assert!(
+        secret_in(&unlabelled)
+            .get_opt("e2e-pull")
+            .await
+            .expect("get Secret")
+            .is_none(),
+        "an unselected namespace never gets the Secret"
+    );
+    let _ = tx.send(());
+    let _ = running.done.await;
+    for ns in [&first, &second, &unlabelled] {
+        namespaces
+            .delete(ns, &DeleteParams::default())
+            .await
+            .expect("delete namespace");
+    }
+    assert_eq!(ecr.calls(), 1, "one token for every namespace");
 }
