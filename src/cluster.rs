@@ -27,6 +27,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
         finalizer::{self, Event as Finalizer},
         reflector,
         reflector::{ObjectRef, Store},
@@ -110,6 +111,7 @@ struct Context {
     /// Our own last write per Secret, until the watch shows it (as in the namespaced controller).
     written: Mutex<HashMap<ObjectRef<Secret>, Written>>,
     attempts: Mutex<HashMap<String, u32>>,
+    recorder: Recorder,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,7 +155,12 @@ pub async fn run(
     let all = controller.store();
     let by_uid = controller.store();
     let concurrency = settings.concurrency;
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: settings.instance.clone(),
+    };
     let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
         client,
         tokens,
         settings,
@@ -654,9 +661,14 @@ async fn write_status(
     ctx: &Context,
     desired: ClusterEcrPublicPullSecretStatus,
 ) -> Result<(), Error> {
-    if cr.status.as_ref() == Some(&desired) {
+    let current = cr.status.as_ref();
+    if current == Some(&desired) {
         return Ok(());
     }
+    let ready = |s: Option<&ClusterEcrPublicPullSecretStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
     let patch = json!({
         "apiVersion": ClusterEcrPublicPullSecret::api_version(&()),
         "kind": ClusterEcrPublicPullSecret::kind(&()),
@@ -669,6 +681,27 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await?;
+    // One Event per change of the Ready condition's reason (not per count change): what
+    // `kubectl describe` shows next to the status. Cluster-scoped, so it lands in `default`.
+    if let Some((state, reason, message)) = ready(Some(&desired))
+        && ready(current).map(|(s, r, _)| (s, r)) != Some((state.clone(), reason.clone()))
+    {
+        let type_ = if state == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let event = Event {
+            type_,
+            reason,
+            note: Some(message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &cr.object_ref(&())).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
     Ok(())
 }
 

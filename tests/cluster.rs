@@ -252,6 +252,22 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
         .unwrap_or_default();
     assert!(message.contains("spec.namespaceSelector"), "{message}");
     assert!(has_secret(&env.k8s, "team-a"), "the last good Secret stays");
+    // `kubectl describe` shows the change too: cluster-scoped, so the Event is in `default`.
+    let event = |k: &harness::kube_api::Emulator, type_: &str, reason: &str| {
+        k.list(EVENTS, Some("default")).iter().any(|e| {
+            e["type"] == type_
+                && e["reason"] == reason
+                && e["regarding"]["kind"] == "ClusterEcrPublicPullSecret"
+                && e["regarding"]["name"] == "ecr-public"
+        })
+    };
+    env.wait(
+        "a Warning Event InvalidSpec",
+        Duration::from_secs(15),
+        |k| event(k, "Warning", "InvalidSpec"),
+    )
+    .await;
+    assert!(event(&env.k8s, "Normal", "TokenValid"), "the first Ready");
     // ...while its token is valid: an expired one is worse than none (onExpiry: RemoveAuth).
     env.wait("expired auth removed", Duration::from_secs(20), |k| {
         k.get(SECRETS, Some("team-a"), "ecr-public")

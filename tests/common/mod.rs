@@ -275,7 +275,12 @@ pub fn observable_text(env: &Env) -> String {
     for ev in env.k8s.list(EVENTS, None) {
         out.push_str(&ev.to_string());
     }
-    for cr in env.k8s.list(CRS, None) {
+    for cr in env
+        .k8s
+        .list(CRS, None)
+        .into_iter()
+        .chain(env.k8s.list(CLUSTER_CRS, None))
+    {
         out.push_str(&cr["status"].to_string());
     }
     out
