@@ -27,7 +27,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Event, EventType, Recorder, Reporter},
+        events::{EventType, Recorder, Reporter},
         finalizer::{self, Event as Finalizer},
         reflector,
         reflector::{ObjectRef, Store},
@@ -112,6 +112,7 @@ struct Context {
     written: Mutex<HashMap<ObjectRef<Secret>, Written>>,
     attempts: Mutex<HashMap<String, u32>>,
     recorder: Recorder,
+    statuses: status::LastWritten<ClusterEcrPublicPullSecretStatus>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,6 +170,7 @@ pub async fn run(
         synced,
         written: Mutex::default(),
         attempts: Mutex::default(),
+        statuses: Default::default(),
     });
     info!("cluster controller starting");
     controller
@@ -215,6 +217,17 @@ fn error_policy(
 }
 
 impl Context {
+    /// The resource's current status: our own last write until the watch has caught up with it.
+    fn status_of(
+        &self,
+        cr: &ClusterEcrPublicPullSecret,
+    ) -> Option<ClusterEcrPublicPullSecretStatus> {
+        match cr.uid() {
+            Some(uid) => self.statuses.current(&uid, cr.status.as_ref()),
+            None => cr.status.clone(),
+        }
+    }
+
     fn backoff(&self, name: &str) -> Duration {
         let mut attempts = lock(&self.attempts);
         let n = attempts.entry(name.to_owned()).or_insert(0);
@@ -387,7 +400,9 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
     let requested = match validate(&cr.spec) {
         Ok(requested) => requested.or(ctx.settings.default_refresh_before),
         Err(error) => {
-            write_status(cr, ctx, problem_status(cr, &error, now)).await?;
+            let current = ctx.status_of(cr);
+            let status = problem_status(cr, current.as_ref(), &error, now);
+            write_status(cr, ctx, current.as_ref(), status).await?;
             return expire_owned(cr, ctx, now).await;
         }
     };
@@ -521,13 +536,14 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
         }
     }
 
-    let (mut status, next) = summarize(cr, &outcomes, &due_at, now);
+    let current = ctx.status_of(cr);
+    let (mut status, next) = summarize(cr, current.as_ref(), &outcomes, &due_at, now);
     if let Some(hint) = crate::controller::ignored_service_accounts(settings, &ctx.settings) {
         for c in &mut status.conditions {
             c.message.push_str(hint);
         }
     }
-    write_status(cr, ctx, status).await?;
+    write_status(cr, ctx, current.as_ref(), status).await?;
     let failed = outcomes.values().any(|o| matches!(o, Outcome::Failed(_)));
     let wait = if failed {
         ctx.backoff(&cr.name_any())
@@ -548,6 +564,7 @@ fn conflict(namespace: &str, name: &str) -> Error {
 /// The status for these outcomes, and the earliest refresh time.
 fn summarize(
     cr: &ClusterEcrPublicPullSecret,
+    current: Option<&ClusterEcrPublicPullSecretStatus>,
     outcomes: &BTreeMap<String, Outcome>,
     due_at: &dyn Fn(DateTime<Utc>, DateTime<Utc>) -> DateTime<Utc>,
     now: DateTime<Utc>,
@@ -601,7 +618,7 @@ fn summarize(
         refreshed_at: None,
         next_refresh: next,
     };
-    let common = common_status(cr, &report, now);
+    let common = common_status(cr, current, &report, now);
     let to_time = |t: Option<Time>| t;
     let status = ClusterEcrPublicPullSecretStatus {
         conditions: common.conditions,
@@ -619,16 +636,14 @@ fn summarize(
 /// The fields both kinds report, carrying `lastTransitionTime` over from the current status.
 fn common_status(
     cr: &ClusterEcrPublicPullSecret,
+    current: Option<&ClusterEcrPublicPullSecretStatus>,
     report: &status::Report,
     now: DateTime<Utc>,
 ) -> crate::crd::EcrPublicPullSecretStatus {
-    let previous = cr
-        .status
-        .as_ref()
-        .map(|s| crate::crd::EcrPublicPullSecretStatus {
-            conditions: s.conditions.clone(),
-            ..Default::default()
-        });
+    let previous = current.map(|s| crate::crd::EcrPublicPullSecretStatus {
+        conditions: s.conditions.clone(),
+        ..Default::default()
+    });
     status::build(report, cr.meta().generation, previous.as_ref(), now)
 }
 
@@ -636,6 +651,7 @@ fn common_status(
 /// left as they are.
 fn problem_status(
     cr: &ClusterEcrPublicPullSecret,
+    current: Option<&ClusterEcrPublicPullSecretStatus>,
     error: &Error,
     now: DateTime<Utc>,
 ) -> ClusterEcrPublicPullSecretStatus {
@@ -648,25 +664,25 @@ fn problem_status(
         refreshed_at: None,
         next_refresh: None,
     };
-    let common = common_status(cr, &report, now);
+    let common = common_status(cr, current, &report, now);
     ClusterEcrPublicPullSecretStatus {
         conditions: common.conditions,
         observed_generation: common.observed_generation,
-        ..cr.status.clone().unwrap_or_default()
+        ..current.cloned().unwrap_or_default()
     }
 }
 
 async fn write_status(
     cr: &ClusterEcrPublicPullSecret,
     ctx: &Context,
+    current: Option<&ClusterEcrPublicPullSecretStatus>,
     desired: ClusterEcrPublicPullSecretStatus,
 ) -> Result<(), Error> {
-    let current = cr.status.as_ref();
     if current == Some(&desired) {
         return Ok(());
     }
     let ready = |s: Option<&ClusterEcrPublicPullSecretStatus>| {
-        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY))
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let patch = json!({
@@ -681,6 +697,9 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await?;
+    if let Some(uid) = cr.uid() {
+        ctx.statuses.record(uid, desired.clone());
+    }
     // One Event per change of the Ready condition's reason (not per count change): what
     // `kubectl describe` shows next to the status. Cluster-scoped, so it lands in `default`.
     if let Some((state, reason, message)) = ready(Some(&desired))
@@ -691,16 +710,7 @@ async fn write_status(
         } else {
             EventType::Warning
         };
-        let event = Event {
-            type_,
-            reason,
-            note: Some(message),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &cr.object_ref(&())).await {
-            warn!(error = %e, "could not publish event");
-        }
+        crate::events::publish(&ctx.recorder, &cr.object_ref(&()), type_, &reason, message).await;
     }
     Ok(())
 }

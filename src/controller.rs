@@ -21,7 +21,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Event, EventType, Recorder, Reporter},
+        events::{EventType, Recorder, Reporter},
         reflector,
         reflector::{ObjectRef, Store},
         watcher,
@@ -100,7 +100,7 @@ pub struct Context {
     /// The status this process last wrote per resource UID. Only the operator writes status, so
     /// this is newer than a cached object that the watch has not refreshed yet; using it avoids
     /// rewriting the same status from a stale copy.
-    statuses: Mutex<HashMap<String, EcrPublicPullSecretStatus>>,
+    statuses: status::LastWritten<EcrPublicPullSecretStatus>,
 }
 
 /// Our own last write of a Secret: the resourceVersion it produced and the state it holds.
@@ -109,7 +109,6 @@ struct Written {
     state: SecretState,
 }
 
-/// What one reconcile concluded.
 /// Why a Secret was written; it decides the Event reason and whether there is an Event at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Write {
@@ -122,10 +121,14 @@ enum Write {
 }
 
 impl Write {
-    fn of(state: &SecretState, hash: &str) -> Self {
+    /// `spec_edited`: the resource's generation is not the one its status last reported. A
+    /// content change without an edit (an annotation stripped by another tool, a new operator
+    /// version hashing differently) is rewritten quietly, like a rotation: it may concern every
+    /// resource at once.
+    fn of(state: &SecretState, hash: &str, spec_edited: bool) -> Self {
         if state.expires_at.is_none() {
             Write::First
-        } else if state.config_hash.as_deref() != Some(hash) {
+        } else if spec_edited && state.config_hash.as_deref() != Some(hash) {
             Write::Reconfigured
         } else {
             Write::Rotation
@@ -142,6 +145,7 @@ impl Write {
     }
 }
 
+/// What one reconcile concluded.
 enum Outcome {
     /// The Secret holds a token that is not due: nothing was done.
     Fresh {
@@ -226,14 +230,8 @@ impl Context {
 
     /// The resource's current status: our own last write until the watch has caught up with it.
     fn status_of(&self, cr: &EcrPublicPullSecret) -> Option<EcrPublicPullSecretStatus> {
-        let uid = cr.uid()?;
-        let mut known = lock(&self.statuses);
-        match known.get(&uid) {
-            Some(ours) if cr.status.as_ref() == Some(ours) => {
-                known.remove(&uid);
-                cr.status.clone()
-            }
-            Some(ours) => Some(ours.clone()),
+        match cr.uid() {
+            Some(uid) => self.statuses.current(&uid, cr.status.as_ref()),
             None => cr.status.clone(),
         }
     }
@@ -272,16 +270,7 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &cr.object_ref(&())).await {
-            warn!(error = %e, "could not publish event");
-        }
+        crate::events::publish(&self.recorder, &cr.object_ref(&()), type_, reason, note).await;
     }
 }
 
@@ -355,7 +344,7 @@ pub async fn run(
         metrics,
         attempts: Mutex::default(),
         written: Mutex::default(),
-        statuses: Mutex::default(),
+        statuses: Default::default(),
     });
     info!("controller starting");
     Controller::for_stream(cr_events, crs_store)
@@ -517,6 +506,11 @@ pub fn ignored_service_accounts(
     )
 }
 
+/// Whether the spec changed since the status last reported on it.
+fn spec_edited(cr: &EcrPublicPullSecret, ctx: &Context) -> bool {
+    ctx.status_of(cr).and_then(|s| s.observed_generation) != cr.meta().generation
+}
+
 /// Whether a Secret write deserves a Normal Event: the first write, a rewrite for a changed spec
 /// and a recovery always; a routine rotation only when asked for. Those come for every resource
 /// every rotation: at 10,000 resources, 10,000 Events for the API server to store, and
@@ -600,7 +594,7 @@ async fn write_status(
     )
     .await?;
     if let Some(uid) = cr.uid() {
-        lock(&ctx.statuses).insert(uid, desired);
+        ctx.statuses.record(uid, desired);
     }
     Ok(())
 }
@@ -741,7 +735,7 @@ async fn decide(
             Ok(Outcome::Written {
                 token,
                 next,
-                why: Write::of(&state, &hash),
+                why: Write::of(&state, &hash, spec_edited(cr, ctx)),
             })
         }
         Err(error) => {
@@ -814,9 +808,19 @@ mod tests {
             refreshed_at: None,
             config_hash: Some("h".into()),
         };
-        assert_eq!(Write::of(&empty, "h"), Write::First);
-        assert_eq!(Write::of(&held("h"), "h"), Write::Rotation);
-        assert_eq!(Write::of(&held("old"), "h"), Write::Reconfigured);
+        assert_eq!(Write::of(&empty, "h", false), Write::First);
+        assert_eq!(Write::of(&held("h"), "h", false), Write::Rotation);
+        assert_eq!(
+            Write::of(&held("h"), "h", true),
+            Write::Rotation,
+            "edit, same content"
+        );
+        assert_eq!(Write::of(&held("old"), "h", true), Write::Reconfigured);
+        assert_eq!(
+            Write::of(&held("old"), "h", false),
+            Write::Rotation,
+            "content differs without an edit"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod diagnose;
 pub mod duration;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod identity;
 pub mod image_pull_secrets;

@@ -5,6 +5,8 @@
 //! while the condition's status stays the same), so an unchanged outcome compares equal and causes
 //! no write and no watch event.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -84,9 +86,61 @@ pub fn is_ready(current: Option<&EcrPublicPullSecretStatus>) -> bool {
     })
 }
 
+/// Our own last status write per resource (by UID), until the watch cache shows it. A reconcile
+/// that starts before the watch has caught up must compare against what we wrote, or it would
+/// write the same status again (and announce a change that already happened).
+pub struct LastWritten<S>(Mutex<HashMap<String, S>>);
+
+impl<S> Default for LastWritten<S> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<S: Clone + PartialEq> LastWritten<S> {
+    /// The current status: ours while the cache has not shown it yet, else the cached one.
+    pub fn current(&self, uid: &str, cached: Option<&S>) -> Option<S> {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(uid) {
+            Some(ours) if cached == Some(ours) => {
+                known.remove(uid);
+                cached.cloned()
+            }
+            Some(ours) => Some(ours.clone()),
+            None => cached.cloned(),
+        }
+    }
+
+    pub fn record(&self, uid: String, written: S) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid, written);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_last_write_stands_until_the_cache_shows_it() {
+        let last = LastWritten::default();
+        assert_eq!(
+            last.current("u", Some(&1)),
+            Some(1),
+            "nothing written: the cache"
+        );
+        last.record("u".into(), 2);
+        assert_eq!(last.current("u", Some(&1)), Some(2), "cache behind: ours");
+        assert_eq!(last.current("u", None), Some(2));
+        assert_eq!(last.current("u", Some(&2)), Some(2), "cache caught up");
+        assert_eq!(
+            last.current("u", Some(&3)),
+            Some(3),
+            "once seen, later changes by others win"
+        );
+    }
 
     fn report(ready: bool) -> Report {
         Report {

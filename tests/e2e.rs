@@ -6,8 +6,8 @@
 //! The operator runs in this process against the cluster's API server, with the in-repo fake ECR
 //! Public standing in for AWS, inside fresh namespaces that are deleted afterwards. The CRDs are
 //! applied with server-side apply (it needs cluster-admin or equivalent). The cluster-kind test
-//! runs the operator cluster-wide: it refuses to run where other resources of ours exist, so that
-//! it never overwrites real Secrets with the fake's tokens.
+//! runs the operator cluster-wide: it refuses to run where resources of ours or an installed
+//! operator exist, so that it never overwrites real Secrets with the fake's tokens.
 //!
 //! CI runs them against the in-repo API emulator (`cargo run --example emulator`), which keeps
 //! them compiling and coherent; only a real cluster proves what they are for.
@@ -24,12 +24,15 @@ use ecr_public_pull_secret_operator::{
 };
 use harness::ecr::FakeEcrPublic;
 use k8s_openapi::{
-    api::core::v1::{Namespace, Secret, ServiceAccount},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Secret, ServiceAccount},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{await_condition, conditions},
 };
@@ -262,24 +265,61 @@ async fn real_cluster_service_account_patching() {
 async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
     let _serial = SERIAL.lock().await;
     let client = cluster().await;
+    refuse_where_an_installation_serves(&client).await;
     let first = setup(&client).await;
-    // Cluster-wide: never alongside resources that a real installation serves.
-    let theirs = Api::<EcrPublicPullSecret>::all(client.clone())
-        .list(&Default::default())
+    let names = [first.clone(), format!("{first}-b"), format!("{first}-c")];
+    let outcome = tokio::spawn(cluster_kind_scenario(client.clone(), names.clone())).await;
+    // Whatever happened: a resource left with its finalizer and no operator would never go.
+    let cepps: Api<ClusterEcrPublicPullSecret> = Api::all(client.clone());
+    let unblock = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let _ = cepps.patch(&first, &PatchParams::default(), &unblock).await;
+    let _ = cepps.delete(&first, &DeleteParams::default()).await;
+    for ns in &names {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(ns, &DeleteParams::default())
+            .await;
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// The cluster-kind test runs the operator cluster-wide, where it would fight an installed
+/// operator and overwrite real Secrets with the fake's tokens: it refuses to run there.
+async fn refuse_where_an_installation_serves(client: &Client) {
+    async fn count<K>(api: Api<K>) -> usize
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match api.list_metadata(&Default::default()).await {
+            Ok(list) => list.items.len(),
+            // Not installed at all.
+            Err(kube::Error::Api(s)) if s.code == 404 => 0,
+            Err(e) => panic!("cannot check the cluster: {e}"),
+        }
+    }
+    let theirs = count(Api::<EcrPublicPullSecret>::all(client.clone())).await
+        + count(Api::<ClusterEcrPublicPullSecret>::all(client.clone())).await;
+    let operators = match Api::<Deployment>::all(client.clone())
+        .list_metadata(
+            &ListParams::default().labels("app.kubernetes.io/name=ecr-public-pull-secret-operator"),
+        )
         .await
-        .expect("list EcrPublicPullSecrets")
-        .items
-        .len()
-        + Api::<ClusterEcrPublicPullSecret>::all(client.clone())
-            .list(&Default::default())
-            .await
-            .expect("list ClusterEcrPublicPullSecrets")
-            .items
-            .len();
+    {
+        Ok(list) => list.items.len(),
+        Err(kube::Error::Api(s)) if s.code == 404 => 0,
+        Err(e) => panic!("cannot check the cluster: {e}"),
+    };
     assert_eq!(
-        theirs, 0,
-        "this test runs the operator cluster-wide; use a cluster without EcrPublicPullSecrets"
+        (theirs, operators),
+        (0, 0),
+        "this test runs the operator cluster-wide: use a cluster without EcrPublicPullSecrets \
+         and without the operator installed"
     );
+}
+
+async fn cluster_kind_scenario(client: Client, names: [String; 3]) {
+    let [first, second, unlabelled] = names;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let label = json!({"e2e.ecrpublic.pullsecrets.dev/run": first});
     let set_labels = |ns: String, labels: serde_json::Value| {
@@ -311,14 +351,13 @@ async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
         .await
         .expect("create ClusterEcrPublicPullSecret");
     let secret_in = |ns: &str| Api::<Secret>::namespaced(client.clone(), ns);
-    let present = |s: Option<&Secret>| s.is_some();
-    let wait = |ns: String, what: &'static str, want: bool| {
+    let wait = |ns: String, what: &'static str, present: bool| {
         let secrets = secret_in(&ns);
         async move {
             tokio::time::timeout(
                 Duration::from_secs(60),
                 await_condition(secrets, "e2e-pull", move |s: Option<&Secret>| {
-                    present(s) == want
+                    s.is_some() == present
                 }),
             )
             .await
@@ -328,8 +367,6 @@ async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
     };
     wait(first.clone(), "Secret written", true).await;
     // A namespace created with the label joins; an unlabelled one does not.
-    let second = format!("{first}-b");
-    let unlabelled = format!("{first}-c");
     create_namespace(&client, &second, label.clone()).await;
     create_namespace(&client, &unlabelled, json!({})).await;
     wait(second.clone(), "Secret written", true).await;
@@ -367,11 +404,5 @@ async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
     );
     let _ = tx.send(());
     let _ = running.done.await;
-    for ns in [&first, &second, &unlabelled] {
-        namespaces
-            .delete(ns, &DeleteParams::default())
-            .await
-            .expect("delete namespace");
-    }
     assert_eq!(ecr.calls(), 1, "one token for every namespace");
 }
