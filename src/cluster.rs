@@ -152,7 +152,7 @@ pub async fn run(
     .inspect(synced.observer())
     .touched_objects();
     let crs = Api::<ClusterEcrPublicPullSecret>::all(client.clone());
-    let controller = Controller::new(crs, watcher::Config::default().any_semantic());
+    let controller = Controller::new(crs, watcher::Config::default());
     let all = controller.store();
     let by_uid = controller.store();
     let concurrency = settings.concurrency;

@@ -304,9 +304,10 @@ pub async fn run(
         }
     });
     let (reader, writer) = reflector::store();
-    let secret_config = watcher::Config::default()
-        .labels(&secret::managed_selector())
-        .any_semantic();
+    // Initial lists are paged (kube-runtime's 500 per page), which keeps the start-up peak down
+    // at thousands of objects. kube never sends `resourceVersion=0` together with a page size,
+    // so asking for `any_semantic` (a watch-cache read) would not change the request.
+    let secret_config = watcher::Config::default().labels(&secret::managed_selector());
     let secret_events = reflector(
         writer,
         watcher(secrets_api, secret_config)
@@ -318,7 +319,7 @@ pub async fn run(
     let (crs_store, crs_writer) = reflector::store();
     let cr_events = reflector(
         crs_writer,
-        watcher(crs, watcher::Config::default().any_semantic())
+        watcher(crs, watcher::Config::default())
             .default_backoff()
             .modify(|cr| {
                 cr.managed_fields_mut().clear();

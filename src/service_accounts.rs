@@ -82,7 +82,7 @@ pub async fn run(
     let (crs_store, writer) = reflector::store();
     let cr_events = reflector(
         writer,
-        watcher(crs, watcher::Config::default().any_semantic())
+        watcher(crs, watcher::Config::default())
             .default_backoff()
             .modify(|cr| cr.managed_fields_mut().clear()),
     )
@@ -90,7 +90,7 @@ pub async fn run(
     .touched_objects();
     let (clusters, cluster_writer) = reflector::store();
     let (namespaces, ns_writer) = reflector::store();
-    let controller = Controller::new(sas, watcher::Config::default().any_semantic());
+    let controller = Controller::new(sas, watcher::Config::default());
     let by_cr = controller.store();
     let mut controller = controller.watches_stream(cr_events, move |cr| {
         let ns = cr.namespace();
@@ -101,7 +101,7 @@ pub async fn run(
             cluster_writer,
             watcher(
                 Api::<ClusterEcrPublicPullSecret>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
+                watcher::Config::default(),
             )
             .default_backoff()
             .modify(|c| c.managed_fields_mut().clear()),

@@ -109,9 +109,17 @@ fn selectors(t: &Target, req: &Req) -> Result<Selectors, ApiError> {
 }
 
 fn list_objects(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiError> {
+    // `resourceVersion=0` is answered from the watch cache, which (before Kubernetes 1.33's
+    // cache snapshots) ignores `limit` and returns everything in one response: clients that ask
+    // for "any" version must be ready for the whole list at once, and a benchmark must see it.
+    let from_cache = req.query.get("resourceVersion").map(String::as_str) == Some("0");
     let q = ListQuery {
         selectors: selectors(t, req)?,
-        limit: req.query.get("limit").and_then(|l| l.parse().ok()),
+        limit: req
+            .query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|_| !from_cache),
         continue_token: req.query.get("continue").cloned(),
     };
     let doc = list::list(

@@ -106,6 +106,15 @@ async fn paging_with_limit_and_continue() {
     }
     assert_eq!(names, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
     assert_eq!(server.state().count("list", "configmaps"), 3);
+    // resourceVersion=0 is served from the watch cache, which ignores the limit. (kube's
+    // ListParams never sends both, so this asks by hand.)
+    let request =
+        axum::http::Request::get("/api/v1/namespaces/default/configmaps?limit=3&resourceVersion=0")
+            .body(Vec::new())
+            .unwrap();
+    let any: serde_json::Value = client.request(request).await.unwrap();
+    assert_eq!(any["items"].as_array().map(Vec::len), Some(7));
+    assert!(any["metadata"]["continue"].is_null());
 }
 
 #[tokio::test]
