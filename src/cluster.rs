@@ -27,7 +27,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{EventType, Recorder, Reporter},
+        events::{EventType, Recorder},
         finalizer::{self, Event as Finalizer},
         reflector,
         reflector::{ObjectRef, Store},
@@ -156,12 +156,8 @@ pub async fn run(
     let all = controller.store();
     let by_uid = controller.store();
     let concurrency = settings.concurrency;
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: settings.instance.clone(),
-    };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: crate::events::recorder(client.clone(), settings.instance.clone()),
         client,
         tokens,
         settings,
@@ -222,10 +218,8 @@ impl Context {
         &self,
         cr: &ClusterEcrPublicPullSecret,
     ) -> Option<ClusterEcrPublicPullSecretStatus> {
-        match cr.uid() {
-            Some(uid) => self.statuses.current(&uid, cr.status.as_ref()),
-            None => cr.status.clone(),
-        }
+        self.statuses
+            .current(cr.meta().uid.as_deref(), cr.status.as_ref())
     }
 
     fn backoff(&self, name: &str) -> Duration {
@@ -681,10 +675,6 @@ async fn write_status(
     if current == Some(&desired) {
         return Ok(());
     }
-    let ready = |s: Option<&ClusterEcrPublicPullSecretStatus>| {
-        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY))
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
     let patch = json!({
         "apiVersion": ClusterEcrPublicPullSecret::api_version(&()),
         "kind": ClusterEcrPublicPullSecret::kind(&()),
@@ -702,15 +692,17 @@ async fn write_status(
     }
     // One Event per change of the Ready condition's reason (not per count change): what
     // `kubectl describe` shows next to the status. Cluster-scoped, so it lands in `default`.
-    if let Some((state, reason, message)) = ready(Some(&desired))
-        && ready(current).map(|(s, r, _)| (s, r)) != Some((state.clone(), reason.clone()))
+    let before = current.and_then(|s| status::ready_condition(&s.conditions));
+    if let Some(now) = status::ready_condition(&desired.conditions)
+        && before.map(|c| (&c.status, &c.reason)) != Some((&now.status, &now.reason))
     {
-        let type_ = if state == "True" {
+        let type_ = if now.status == "True" {
             EventType::Normal
         } else {
             EventType::Warning
         };
-        crate::events::publish(&ctx.recorder, &cr.object_ref(&()), type_, &reason, message).await;
+        let note = now.message.clone();
+        crate::events::publish(&ctx.recorder, &cr.object_ref(&()), type_, &now.reason, note).await;
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{EventType, Recorder, Reporter},
+        events::{EventType, Recorder},
         reflector,
         reflector::{ObjectRef, Store},
         watcher,
@@ -230,10 +230,8 @@ impl Context {
 
     /// The resource's current status: our own last write until the watch has caught up with it.
     fn status_of(&self, cr: &EcrPublicPullSecret) -> Option<EcrPublicPullSecretStatus> {
-        match cr.uid() {
-            Some(uid) => self.statuses.current(&uid, cr.status.as_ref()),
-            None => cr.status.clone(),
-        }
+        self.statuses
+            .current(cr.meta().uid.as_deref(), cr.status.as_ref())
     }
 
     async fn write_secret(
@@ -330,14 +328,10 @@ pub async fn run(
     )
     .inspect(synced.observer())
     .applied_objects();
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: settings.instance.clone(),
-    };
     let concurrency = settings.concurrency;
     metrics.watch_secrets(reader.clone());
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: crate::events::recorder(client.clone(), settings.instance.clone()),
         client,
         secrets: reader.clone(),
         tokens,

@@ -5,8 +5,13 @@
 //! than the Event being lost to a 422.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
 use tracing::warn;
+
+use crate::crd::MANAGER;
 
 /// The API server's limit on `note`, in bytes.
 const MAX_NOTE_BYTES: usize = 1024;
@@ -24,6 +29,15 @@ pub fn bounded_note(mut note: String) -> String {
     note.truncate(end);
     note.push_str(MORE);
     note
+}
+
+/// The recorder both kinds publish through: this operator, as reported by this pod.
+pub fn recorder(client: Client, instance: Option<String>) -> Recorder {
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance,
+    };
+    Recorder::new(client, reporter)
 }
 
 /// Publishes an Event; a failure is logged, never fatal to the reconcile.

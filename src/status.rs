@@ -68,22 +68,21 @@ pub fn build(
     }
 }
 
+/// The Ready condition among these (both kinds' statuses carry conditions).
+pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == READY)
+}
+
 /// The current Ready condition's reason, if any.
 pub fn ready_reason(current: Option<&EcrPublicPullSecretStatus>) -> Option<&str> {
-    current?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map(|c| c.reason.as_str())
+    ready_condition(&current?.conditions).map(|c| c.reason.as_str())
 }
 
 /// Whether the Ready condition is True.
 pub fn is_ready(current: Option<&EcrPublicPullSecretStatus>) -> bool {
-    current.is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == READY && c.status == "True")
-    })
+    current
+        .and_then(|s| ready_condition(&s.conditions))
+        .is_some_and(|c| c.status == "True")
 }
 
 /// Our own last status write per resource (by UID), until the watch cache shows it. A reconcile
@@ -98,8 +97,12 @@ impl<S> Default for LastWritten<S> {
 }
 
 impl<S: Clone + PartialEq> LastWritten<S> {
-    /// The current status: ours while the cache has not shown it yet, else the cached one.
-    pub fn current(&self, uid: &str, cached: Option<&S>) -> Option<S> {
+    /// The current status: ours while the cache has not shown it yet, else the cached one (also
+    /// for an object without a UID, which we never wrote).
+    pub fn current(&self, uid: Option<&str>, cached: Option<&S>) -> Option<S> {
+        let Some(uid) = uid else {
+            return cached.cloned();
+        };
         let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match known.get(uid) {
             Some(ours) if cached == Some(ours) => {
@@ -126,17 +129,19 @@ mod tests {
     #[test]
     fn our_last_write_stands_until_the_cache_shows_it() {
         let last = LastWritten::default();
+        let u = Some("u");
         assert_eq!(
-            last.current("u", Some(&1)),
+            last.current(u, Some(&1)),
             Some(1),
             "nothing written: the cache"
         );
         last.record("u".into(), 2);
-        assert_eq!(last.current("u", Some(&1)), Some(2), "cache behind: ours");
-        assert_eq!(last.current("u", None), Some(2));
-        assert_eq!(last.current("u", Some(&2)), Some(2), "cache caught up");
+        assert_eq!(last.current(u, Some(&1)), Some(2), "cache behind: ours");
+        assert_eq!(last.current(u, None), Some(2));
+        assert_eq!(last.current(None, Some(&1)), Some(1), "no UID: the cache");
+        assert_eq!(last.current(u, Some(&2)), Some(2), "cache caught up");
         assert_eq!(
-            last.current("u", Some(&3)),
+            last.current(u, Some(&3)),
             Some(3),
             "once seen, later changes by others win"
         );
