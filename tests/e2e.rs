@@ -34,13 +34,33 @@ use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::wait::{await_condition, conditions},
+    runtime::wait::{Condition, await_condition, conditions},
 };
 use serde_json::json;
 
 /// One test at a time: the cluster-kind test runs the operator cluster-wide, where it would also
 /// serve the other tests' resources.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits up to `secs` for `cond` on the named object; panics saying `what` did not happen.
+async fn within<K>(
+    api: &Api<K>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    cond: impl Condition<K>,
+) -> Option<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, cond),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} within {secs} s"))
+    .unwrap_or_else(|e| panic!("watch while waiting for {what}: {e}"))
+}
 
 async fn cluster() -> Client {
     let path = std::env::var("E2E_KUBECONFIG").expect("set E2E_KUBECONFIG to run the e2e tests");
@@ -67,17 +87,14 @@ async fn setup(client: &Client) -> String {
         )
         .await
         .expect("apply CRD");
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(
-                crds.clone(),
-                &crd.name_any(),
-                conditions::is_crd_established(),
-            ),
+        within(
+            &crds,
+            &crd.name_any(),
+            30,
+            "CRD established",
+            conditions::is_crd_established(),
         )
-        .await
-        .expect("CRD established in time")
-        .expect("watch CRD");
+        .await;
     }
     let ns_name = format!("epps-e2e-{:08x}", fastrand::u32(..));
     create_namespace(client, &ns_name, json!({})).await;
@@ -148,13 +165,14 @@ async fn real_cluster_secret_lifecycle() {
     let crs: Api<EcrPublicPullSecret> = Api::namespaced(client.clone(), &ns_name);
     create_cr(&client, &ns_name, "e2e", json!({})).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns_name);
-    let secret = tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(secrets.clone(), "e2e", |s: Option<&Secret>| s.is_some()),
+    let secret = within(
+        &secrets,
+        "e2e",
+        60,
+        "Secret written",
+        |s: Option<&Secret>| s.is_some(),
     )
     .await
-    .expect("Secret written in time")
-    .expect("watch Secret")
     .expect("Secret exists");
     assert_eq!(
         secret.type_.as_deref(),
@@ -167,27 +185,19 @@ async fn real_cluster_secret_lifecycle() {
                 .any(|c| c.type_ == "Ready" && c.status == "True")
         })
     };
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crs.clone(), "e2e", ready),
-    )
-    .await
-    .expect("Ready in time")
-    .expect("watch CR");
+    within(&crs, "e2e", 60, "Ready", ready).await;
     crs.delete("e2e", &DeleteParams::background())
         .await
         .expect("delete CR");
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        await_condition(
-            secrets.clone(),
-            "e2e",
-            conditions::is_deleted(&secret.uid().unwrap()),
-        ),
+    let uid = secret.uid().unwrap();
+    within(
+        &secrets,
+        "e2e",
+        120,
+        "Secret garbage-collected",
+        conditions::is_deleted(&uid),
     )
-    .await
-    .expect("Secret garbage-collected in time")
-    .expect("watch Secret");
+    .await;
     let _ = tx.send(());
     let _ = running.done.await;
     namespaces
@@ -228,28 +238,21 @@ async fn real_cluster_service_account_patching() {
             .map(|l| l.iter().map(|r| r.name.clone()).collect())
             .unwrap_or_default()
     };
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(sas.clone(), "e2e-sa", move |sa: Option<&ServiceAccount>| {
-            names(sa) == ["theirs", "e2e"]
-        }),
+    let entries =
+        |want: &'static [&'static str]| move |sa: Option<&ServiceAccount>| names(sa) == want;
+    within(
+        &sas,
+        "e2e-sa",
+        60,
+        "entry added after the user's",
+        entries(&["theirs", "e2e"]),
     )
-    .await
-    .expect("entry added after the user's in time")
-    .expect("watch ServiceAccount");
+    .await;
     Api::<EcrPublicPullSecret>::namespaced(client.clone(), &ns_name)
         .delete("e2e", &DeleteParams::background())
         .await
         .expect("delete CR");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(sas.clone(), "e2e-sa", move |sa: Option<&ServiceAccount>| {
-            names(sa) == ["theirs"]
-        }),
-    )
-    .await
-    .expect("entry removed in time")
-    .expect("watch ServiceAccount");
+    within(&sas, "e2e-sa", 60, "entry removed", entries(&["theirs"])).await;
     let _ = tx.send(());
     let _ = running.done.await;
     Api::<Namespace>::all(client.clone())
@@ -287,29 +290,29 @@ async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
 /// The cluster-kind test runs the operator cluster-wide, where it would fight an installed
 /// operator and overwrite real Secrets with the fake's tokens: it refuses to run there.
 async fn refuse_where_an_installation_serves(client: &Client) {
-    async fn count<K>(api: Api<K>) -> usize
+    async fn count<K>(api: Api<K>, params: ListParams) -> usize
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        match api.list_metadata(&Default::default()).await {
+        match api.list_metadata(&params).await {
             Ok(list) => list.items.len(),
             // Not installed at all.
             Err(kube::Error::Api(s)) if s.code == 404 => 0,
             Err(e) => panic!("cannot check the cluster: {e}"),
         }
     }
-    let theirs = count(Api::<EcrPublicPullSecret>::all(client.clone())).await
-        + count(Api::<ClusterEcrPublicPullSecret>::all(client.clone())).await;
-    let operators = match Api::<Deployment>::all(client.clone())
-        .list_metadata(
-            &ListParams::default().labels("app.kubernetes.io/name=ecr-public-pull-secret-operator"),
+    let all = ListParams::default;
+    let theirs = count(Api::<EcrPublicPullSecret>::all(client.clone()), all()).await
+        + count(
+            Api::<ClusterEcrPublicPullSecret>::all(client.clone()),
+            all(),
         )
-        .await
-    {
-        Ok(list) => list.items.len(),
-        Err(kube::Error::Api(s)) if s.code == 404 => 0,
-        Err(e) => panic!("cannot check the cluster: {e}"),
-    };
+        .await;
+    let operators = count(
+        Api::<Deployment>::all(client.clone()),
+        all().labels("app.kubernetes.io/name=ecr-public-pull-secret-operator"),
+    )
+    .await;
     assert_eq!(
         (theirs, operators),
         (0, 0),
@@ -354,15 +357,15 @@ async fn cluster_kind_scenario(client: Client, names: [String; 3]) {
     let wait = |ns: String, what: &'static str, present: bool| {
         let secrets = secret_in(&ns);
         async move {
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                await_condition(secrets, "e2e-pull", move |s: Option<&Secret>| {
-                    s.is_some() == present
-                }),
+            let what = format!("{what} in {ns}");
+            within(
+                &secrets,
+                "e2e-pull",
+                60,
+                &what,
+                move |s: Option<&Secret>| s.is_some() == present,
             )
-            .await
-            .unwrap_or_else(|_| panic!("{what} in {ns} in time"))
-            .expect("watch Secret");
+            .await;
         }
     };
     wait(first.clone(), "Secret written", true).await;
@@ -383,17 +386,14 @@ async fn cluster_kind_scenario(client: Client, names: [String; 3]) {
         .await
         .expect("delete ClusterEcrPublicPullSecret");
     wait(second.clone(), "Secret removed", false).await;
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(
-            cepps.clone(),
-            &first,
-            |c: Option<&ClusterEcrPublicPullSecret>| c.is_none(),
-        ),
+    within(
+        &cepps,
+        &first,
+        60,
+        "finalizer released",
+        |c: Option<&ClusterEcrPublicPullSecret>| c.is_none(),
     )
-    .await
-    .expect("finalizer released in time")
-    .expect("watch ClusterEcrPublicPullSecret");
+    .await;
     assert!(
         secret_in(&unlabelled)
             .get_opt("e2e-pull")
