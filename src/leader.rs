@@ -37,7 +37,11 @@ impl Leadership {
             .with_duration(secs)
             // Renew a third of the duration before expiry: tolerates a slow API call or two.
             .with_grace((secs / 3).max(1))
-            .with_field_manager(format!("{MANAGER}-lease"))
+            // One field manager per identity: a contender's server-side apply of
+            // holderIdentity then conflicts (409) with the holder's instead of overwriting it.
+            // A manager shared by all replicas let two of them take the same free Lease at
+            // once, each believing it led until its next renewal (seen on a real API server).
+            .with_field_manager(format!("{MANAGER}-lease-{}", s.identity))
             .build()
             .await
             .map_err(|e| {
