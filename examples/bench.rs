@@ -8,16 +8,13 @@
 //! (CRs created one by one), rotations (short token lifetime), restart (all Secrets fresh), RSS.
 //! With `--json` the last line printed is one JSON object; see BENCHMARKS.md for results.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{
     process::Stdio,
     time::{Duration, Instant},
 };
 
 use clap::Parser;
-use common::*;
+use harness::env::*;
 use harness::fake_sts::FakeSts;
 use serde_json::json;
 
@@ -227,19 +224,20 @@ async fn bench(o: Opts) {
     let dir = std::env::temp_dir().join(format!("epps-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.api.kubeconfig_yaml("default")).expect("kubeconfig");
+    std::fs::write(&kubeconfig, env.kubeconfig_yaml("default")).expect("kubeconfig");
     let namespaces: Vec<String> = (0..o.namespaces.max(1))
         .map(|i| format!("bench-{i}"))
         .collect();
     for ns in &namespaces {
-        env.k8s.create_namespace(ns, &[]);
+        env.create_namespace(ns, &[]).await;
     }
     for i in 0..o.crs {
         env.create_cr(
             &namespaces[i % namespaces.len()],
             &format!("cr-{i}"),
             cr_spec(i, o.identities),
-        );
+        )
+        .await;
     }
     // Role sessions last an hour, as by default on AWS: no refresh within a bench run.
     let sts = if o.identities > 1 {
@@ -307,7 +305,7 @@ async fn bench(o: Opts) {
         let ns = &namespaces[i % namespaces.len()];
         let name = format!("lat-{i}");
         let t = Instant::now();
-        env.create_cr(ns, &name, cr_spec(i, o.identities));
+        env.create_cr(ns, &name, cr_spec(i, o.identities)).await;
         let ok = env
             .k8s
             .wait_until(Duration::from_secs(30), |k| {

@@ -6,14 +6,11 @@
 //! Tokens are short-lived here (16 s) so that a rotation, a failure and the recovery all happen
 //! while you watch. No token or password is printed: only expiry times and fingerprints.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use ecr_public_pull_secret_operator::{config::LogFormat, telemetry};
 use harness::ecr::EcrFault;
+use harness::env::*;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -23,17 +20,18 @@ async fn main() {
     telemetry::init(LogFormat::Text, "info,kube=warn");
     let env = Env::start().await;
     env.ecr.set_token_lifetime(Duration::from_secs(16));
-    println!("Kubernetes API emulator: {}", env.api.url());
+    println!("Kubernetes API emulator: {}", env.url());
     println!("fake ECR Public:         {}", env.ecr.url());
     let op = env.start_operator(&[]).await;
-    env.k8s.create_namespace("demo", &[]);
+    env.create_namespace("demo", &[]).await;
 
     println!("\n1. kubectl apply an EcrPublicPullSecret (refreshBefore 8s, tokens live 16s)");
     env.create_cr(
         "demo",
         "public-ecr",
         json!({"refreshBefore": "8s", "registries": ["public.ecr.aws", "ecr-public.aws.com"]}),
-    );
+    )
+    .await;
     env.wait("Ready", WAIT, |k| cr_ready(k, "demo", "public-ecr"))
         .await;
     show(&env);
@@ -69,6 +67,7 @@ async fn main() {
     println!("\n5. kubectl delete the resource: Kubernetes garbage-collects the Secret");
     env.k8s
         .delete(CRS, Some("demo"), "public-ecr")
+        .await
         .expect("delete");
     env.wait("Secret gone", WAIT, |k| {
         k.get(SECRETS, Some("demo"), "public-ecr").is_none()
@@ -109,7 +108,7 @@ fn fingerprint(env: &Env) -> String {
 }
 
 /// Whether the CR's status describes the token now in the Secret.
-fn status_matches_secret(k: &harness::kube_api::Emulator) -> bool {
+fn status_matches_secret(k: &Kube) -> bool {
     let secret = k.get(SECRETS, Some("demo"), "public-ecr");
     let cr = k.get(CRS, Some("demo"), "public-ecr");
     match (secret, cr) {

@@ -1,10 +1,8 @@
 //! The operator's admin endpoints and leader election, against the emulators.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use harness::env::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
@@ -14,7 +12,7 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
     capture_logs();
     let env = Env::start().await;
     // A slow API server keeps the initial list in flight long enough to observe "not ready".
-    env.k8s.set_latency(Some(Duration::from_millis(700)));
+    env.emulator().set_latency(Some(Duration::from_millis(700)));
     let op = env.start_operator(&[]).await;
     assert_eq!(op.http_get("/livez").await.0, 200);
     assert_eq!(
@@ -26,7 +24,7 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
         eventually(T, async || op.http_get("/readyz").await.0 == 200).await,
         "ready after sync"
     );
-    env.k8s.set_latency(None);
+    env.emulator().set_latency(None);
 
     let (_, before) = op.http_get("/metrics").await;
     assert_eq!(
@@ -34,7 +32,7 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
         None
     );
     assert_eq!(metric(&before, "epps_managed_secrets"), Some(0.0));
-    env.create_cr("default", "m", json!({}));
+    env.create_cr("default", "m", json!({})).await;
     env.wait("Ready", T, |k| cr_ready(k, "default", "m")).await;
     // The reconcile is counted when it returns, just after its status write: await it.
     let written = async || {

@@ -1,16 +1,27 @@
-//! The real binary, configured only through its environment like in a pod, against the emulators.
-
-mod common;
-#[path = "common/process.rs"]
-mod process;
+//! The real binary, configured only through its environment like in a pod, against the fake ECR
+//! Public and a Kubernetes API: the emulator, and as `real_api_server::…` the real kube-apiserver.
 
 use std::{process::Command, time::Duration};
 
-use common::*;
-use process::*;
+use harness::{
+    env::{process::*, *},
+    on_both_apis,
+};
 use serde_json::json;
 
+/// The operator binary cargo built for this test run.
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-public-pull-secret-operator");
+
 const LEASES: &str = "leases.coordination.k8s.io";
+
+/// What a replica logged about leadership, and its warnings, for a failure message.
+fn leadership_log(dir: &Scratch, name: &str) -> String {
+    let log = std::fs::read_to_string(dir.0.join(format!("{name}.log"))).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("lead") || l.contains("WARN") || l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 #[test]
 fn crd_subcommand_prints_the_committed_crd() {
@@ -32,21 +43,22 @@ fn crd_subcommand_prints_the_committed_crd() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
-    let env = Env::start().await;
+async fn binary_writes_and_rotates_a_secret_from_env_configuration(api: Api) {
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     env.ecr.set_token_lifetime(Duration::from_secs(8));
     let dir = Scratch::new("binary");
-    let mut child = spawn(&env, &dir.0, "op", &[]);
+    let mut child = spawn(BIN, &env, &dir.0, "op", &[]);
     let http = admin_addr(&dir.0, "op").await;
 
-    env.create_cr("default", "bin", json!({"refreshBefore": "4s"}));
+    env.create_cr(ns, "bin", json!({"refreshBefore": "4s"}))
+        .await;
     env.wait("binary made the CR Ready", Duration::from_secs(30), |k| {
-        cr_ready(k, "default", "bin")
+        cr_ready(k, ns, "bin")
     })
     .await;
-    let auth = |k: &harness::kube_api::Emulator| {
-        k.get(SECRETS, Some("default"), "bin")
+    let auth = |k: &Kube| {
+        k.get(SECRETS, Some(ns), "bin")
             .map(|s| docker_config(&s)["auths"]["public.ecr.aws"]["auth"].clone())
     };
     let first = auth(&env.k8s);
@@ -82,16 +94,16 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
-    let env = Env::start().await;
+async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed(api: Api) {
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     let dir = Scratch::new("leader");
     let lease = [("LEADER_ELECTION", "true"), ("LEASE_DURATION", "3s")];
-    let mut a = spawn(&env, &dir.0, "a", &lease);
-    let mut b = spawn(&env, &dir.0, "b", &lease);
+    let mut a = spawn(BIN, &env, &dir.0, "a", &lease);
+    let mut b = spawn(BIN, &env, &dir.0, "b", &lease);
     let (http_a, http_b) = (admin_addr(&dir.0, "a").await, admin_addr(&dir.0, "b").await);
-    let holder = |k: &harness::kube_api::Emulator| {
-        k.get(LEASES, Some("default"), "ecr-public-pull-secret-operator")
+    let holder = |k: &Kube| {
+        k.get(LEASES, Some(ns), "ecr-public-pull-secret-operator")
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
             .filter(|h| !h.is_empty())
     };
@@ -99,10 +111,10 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
         .await;
     let leader = holder(&env.k8s).unwrap();
     for i in 0..3 {
-        env.create_cr("default", &format!("le-{i}"), json!({}));
+        env.create_cr(ns, &format!("le-{i}"), json!({})).await;
     }
     env.wait("CRs Ready", Duration::from_secs(20), |k| {
-        (0..3).all(|i| cr_ready(k, "default", &format!("le-{i}")))
+        (0..3).all(|i| cr_ready(k, ns, &format!("le-{i}")))
     })
     .await;
     // Both replicas are ready (followers too, so rolling updates proceed); only the leader reconciles.
@@ -131,7 +143,11 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
     let leader_counted = async || reconciles(&http_get(leader_http, "/metrics").await.1) >= 3.0;
     assert!(
         eventually(Duration::from_secs(20), leader_counted).await,
-        "the leader counted its reconciles"
+        "the leader {leader} counted its reconciles\nLease: {:?}\na: {}\nb: {}",
+        env.k8s
+            .get(LEASES, Some(ns), "ecr-public-pull-secret-operator"),
+        leadership_log(&dir, "a"),
+        leadership_log(&dir, "b"),
     );
     assert_eq!(
         reconciles(&http_get(follower_http, "/metrics").await.1),
@@ -151,9 +167,9 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
         holder(k).as_deref() == Some(survivor)
     })
     .await;
-    env.create_cr("default", "after-handover", json!({}));
+    env.create_cr(ns, "after-handover", json!({})).await;
     env.wait("new CR Ready", Duration::from_secs(20), |k| {
-        cr_ready(k, "default", "after-handover")
+        cr_ready(k, ns, "after-handover")
     })
     .await;
     let survivor_counted = async || reconciles(&http_get(survivor_http, "/metrics").await.1) >= 1.0;
@@ -162,4 +178,22 @@ async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed() {
         "the survivor counted its reconciles"
     );
     assert_eq!(env.ecr.calls(), 2, "one token per leader's cache");
+
+    // SIGTERM: the leader releases the Lease on its way out, so a successor need not wait.
+    let survivor_child = if survivor == "a" { &mut a } else { &mut b };
+    signal(survivor_child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), survivor_child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "graceful exit");
+    env.wait("Lease released", Duration::from_secs(10), |k| {
+        holder(k).is_none()
+    })
+    .await;
 }
+
+on_both_apis!(
+    binary_writes_and_rotates_a_secret_from_env_configuration,
+    two_replicas_elect_one_writer_and_hand_over_when_it_is_killed,
+);

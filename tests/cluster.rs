@@ -1,200 +1,203 @@
-//! ClusterEcrPublicPullSecret against the emulators: fan-out from one token, namespace selection
-//! changes and conflicts with a namespaced resource.
-
-mod common;
+//! ClusterEcrPublicPullSecret against a Kubernetes API (the emulator, and as `real_api_server::…`
+//! the real kube-apiserver): fan-out from one token, namespace selection changes and conflicts
+//! with a namespaced resource. Namespaces are named after the test's own (`env.ns`) and selected
+//! by a label value unique to the test, so that nothing another test left behind can join in.
 
 use std::time::Duration;
 
-use common::*;
-use serde_json::json;
+use harness::{env::*, on_both_apis};
+use serde_json::{Value, json};
 
 const OWNER: &str = "ecrpublic.pullsecrets.dev/cluster-owner";
 
-fn has_secret(k: &harness::kube_api::Emulator, ns: &str) -> bool {
+fn has_secret(k: &Kube, ns: &str) -> bool {
     k.get(SECRETS, Some(ns), "ecr-public").is_some()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up() {
+/// The cluster resource of these tests, selecting `selector`.
+fn cluster_cr(selector: Value) -> Value {
+    json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+           "kind": "ClusterEcrPublicPullSecret",
+           "metadata": {"name": "ecr-public"},
+           "spec": {"namespaceSelector": selector}})
+}
+
+fn status(k: &Kube) -> Value {
+    k.get(CLUSTER_CRS, None, "ecr-public")
+        .map(|cr| cr["status"].clone())
+        .unwrap_or_default()
+}
+
+/// Secrets carrying the owner label of the cluster resource with this uid.
+fn owned_secrets(k: &Kube, uid: &str) -> usize {
+    k.list(SECRETS, None)
+        .iter()
+        .filter(|s| s["metadata"]["labels"][OWNER] == uid)
+        .count()
+}
+
+fn operator_log_tail() -> String {
+    logs()
+        .lines()
+        .filter(|l| l.contains("cluster") || l.contains("WARN"))
+        .rev()
+        .take(30)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn secret(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": ns}, "data": {}})
+}
+
+async fn one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let n = |s: &str| format!("{}-{s}", env.ns);
+    let label = [("team", env.ns.as_str())];
     for i in 0..200 {
-        env.k8s
-            .create_namespace(&format!("team-{i}"), &[("team", "yes")]);
+        env.create_namespace(&n(&format!("team-{i}")), &label).await;
     }
-    env.k8s.create_namespace("other", &[]);
+    env.create_namespace(&n("other"), &[]).await;
     // A Secret of that name written by someone else, and a namespaced resource on the same name.
-    env.k8s.create_namespace("foreign", &[("team", "yes")]);
+    let foreign = n("foreign");
+    env.create_namespace(&foreign, &label).await;
     env.k8s
-        .create(
-            SECRETS,
-            Some("foreign"),
-            json!({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "ecr-public", "namespace": "foreign"}, "data": {}}),
-        )
+        .create(SECRETS, Some(&foreign), secret(&foreign, "ecr-public"))
+        .await
         .unwrap();
     let op = env.start_operator(&["--cluster-pull-secrets"]).await;
-    env.k8s
+    let cr = env
+        .k8s
         .create(
             CLUSTER_CRS,
             None,
-            json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
-                   "kind": "ClusterEcrPublicPullSecret",
-                   "metadata": {"name": "ecr-public"},
-                   "spec": {"namespaceSelector": {"matchLabels": {"team": "yes"}}}}),
+            cluster_cr(json!({"matchLabels": {"team": env.ns}})),
         )
+        .await
         .unwrap();
+    let uid = cr["metadata"]["uid"].as_str().unwrap().to_owned();
     let all = env
         .k8s
         .wait_until(Duration::from_secs(60), |k| {
-            (0..200).all(|i| has_secret(k, &format!("team-{i}")))
+            (0..200).all(|i| has_secret(k, &n(&format!("team-{i}"))))
         })
         .await;
     assert!(
         all,
         "200 Secrets; resource: {}\n{}",
         env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap(),
-        logs()
-            .lines()
-            .filter(|l| l.contains("cluster") || l.contains("WARN"))
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        operator_log_tail()
     );
     assert_eq!(env.ecr.calls(), 1, "one ECR call for 200 namespaces");
-    assert!(!has_secret(&env.k8s, "other"));
-    let status = |k: &harness::kube_api::Emulator| {
-        k.get(CLUSTER_CRS, None, "ecr-public").unwrap()["status"].clone()
-    };
+    assert!(!has_secret(&env.k8s, &n("other")));
     env.wait("status counts", Duration::from_secs(20), |k| {
         let s = status(k);
         s["selectedNamespaces"] == 201 && s["readyNamespaces"] == 200 && s["failedNamespaces"] == 1
     })
     .await;
     let s = status(&env.k8s);
-    assert_eq!(s["failures"][0]["namespace"], "foreign");
+    assert_eq!(s["failures"][0]["namespace"], foreign.as_str());
     assert_eq!(s["failures"][0]["reason"], "SecretConflict");
-    let foreign = env.k8s.get(SECRETS, Some("foreign"), "ecr-public").unwrap();
+    let theirs = env.k8s.get(SECRETS, Some(&foreign), "ecr-public").unwrap();
     assert!(
-        foreign["metadata"]["labels"][OWNER].is_null(),
+        theirs["metadata"]["labels"][OWNER].is_null(),
         "never overwritten"
     );
 
     // Joining and leaving the selection.
-    env.k8s.create_namespace("late", &[("team", "yes")]);
+    env.create_namespace(&n("late"), &label).await;
     env.wait(
         "new namespace gets its Secret",
         Duration::from_secs(10),
-        |k| has_secret(k, "late"),
+        |k| has_secret(k, &n("late")),
     )
     .await;
-    let mut ns = env.k8s.get("namespaces", None, "team-0").unwrap();
-    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": "team-0"});
-    env.k8s.replace("namespaces", None, ns).unwrap();
+    let first = n("team-0");
+    let mut ns = env.k8s.get("namespaces", None, &first).unwrap();
+    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": first});
+    env.k8s.replace("namespaces", None, ns).await.unwrap();
     env.wait(
         "unlabelled namespace loses it",
         Duration::from_secs(10),
-        |k| !has_secret(k, "team-0"),
+        |k| !has_secret(k, &first),
     )
     .await;
 
     // A namespaced resource naming the same Secret does not take it over.
-    env.create_cr("team-1", "ecr-public", json!({}));
+    let second = n("team-1");
+    env.create_cr(&second, "ecr-public", json!({})).await;
     env.wait("namespaced conflict", Duration::from_secs(10), |k| {
-        cr_reason(k, "team-1", "ecr-public").as_deref() == Some("SecretConflict")
+        cr_reason(k, &second, "ecr-public").as_deref() == Some("SecretConflict")
     })
     .await;
 
     // Deleting the resource removes every Secret it wrote, and only those.
+    let third = n("team-2");
     env.k8s
-        .create(
-            SECRETS,
-            Some("team-2"),
-            json!({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "unrelated", "namespace": "team-2"}, "data": {}}),
-        )
+        .create(SECRETS, Some(&third), secret(&third, "unrelated"))
+        .await
         .unwrap();
-    env.k8s.delete(CLUSTER_CRS, None, "ecr-public").unwrap();
+    env.k8s
+        .delete(CLUSTER_CRS, None, "ecr-public")
+        .await
+        .unwrap();
     let gone = env
         .k8s
         .wait_until(Duration::from_secs(30), |k| {
-            k.get(CLUSTER_CRS, None, "ecr-public").is_none()
-                && !k
-                    .list(SECRETS, None)
-                    .iter()
-                    .any(|s| !s["metadata"]["labels"][OWNER].is_null())
+            k.get(CLUSTER_CRS, None, "ecr-public").is_none() && owned_secrets(k, &uid) == 0
         })
         .await;
     assert!(
         gone,
         "resource: {:?}\nlabelled Secrets left: {}\n{}",
         env.k8s.get(CLUSTER_CRS, None, "ecr-public"),
-        env.k8s
-            .list(SECRETS, None)
-            .iter()
-            .filter(|s| !s["metadata"]["labels"][OWNER].is_null())
-            .count(),
-        logs()
-            .lines()
-            .filter(|l| l.contains("cluster") || l.contains("WARN"))
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        owned_secrets(&env.k8s, &uid),
+        operator_log_tail()
     );
-    assert!(
-        env.k8s
-            .get(SECRETS, Some("foreign"), "ecr-public")
-            .is_some()
-    );
-    assert!(env.k8s.get(SECRETS, Some("team-2"), "unrelated").is_some());
+    assert!(env.k8s.get(SECRETS, Some(&foreign), "ecr-public").is_some());
+    assert!(env.k8s.get(SECRETS, Some(&third), "unrelated").is_some());
     assert_eq!(env.ecr.calls(), 1);
     assert_no_token_leak(&env);
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminating_namespaces_are_skipped_without_errors() {
+async fn terminating_namespaces_are_skipped_without_errors(api: Api) {
     capture_logs();
-    let env = Env::start().await;
-    for ns in ["live", "leaving"] {
-        env.k8s.create_namespace(ns, &[("team", "yes")]);
+    let env = Env::start_on(api).await;
+    let (live, leaving) = (format!("{}-live", env.ns), format!("{}-leaving", env.ns));
+    for ns in [&live, &leaving] {
+        env.create_namespace(ns, &[("team", env.ns.as_str())]).await;
     }
-    // Something with a finalizer keeps "leaving" Terminating, as on a real cluster.
+    // Something with a finalizer keeps the namespace Terminating, as on a real cluster.
+    let held = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "held", "namespace": leaving,
+                                   "finalizers": ["example.com/hold"]}});
     env.k8s
-        .create(
-            "configmaps",
-            Some("leaving"),
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "held", "namespace": "leaving",
-                                "finalizers": ["example.com/hold"]}}),
-        )
+        .create("configmaps", Some(&leaving), held)
+        .await
         .unwrap();
     let op = env.start_operator(&["--cluster-pull-secrets"]).await;
     env.k8s
         .create(
             CLUSTER_CRS,
             None,
-            json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
-                   "kind": "ClusterEcrPublicPullSecret",
-                   "metadata": {"name": "ecr-public"},
-                   "spec": {"namespaceSelector": {"matchLabels": {"team": "yes"}}}}),
+            cluster_cr(json!({"matchLabels": {"team": env.ns}})),
         )
+        .await
         .unwrap();
     env.wait("both Secrets", Duration::from_secs(15), |k| {
-        has_secret(k, "live") && has_secret(k, "leaving")
+        has_secret(k, &live) && has_secret(k, &leaving)
     })
     .await;
-    let _ = env.k8s.delete("namespaces", None, "leaving");
-    let status = |k: &harness::kube_api::Emulator| {
-        k.get(CLUSTER_CRS, None, "ecr-public").unwrap()["status"].clone()
-    };
+    env.k8s.delete("namespaces", None, &leaving).await.unwrap();
     env.wait(
         "terminating namespace dropped from the selection",
         Duration::from_secs(15),
         |k| {
             let s = status(k);
-            k.get("namespaces", None, "leaving").is_some()
+            k.get("namespaces", None, &leaving).is_some()
                 && s["selectedNamespaces"] == 1
                 && s["readyNamespaces"] == 1
                 && s["failedNamespaces"] == 0
@@ -205,34 +208,36 @@ async fn terminating_namespaces_are_skipped_without_errors() {
     assert_eq!(ready(&cr).map(|(s, _)| s).as_deref(), Some("True"), "{cr}");
     assert!(!logs().contains("cluster reconcile error"), "no errors");
     op.stop().await;
+    // Let the namespace go.
+    let mut held = env.k8s.get("configmaps", Some(&leaving), "held").unwrap();
+    held["metadata"]["finalizers"] = json!([]);
+    env.k8s
+        .replace("configmaps", Some(&leaving), held)
+        .await
+        .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept_until_expiry() {
+async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept_until_expiry(
+    api: Api,
+) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
     env.ecr.set_token_lifetime(Duration::from_secs(8));
-    env.k8s.create_namespace("team-a", &[("team", "yes")]);
+    let team = format!("{}-team-a", env.ns);
+    env.create_namespace(&team, &[("team", env.ns.as_str())])
+        .await;
     let op = env.start_operator(&["--cluster-pull-secrets"]).await;
-    let cr = |selector: serde_json::Value| {
-        json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
-               "kind": "ClusterEcrPublicPullSecret",
-               "metadata": {"name": "ecr-public"},
-               "spec": {"namespaceSelector": selector}})
-    };
-    env.k8s
-        .create(
-            CLUSTER_CRS,
-            None,
-            cr(json!({"matchLabels": {"team": "yes"}})),
-        )
+    let selected = json!({"matchLabels": {"team": env.ns}});
+    let cr = env
+        .k8s
+        .create(CLUSTER_CRS, None, cluster_cr(selected.clone()))
+        .await
         .unwrap();
     env.wait("Secret written", Duration::from_secs(15), |k| {
-        has_secret(k, "team-a")
+        has_secret(k, &team)
     })
     .await;
-    let reason =
-        |k: &harness::kube_api::Emulator| ready(&k.get(CLUSTER_CRS, None, "ecr-public").unwrap());
+    let reason = |k: &Kube| ready(&k.get(CLUSTER_CRS, None, "ecr-public").unwrap());
     env.wait("Ready", Duration::from_secs(15), |k| {
         reason(k).is_some_and(|(s, _)| s == "True")
     })
@@ -240,25 +245,27 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
     // An operator the API's schema accepts as a string, but no selector knows.
     let mut bad = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
     bad["spec"] =
-        cr(json!({"matchExpressions": [{"key": "team", "operator": "Near"}]}))["spec"].clone();
-    env.k8s.replace(CLUSTER_CRS, None, bad).unwrap();
+        cluster_cr(json!({"matchExpressions": [{"key": "team", "operator": "Near"}]}))["spec"]
+            .clone();
+    env.k8s.replace(CLUSTER_CRS, None, bad).await.unwrap();
     env.wait("Ready=False InvalidSpec", Duration::from_secs(15), |k| {
         reason(k).is_some_and(|(s, r)| s == "False" && r == "InvalidSpec")
     })
     .await;
-    let status = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap()["status"].clone();
+    let status = status(&env.k8s);
     let message = status["conditions"][0]["message"]
         .as_str()
         .unwrap_or_default();
     assert!(message.contains("spec.namespaceSelector"), "{message}");
-    assert!(has_secret(&env.k8s, "team-a"), "the last good Secret stays");
+    assert!(has_secret(&env.k8s, &team), "the last good Secret stays");
     // `kubectl describe` shows the change too: cluster-scoped, so the Event is in `default`.
-    let event = |k: &harness::kube_api::Emulator, type_: &str, reason: &str| {
+    let uid = cr["metadata"]["uid"].clone();
+    let event = |k: &Kube, type_: &str, reason: &str| {
         k.list(EVENTS, Some("default")).iter().any(|e| {
             e["type"] == type_
                 && e["reason"] == reason
                 && e["regarding"]["kind"] == "ClusterEcrPublicPullSecret"
-                && e["regarding"]["name"] == "ecr-public"
+                && e["regarding"]["uid"] == uid
         })
     };
     env.wait(
@@ -270,20 +277,26 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
     assert!(event(&env.k8s, "Normal", "TokenValid"), "the first Ready");
     // ...while its token is valid: an expired one is worse than none (onExpiry: RemoveAuth).
     env.wait("expired auth removed", Duration::from_secs(20), |k| {
-        k.get(SECRETS, Some("team-a"), "ecr-public")
+        k.get(SECRETS, Some(&team), "ecr-public")
             .is_some_and(|s| docker_config(&s) == json!({"auths": {}}))
     })
     .await;
     // Fixing the spec brings the token back.
     let mut fixed = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
-    fixed["spec"] = cr(json!({"matchLabels": {"team": "yes"}}))["spec"].clone();
-    env.k8s.replace(CLUSTER_CRS, None, fixed).unwrap();
+    fixed["spec"] = cluster_cr(selected)["spec"].clone();
+    env.k8s.replace(CLUSTER_CRS, None, fixed).await.unwrap();
     env.wait("Ready again with a token", Duration::from_secs(15), |k| {
         reason(k).is_some_and(|(s, _)| s == "True")
-            && k.get(SECRETS, Some("team-a"), "ecr-public")
+            && k.get(SECRETS, Some(&team), "ecr-public")
                 .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"]["auth"].is_string())
     })
     .await;
     assert_no_token_leak(&env);
     op.stop().await;
 }
+
+on_both_apis!(
+    one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up,
+    terminating_namespaces_are_skipped_without_errors,
+    a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept_until_expiry,
+);

@@ -1,6 +1,8 @@
-//! End-to-end tests against a REAL cluster (kind, EKS, ...). They are `#[ignore]`d so that a normal
-//! `cargo test` reports them as ignored, never as passed. Run them with:
+//! End-to-end tests against a REAL cluster. They are `#[ignore]`d so that a normal `cargo test`
+//! reports them as ignored, never as passed. Run them against the control plane built from Go
+//! modules (`tests/cluster/build.sh`; started by the test itself), or any cluster (kind, EKS, ...):
 //!
+//!     tests/cluster/build.sh && cargo test --test e2e -- --ignored
 //!     E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --ignored
 //!
 //! The operator runs in this process against the cluster's API server, with the in-repo fake ECR
@@ -9,10 +11,8 @@
 //! runs the operator cluster-wide: it refuses to run where resources of ours or an installed
 //! operator exist, so that it never overwrites real Secrets with the fake's tokens.
 //!
-//! CI runs them against the in-repo API emulator (`cargo run --example emulator`), which keeps
-//! them compiling and coherent; only a real cluster proves what they are for.
-
-mod common;
+//! CI runs them against the built control plane, and against the in-repo API emulator
+//! (`cargo run --example emulator`, with `E2E_KUBECONFIG`), which must agree with it.
 
 use std::time::Duration;
 
@@ -22,7 +22,11 @@ use ecr_public_pull_secret_operator::{
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER},
     run,
 };
-use harness::ecr::FakeEcrPublic;
+use harness::{
+    control_plane::{ControlPlane, User},
+    ecr::FakeEcrPublic,
+    env::sdk_config_for,
+};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -62,8 +66,14 @@ where
     .unwrap_or_else(|e| panic!("watch while waiting for {what}: {e}"))
 }
 
+/// The cluster `E2E_KUBECONFIG` names, else the control plane built by `tests/cluster/build.sh`.
 async fn cluster() -> Client {
-    let path = std::env::var("E2E_KUBECONFIG").expect("set E2E_KUBECONFIG to run the e2e tests");
+    let Ok(path) = std::env::var("E2E_KUBECONFIG") else {
+        let cp = tokio::task::spawn_blocking(ControlPlane::shared)
+            .await
+            .expect("control plane");
+        return cp.client(User::Admin).await;
+    };
     let kubeconfig = Kubeconfig::read_from(path).expect("read E2E_KUBECONFIG");
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -130,7 +140,7 @@ async fn start_operator(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = run::start(
         client.clone(),
-        &common::sdk_config_for(&ecr.url(), "AKIDE2E"),
+        &sdk_config_for(&ecr.url(), "AKIDE2E"),
         &args,
         async move {
             let _ = rx.await;
@@ -154,7 +164,7 @@ async fn create_cr(client: &Client, ns: &str, name: &str, spec: serde_json::Valu
 }
 
 #[tokio::test]
-#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
+#[ignore = "needs a real cluster: tests/cluster/build.sh (or E2E_KUBECONFIG), then --ignored"]
 async fn real_cluster_secret_lifecycle() {
     let _serial = SERIAL.lock().await;
     let client = cluster().await;
@@ -210,7 +220,7 @@ async fn real_cluster_secret_lifecycle() {
 /// The JSON patch with `test` operations on the atomic `imagePullSecrets` list, as a real API
 /// server applies it: our entry added after the user's, removed again on delete.
 #[tokio::test]
-#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
+#[ignore = "needs a real cluster: tests/cluster/build.sh (or E2E_KUBECONFIG), then --ignored"]
 async fn real_cluster_service_account_patching() {
     let _serial = SERIAL.lock().await;
     let client = cluster().await;
@@ -264,7 +274,7 @@ async fn real_cluster_service_account_patching() {
 /// The cluster kind on a real API server: a Secret in each selected namespace from one token, a
 /// namespace joining and leaving the selection, and the finalizer removing the rest on delete.
 #[tokio::test]
-#[ignore = "needs a real cluster: set E2E_KUBECONFIG and run with --ignored"]
+#[ignore = "needs a real cluster: tests/cluster/build.sh (or E2E_KUBECONFIG), then --ignored"]
 async fn real_cluster_cluster_pull_secret_follows_the_namespace_selector() {
     let _serial = SERIAL.lock().await;
     let client = cluster().await;

@@ -8,8 +8,6 @@
 //! The in-process operator runs with `--retry-backoff-base 200ms --retry-backoff-max 2s`, and the
 //! AWS client of the tests has a 2 s operation timeout and no SDK retries.
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -23,7 +21,7 @@ use aws_credential_types::{
     Credentials,
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
-use common::*;
+use harness::env::*;
 use harness::{ecr::EcrFault, kube_api::Fault};
 use serde_json::{Value, json};
 
@@ -114,7 +112,8 @@ async fn ready_env() -> (Env, SecretAudit, Operator) {
     env.ecr.set_token_lifetime(LIFETIME);
     let audit = SecretAudit::start(&env);
     let op = env.start_operator(&[]).await;
-    env.create_cr(NS, "pull", json!({"refreshBefore": REFRESH_BEFORE}));
+    env.create_cr(NS, "pull", json!({"refreshBefore": REFRESH_BEFORE}))
+        .await;
     env.wait("CR Ready", T, |k| cr_ready(k, NS, "pull")).await;
     // Tokens issued from now on are due only after 43 s: a fault that outlasts the first rotation
     // does not make the rotation's own token due again within the test.
@@ -342,7 +341,8 @@ async fn failing_credentials_keep_the_last_good_secret_and_say_why() {
     let creds = SwitchableCredentials(Arc::new(Mutex::new(Creds::Good)));
     let sdk = switchable_sdk_config(&env.ecr.url(), creds.clone());
     let op = env.start_operator_with_sdk(&sdk, &[]).await;
-    env.create_cr(NS, "pull", json!({"refreshBefore": REFRESH_BEFORE}));
+    env.create_cr(NS, "pull", json!({"refreshBefore": REFRESH_BEFORE}))
+        .await;
     env.wait("CR Ready", T, |k| cr_ready(k, NS, "pull")).await;
     let before = secret(&env, "pull");
     let calls = env.ecr.calls();
@@ -383,7 +383,7 @@ async fn failing_credentials_keep_the_last_good_secret_and_say_why() {
 async fn conflict_on_the_secret_write_is_retried_without_a_new_aws_call() {
     let (env, audit, op) = ready_env().await;
     let before = secret(&env, "pull");
-    env.k8s.inject(Fault::on("patch", SECRETS, 409, 3));
+    env.emulator().inject(Fault::on("patch", SECRETS, 409, 3));
     // Three 409s within the first backoff steps (0.1-0.2 s, 0.2-0.4 s, 0.4-0.8 s), then success.
     assert_recovers(&env, &before, Instant::now(), Duration::from_secs(8)).await;
     assert_eq!(secret_patches(&env, 409), 3);
@@ -412,7 +412,8 @@ async fn server_error_on_the_secret_write_is_reported_and_retried() {
     const FAILURES: usize = 6;
     let (env, audit, op) = ready_env().await;
     let before = secret(&env, "pull");
-    env.k8s.inject(Fault::on("patch", SECRETS, 500, FAILURES));
+    env.emulator()
+        .inject(Fault::on("patch", SECRETS, 500, FAILURES));
     // Six failures take the backoff to its 2 s maximum.
     env.wait("all injected 500s consumed", T, |k| {
         k.requests()
@@ -449,9 +450,10 @@ async fn watch_streams_closed_during_rotations_cause_no_extra_call_or_write() {
     env.ecr.set_token_lifetime(Duration::from_secs(8));
     let audit = SecretAudit::start(&env);
     let op = env.start_operator(&[]).await;
-    env.create_cr(NS, "pull", json!({"refreshBefore": "5s"}));
+    env.create_cr(NS, "pull", json!({"refreshBefore": "5s"}))
+        .await;
     env.wait("CR Ready", T, |k| cr_ready(k, NS, "pull")).await;
-    let k8s = env.k8s.clone();
+    let k8s = env.emulator().clone();
     let closer = tokio::spawn(async move {
         loop {
             // Not synchronisation: this is the fault, every watch stream ends every 150 ms, so
@@ -505,7 +507,8 @@ async fn api_unavailable_for_30s_during_a_rotation_recovers_when_it_returns() {
     env.ecr.set_token_lifetime(Duration::from_secs(60));
     let audit = SecretAudit::start(&env);
     let op = env.start_operator(&[]).await;
-    env.create_cr(NS, "pull", json!({"refreshBefore": "50s"}));
+    env.create_cr(NS, "pull", json!({"refreshBefore": "50s"}))
+        .await;
     env.wait("CR Ready", T, |k| cr_ready(k, NS, "pull")).await;
     // The rotation's own token is not due again during the test.
     env.ecr.set_token_lifetime(Duration::from_secs(300));
@@ -519,7 +522,7 @@ async fn api_unavailable_for_30s_during_a_rotation_recovers_when_it_returns() {
     );
     let before = secret(&env, "pull");
     let down = Instant::now();
-    env.k8s.set_unavailable(true);
+    env.emulator().set_unavailable(true);
     // The rotation's token is fetched during the outage (AWS is up) ...
     assert!(env.ecr.wait_for_calls(2, T).await, "rotation attempted");
     // ... and the rest of the 30 s passes with the API down. Not synchronisation: the outage is
@@ -527,7 +530,7 @@ async fn api_unavailable_for_30s_during_a_rotation_recovers_when_it_returns() {
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
     assert!(op.is_running(), "operator survives the outage");
     assert_kept(&env, "pull", &before, "API unavailable");
-    env.k8s.set_unavailable(false);
+    env.emulator().set_unavailable(false);
     assert_recovers(&env, &before, Instant::now(), RECOVERY).await;
     assert_eq!(
         env.ecr.calls(),
@@ -546,7 +549,7 @@ async fn operator_killed_while_writing_the_secret_finishes_the_rotation_after_re
     let before = secret(&env, "pull");
     // The rotation's Secret write fails, so the operator is mid-rotation (token fetched, not yet
     // written) when it is killed.
-    env.k8s.inject(Fault::on("patch", SECRETS, 500, 2));
+    env.emulator().inject(Fault::on("patch", SECRETS, 500, 2));
     env.wait("rotation under way", T, |k| {
         k.requests()
             .iter()
@@ -577,7 +580,7 @@ async fn operator_killed_before_its_status_write_restarts_without_aws_call_or_wr
     let (env, audit, op) = ready_env().await;
     let before = secret(&env, "pull");
     // The Secret is rotated but the status write after it fails: kill the operator right then.
-    env.k8s
+    env.emulator()
         .inject(Fault::on("patch", CRS, 500, 2).subresource("status"));
     env.wait("Secret rotated", T, |k| {
         k.requests()
@@ -627,6 +630,7 @@ async fn cr_edited_to_invalid_values_is_reported_and_recovers_when_fixed() {
         let cr = env
             .k8s
             .replace(CRS, Some(NS), cr)
+            .await
             .expect("schema admits it");
         let generation = cr["metadata"]["generation"].clone();
         env.wait(&format!("InvalidSpec for {bad}"), T, |k| {
@@ -644,7 +648,7 @@ async fn cr_edited_to_invalid_values_is_reported_and_recovers_when_fixed() {
     assert!(warning_event(&env, "InvalidSpec"));
     let mut cr = env.k8s.get(CRS, Some(NS), "pull").unwrap();
     cr["spec"]["refreshBefore"] = json!(REFRESH_BEFORE);
-    env.k8s.replace(CRS, Some(NS), cr).unwrap();
+    env.k8s.replace(CRS, Some(NS), cr).await.unwrap();
     let fixed = Instant::now();
     // Fixing the spec is a watch event: Ready comes back at once (with a rotation if one fell due
     // meanwhile).

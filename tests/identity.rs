@@ -1,23 +1,23 @@
 //! Every identity path against a real STS emulator (moto), the fake ECR Public and the Kubernetes
 //! API emulator: IRSA web identity (the real binary, as in a pod), EKS Pod Identity, roles assumed
-//! from the operator's identity, per-tenant ServiceAccounts, and each failure a user can fix.
-
-mod common;
-#[path = "common/process.rs"]
-mod process;
+//! from the operator's identity, per-tenant ServiceAccounts, and each failure a user can fix. The
+//! TokenRequest path also runs on the real kube-apiserver (`real_api_server::…`).
 
 use std::{path::Path, time::Duration};
 
 use aws_credential_types::Credentials;
 use base64::Engine as _;
-use common::*;
 use harness::{
     container_credentials::ContainerCredentials,
+    env::{process::*, *},
     moto::Moto,
+    on_both_apis,
     sts_proxy::{StsFault, StsProxy},
 };
-use process::*;
 use serde_json::{Value, json};
+
+/// The operator binary cargo built for this test run.
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-public-pull-secret-operator");
 
 const ACCOUNT: &str = "123456789012";
 const ALLOW: &str = "arn:aws:iam::123456789012:role/ecr-public-*";
@@ -72,7 +72,7 @@ fn assumed_keys(env: &Env) -> Vec<(String, usize)> {
         .collect()
 }
 
-fn service_account(env: &Env, ns: &str, name: &str, role_arn: Option<&str>) {
+async fn service_account(env: &Env, ns: &str, name: &str, role_arn: Option<&str>) {
     let mut meta = json!({"name": name, "namespace": ns});
     if let Some(r) = role_arn {
         meta["annotations"] = json!({"eks.amazonaws.com/role-arn": r});
@@ -83,6 +83,7 @@ fn service_account(env: &Env, ns: &str, name: &str, role_arn: Option<&str>) {
             Some(ns),
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
         )
+        .await
         .expect("create ServiceAccount");
 }
 
@@ -103,11 +104,12 @@ async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity() {
         .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
         .await;
     let team_a = role("ecr-public-team-a");
-    env.k8s.create_namespace("team-a", &[]);
+    env.create_namespace("team-a", &[]).await;
     for name in ["a1", "a2", "a3"] {
-        env.create_cr("team-a", name, json!({"roleArn": team_a}));
+        env.create_cr("team-a", name, json!({"roleArn": team_a}))
+            .await;
     }
-    env.create_cr("team-a", "own", json!({}));
+    env.create_cr("team-a", "own", json!({})).await;
     env.wait("all Ready", Duration::from_secs(20), |k| {
         ["a1", "a2", "a3", "own"]
             .iter()
@@ -140,21 +142,24 @@ async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity() {
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_account_token_is_exchanged_for_the_annotated_role() {
-    let env = Env::start().await;
+/// TokenRequest for `spec.serviceAccountName`: on a real API server the token is a real
+/// ServiceAccount JWT for the `sts.amazonaws.com` audience.
+async fn service_account_token_is_exchanged_for_the_annotated_role(api: Api) {
+    let env = Env::start_on(api).await;
     let moto = moto().await;
     let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
     let op = env
         .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
         .await;
     let team_b = role("ecr-public-team-b");
-    env.k8s.create_namespace("team-b", &[]);
-    service_account(&env, "team-b", "puller", Some(&team_b));
-    env.create_cr("team-b", "b1", json!({"serviceAccountName": "puller"}));
-    env.create_cr("team-b", "b2", json!({"serviceAccountName": "puller"}));
+    let team = env.ns.as_str();
+    service_account(&env, team, "puller", Some(&team_b)).await;
+    env.create_cr(team, "b1", json!({"serviceAccountName": "puller"}))
+        .await;
+    env.create_cr(team, "b2", json!({"serviceAccountName": "puller"}))
+        .await;
     env.wait("both Ready", Duration::from_secs(20), |k| {
-        cr_ready(k, "team-b", "b1") && cr_ready(k, "team-b", "b2")
+        cr_ready(k, team, "b1") && cr_ready(k, team, "b2")
     })
     .await;
 
@@ -162,7 +167,10 @@ async fn service_account_token_is_exchanged_for_the_annotated_role() {
     assert_eq!(exchanged.len(), 1, "one exchange for two resources");
     assert_eq!(exchanged[0]["RoleArn"], team_b);
     let claims = jwt_claims(&exchanged[0]["WebIdentityToken"]);
-    assert_eq!(claims["sub"], "system:serviceaccount:team-b:puller");
+    assert_eq!(
+        claims["sub"],
+        format!("system:serviceaccount:{team}:puller")
+    );
     assert_eq!(claims["aud"], json!(["sts.amazonaws.com"]));
     let keys = assumed_keys(&env);
     assert_eq!(keys.len(), 1, "{keys:?}");
@@ -173,10 +181,7 @@ async fn service_account_token_is_exchanged_for_the_annotated_role() {
         !env.ecr.calls_by_access_key().contains_key("AKIDOPERATOR"),
         "the operator's own identity was not used"
     );
-    assert_eq!(
-        password(&env, "team-b", "b1"),
-        password(&env, "team-b", "b2")
-    );
+    assert_eq!(password(&env, team, "b1"), password(&env, team, "b2"));
     op.stop().await;
 }
 
@@ -189,11 +194,11 @@ async fn each_identity_failure_names_its_fix_and_recovers() {
         .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
         .await;
     for ns in ["t", "other"] {
-        env.k8s.create_namespace(ns, &[]);
+        env.create_namespace(ns, &[]).await;
     }
-    service_account(&env, "t", "bare", None);
-    service_account(&env, "t", "denied", Some(&role("ecr-public-denied")));
-    service_account(&env, "other", "elsewhere", Some(&role("ecr-public-x")));
+    service_account(&env, "t", "bare", None).await;
+    service_account(&env, "t", "denied", Some(&role("ecr-public-denied"))).await;
+    service_account(&env, "other", "elsewhere", Some(&role("ecr-public-x"))).await;
     proxy.set_fault("AssumeRole", StsFault::AccessDenied);
     proxy.set_fault("AssumeRoleWithWebIdentity", StsFault::InvalidIdentityToken);
     let cases = [
@@ -230,7 +235,7 @@ async fn each_identity_failure_names_its_fix_and_recovers() {
         ),
     ];
     for (name, spec, _) in &cases {
-        env.create_cr("t", name, spec.clone());
+        env.create_cr("t", name, spec.clone()).await;
     }
     for (name, _, reason) in &cases {
         env.wait(&format!("{name}: {reason}"), Duration::from_secs(20), |k| {
@@ -283,10 +288,11 @@ async fn irsa_binary_rereads_the_rotated_token_file_and_refreshes_credentials_be
     let sts_url = proxy.url();
     let mut vars = irsa_env(&env, &sts_url, file.to_str().unwrap());
     vars.push(("AWS_CREDENTIALS_REFRESH_BEFORE", "3s".to_owned()));
-    let _child = spawn_without_keys(&env, &dir.0, "op", &borrowed(&vars));
+    let _child = spawn_without_keys(BIN, &env, &dir.0, "op", &borrowed(&vars));
 
     // No file yet (volume not mounted): the reason names the file.
-    env.create_cr("default", "irsa", json!({"refreshBefore": "2s"}));
+    env.create_cr("default", "irsa", json!({"refreshBefore": "2s"}))
+        .await;
     let unreadable = env
         .k8s
         .wait_until(Duration::from_secs(30), |k| {
@@ -366,8 +372,8 @@ async fn pod_identity_binary_uses_the_container_credentials_endpoint() {
         ),
         ("AWS_ENDPOINT_URL_ECR_PUBLIC", ecr.as_str()),
     ];
-    let _child = spawn_without_keys(&env, &dir.0, "op", &vars);
-    env.create_cr("default", "pod-identity", json!({}));
+    let _child = spawn_without_keys(BIN, &env, &dir.0, "op", &vars);
+    env.create_cr("default", "pod-identity", json!({})).await;
     env.wait("Ready with Pod Identity", Duration::from_secs(30), |k| {
         cr_ready(k, "default", "pod-identity")
     })
@@ -451,3 +457,5 @@ async fn token_subcommand_explains_the_identity_and_hides_the_token() {
     assert!(err.contains("[TokenFileUnreadable]"), "{err}");
     assert!(err.contains(file.to_str().unwrap()), "{err}");
 }
+
+on_both_apis!(service_account_token_is_exchanged_for_the_annotated_role);

@@ -1,28 +1,25 @@
-//! The operator end to end in-process: the real controller against the Kubernetes API emulator and
-//! the fake ECR Public. Each test asserts what a user would check with kubectl.
-
-mod common;
+//! The operator end to end in-process: the real controller against a Kubernetes API and the fake
+//! ECR Public. Each test asserts what a user would check with kubectl. The scenarios listed in
+//! `on_both_apis!` run on the emulator and on the real kube-apiserver (`real_api_server::…`).
 
 use std::time::Duration;
 
-use common::*;
-use harness::ecr::EcrFault;
+use harness::{ecr::EcrFault, env::*, on_both_apis};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cr_gets_a_typed_owned_secret_and_ready_status() {
+async fn cr_gets_a_typed_owned_secret_and_ready_status(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     let op = env.start_operator(&[]).await;
-    let cr = env.create_cr("default", "pull", json!({}));
-    env.wait("CR Ready", T, |k| cr_ready(k, "default", "pull"))
-        .await;
+    let cr = env.create_cr(ns, "pull", json!({})).await;
+    env.wait("CR Ready", T, |k| cr_ready(k, ns, "pull")).await;
 
     let secret = env
         .k8s
-        .get(SECRETS, Some("default"), "pull")
+        .get(SECRETS, Some(ns), "pull")
         .expect("Secret exists");
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
     assert_eq!(
@@ -46,7 +43,7 @@ async fn cr_gets_a_typed_owned_secret_and_ready_status() {
     );
     assert_eq!(config["auths"].as_object().unwrap().len(), 1);
 
-    let cr = env.k8s.get(CRS, Some("default"), "pull").unwrap();
+    let cr = env.k8s.get(CRS, Some(ns), "pull").unwrap();
     let status = &cr["status"];
     assert_eq!(status["secretName"], "pull");
     assert!(status["expiresAt"].is_string());
@@ -56,7 +53,7 @@ async fn cr_gets_a_typed_owned_secret_and_ready_status() {
         ready(&cr).unwrap(),
         ("True".to_owned(), "TokenValid".to_owned())
     );
-    // The Secret is written with server-side apply by one field manager, into `data`.
+    // The Secret is written once, with server-side apply by one field manager, into `data`.
     let writes: Vec<_> = env
         .k8s
         .requests()
@@ -64,26 +61,35 @@ async fn cr_gets_a_typed_owned_secret_and_ready_status() {
         .filter(|r| r.resource == SECRETS && r.verb == "patch")
         .collect();
     assert_eq!(writes.len(), 1);
-    assert_eq!(writes[0].patch_type.as_deref(), Some("apply"));
     assert_eq!(
         writes[0].field_manager.as_deref(),
         Some("ecr-public-pull-secret-operator")
+    );
+    let managers: Vec<_> = secret["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .map(|m| (m["manager"].clone(), m["operation"].clone()))
+        .collect();
+    assert_eq!(
+        managers,
+        [(json!("ecr-public-pull-secret-operator"), json!("Apply"))]
     );
     assert!(secret.get("stringData").is_none());
     op.stop().await;
     assert_no_token_leak(&env);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_resources_created_together_cost_one_ecr_call() {
+async fn fifty_resources_created_together_cost_one_ecr_call(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     for i in 0..50 {
-        env.create_cr("default", &format!("cr-{i}"), json!({}));
+        env.create_cr(ns, &format!("cr-{i}"), json!({})).await;
     }
     let op = env.start_operator(&[]).await;
     env.wait("50 CRs Ready", T, |k| {
-        (0..50).all(|i| cr_ready(k, "default", &format!("cr-{i}")))
+        (0..50).all(|i| cr_ready(k, ns, &format!("cr-{i}")))
     })
     .await;
     assert_eq!(
@@ -96,16 +102,16 @@ async fn fifty_resources_created_together_cost_one_ecr_call() {
     assert_no_token_leak(&env);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
+async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     env.ecr.set_token_lifetime(Duration::from_secs(12));
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "rot", json!({"refreshBefore": "6s"}));
-    env.wait("first token", T, |k| cr_ready(k, "default", "rot"))
+    env.create_cr(ns, "rot", json!({"refreshBefore": "6s"}))
         .await;
-    let first = docker_config(&env.k8s.get(SECRETS, Some("default"), "rot").unwrap());
+    env.wait("first token", T, |k| cr_ready(k, ns, "rot")).await;
+    let first = docker_config(&env.k8s.get(SECRETS, Some(ns), "rot").unwrap());
     let auth_of = |c: &serde_json::Value| {
         c["auths"]["public.ecr.aws"]["auth"]
             .as_str()
@@ -118,11 +124,11 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
     for rotation in 1..=2 {
         let prev = previous.clone();
         env.wait("rotation", T, move |k| {
-            k.get(SECRETS, Some("default"), "rot")
+            k.get(SECRETS, Some(ns), "rot")
                 .is_some_and(|s| auth_of(&docker_config(&s)) != prev)
         })
         .await;
-        let secret = env.k8s.get(SECRETS, Some("default"), "rot").unwrap();
+        let secret = env.k8s.get(SECRETS, Some(ns), "rot").unwrap();
         let expires = secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
             .as_str()
             .unwrap()
@@ -153,7 +159,7 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
     // Routine rotations are quiet: the first write has an Event, rotations only a status.
     let reasons: Vec<_> = env
         .k8s
-        .list(EVENTS, Some("default"))
+        .list(EVENTS, Some(ns))
         .iter()
         .filter(|e| e["type"] == "Normal")
         .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
@@ -162,16 +168,16 @@ async fn short_lived_tokens_rotate_once_per_rotation_and_never_in_between() {
     assert_no_token_leak(&env);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_with_fresh_secrets_costs_nothing() {
+async fn restart_with_fresh_secrets_costs_nothing(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     let op = env.start_operator(&[]).await;
     for i in 0..5 {
-        env.create_cr("default", &format!("r-{i}"), json!({}));
+        env.create_cr(ns, &format!("r-{i}"), json!({})).await;
     }
     env.wait("all Ready", T, |k| {
-        (0..5).all(|i| cr_ready(k, "default", &format!("r-{i}")))
+        (0..5).all(|i| cr_ready(k, ns, &format!("r-{i}")))
     })
     .await;
     op.stop().await;
@@ -183,17 +189,16 @@ async fn restart_with_fresh_secrets_costs_nothing() {
     // the new generation (proof it reconciled) without calling AWS or writing a Secret.
     for i in 0..5 {
         let name = format!("r-{i}");
-        let mut cr = env.k8s.get(CRS, Some("default"), &name).unwrap();
+        let mut cr = env.k8s.get(CRS, Some(ns), &name).unwrap();
         cr["spec"]["refreshBefore"] = json!("5h");
-        env.k8s.replace(CRS, Some("default"), cr).unwrap();
+        env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
     }
     env.wait("new generation observed", T, |k| {
         (0..5).all(|i| {
-            k.get(CRS, Some("default"), &format!("r-{i}"))
-                .is_some_and(|cr| {
-                    cr["status"]["observedGeneration"] == 2
-                        && ready(&cr).is_some_and(|(s, _)| s == "True")
-                })
+            k.get(CRS, Some(ns), &format!("r-{i}")).is_some_and(|cr| {
+                cr["status"]["observedGeneration"] == 2
+                    && ready(&cr).is_some_and(|(s, _)| s == "True")
+            })
         })
     })
     .await;
@@ -207,32 +212,32 @@ async fn restart_with_fresh_secrets_costs_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_keep_the_last_good_secret_and_recover() {
+async fn failures_keep_the_last_good_secret_and_recover(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     env.ecr.set_token_lifetime(Duration::from_secs(10));
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "f", json!({"refreshBefore": "8s"}));
-    env.wait("Ready", T, |k| cr_ready(k, "default", "f")).await;
+    env.create_cr(ns, "f", json!({"refreshBefore": "8s"})).await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "f")).await;
 
     for (fault, reason) in [
         (EcrFault::AccessDenied, "AccessDenied"),
         (EcrFault::Throttling, "Transient"),
         (EcrFault::ServerError, "Transient"),
     ] {
-        let before = env.k8s.get(SECRETS, Some("default"), "f").unwrap();
+        let before = env.k8s.get(SECRETS, Some(ns), "f").unwrap();
         env.ecr.set_fault(Some(fault.clone()));
         env.wait(reason, T, |k| {
-            cr_reason(k, "default", "f").as_deref() == Some(reason)
+            cr_reason(k, ns, "f").as_deref() == Some(reason)
         })
         .await;
-        let during = env.k8s.get(SECRETS, Some("default"), "f").unwrap();
+        let during = env.k8s.get(SECRETS, Some(ns), "f").unwrap();
         assert_eq!(
             during["data"], before["data"],
             "{fault:?}: last good token kept"
         );
-        let cr = env.k8s.get(CRS, Some("default"), "f").unwrap();
+        let cr = env.k8s.get(CRS, Some(ns), "f").unwrap();
         let message = cr["status"]["conditions"][0]["message"]
             .as_str()
             .unwrap()
@@ -244,9 +249,8 @@ async fn failures_keep_the_last_good_secret_and_recover() {
             );
         }
         env.ecr.set_fault(None);
-        env.wait("recovered", T, |k| cr_ready(k, "default", "f"))
-            .await;
-        let after = env.k8s.get(SECRETS, Some("default"), "f").unwrap();
+        env.wait("recovered", T, |k| cr_ready(k, ns, "f")).await;
+        let after = env.k8s.get(SECRETS, Some(ns), "f").unwrap();
         assert_ne!(
             after["data"], before["data"],
             "{fault:?}: recovery wrote a new token"
@@ -254,13 +258,13 @@ async fn failures_keep_the_last_good_secret_and_recover() {
     }
     let warnings: Vec<_> = env
         .k8s
-        .list(EVENTS, Some("default"))
+        .list(EVENTS, Some(ns))
         .into_iter()
         .filter(|e| e["type"] == "Warning")
         .collect();
     assert!(warnings.iter().any(|e| e["reason"] == "AccessDenied"));
     assert!(warnings.iter().any(|e| e["reason"] == "Transient"));
-    let recovered = env.k8s.list(EVENTS, Some("default"));
+    let recovered = env.k8s.list(EVENTS, Some(ns));
     assert!(
         recovered
             .iter()
@@ -271,38 +275,40 @@ async fn failures_keep_the_last_good_secret_and_recover() {
     assert_no_token_leak(&env);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep() {
+async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     env.ecr.set_token_lifetime(Duration::from_secs(4));
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "gone", json!({"refreshBefore": "2s"}));
+    env.create_cr(ns, "gone", json!({"refreshBefore": "2s"}))
+        .await;
     env.create_cr(
-        "default",
+        ns,
         "kept",
         json!({"refreshBefore": "2s", "onExpiry": "Keep"}),
-    );
+    )
+    .await;
     env.wait("Ready", T, |k| {
-        cr_ready(k, "default", "gone") && cr_ready(k, "default", "kept")
+        cr_ready(k, ns, "gone") && cr_ready(k, ns, "kept")
     })
     .await;
     env.ecr.set_fault(Some(EcrFault::ServerError));
     env.wait("auths emptied", T, |k| {
-        k.get(SECRETS, Some("default"), "gone")
+        k.get(SECRETS, Some(ns), "gone")
             .is_some_and(|s| docker_config(&s) == json!({"auths": {}}))
     })
     .await;
     // The Keep resource reports the failure but its Secret still holds the (expired) token.
     env.wait("Keep reports failure", T, |k| {
-        cr_reason(k, "default", "kept").as_deref() == Some("Transient")
+        cr_reason(k, ns, "kept").as_deref() == Some("Transient")
     })
     .await;
-    let kept = env.k8s.get(SECRETS, Some("default"), "kept").unwrap();
+    let kept = env.k8s.get(SECRETS, Some(ns), "kept").unwrap();
     assert!(docker_config(&kept)["auths"]["public.ecr.aws"]["auth"].is_string());
     // The status says the token was removed, and why the Secret is empty.
     env.wait("RemoveAuth reported", T, |k| {
-        k.get(CRS, Some("default"), "gone").is_some_and(|cr| {
+        k.get(CRS, Some(ns), "gone").is_some_and(|cr| {
             ready(&cr).is_some_and(|(s, _)| s == "False")
                 && cr["status"]["conditions"][0]["message"]
                     .as_str()
@@ -313,8 +319,8 @@ async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep() {
     .await;
     env.ecr.set_fault(None);
     env.wait("token back", T, |k| {
-        cr_ready(k, "default", "gone")
-            && k.get(SECRETS, Some("default"), "gone")
+        cr_ready(k, ns, "gone")
+            && k.get(SECRETS, Some(ns), "gone")
                 .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"].is_object())
     })
     .await;
@@ -322,56 +328,57 @@ async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep() {
     assert_no_token_leak(&env);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foreign_secret_with_the_same_name_is_never_touched() {
+async fn foreign_secret_with_the_same_name_is_never_touched(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     let foreign = env
         .k8s
-        .create(SECRETS, Some("default"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine"}, "type": "Opaque", "data": {"k": "dg=="}}))
+        .create(SECRETS, Some(ns), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine"}, "type": "Opaque", "data": {"k": "dg=="}}))
+        .await
         .unwrap();
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "wants-mine", json!({"secretName": "mine"}));
+    env.create_cr(ns, "wants-mine", json!({"secretName": "mine"}))
+        .await;
     env.wait("SecretConflict", T, |k| {
-        cr_reason(k, "default", "wants-mine").as_deref() == Some("SecretConflict")
+        cr_reason(k, ns, "wants-mine").as_deref() == Some("SecretConflict")
     })
     .await;
-    let cr = env.k8s.get(CRS, Some("default"), "wants-mine").unwrap();
+    let cr = env.k8s.get(CRS, Some(ns), "wants-mine").unwrap();
     assert!(
         cr["status"]["conditions"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("default/mine")
+            .contains(&format!("{ns}/mine"))
     );
     env.wait("conflict Event", T, |k| {
-        k.list(EVENTS, Some("default"))
+        k.list(EVENTS, Some(ns))
             .iter()
             .any(|e| e["reason"] == "SecretConflict")
     })
     .await;
     op.stop().await;
     assert_eq!(
-        env.k8s.get(SECRETS, Some("default"), "mine").unwrap(),
+        env.k8s.get(SECRETS, Some(ns), "mine").unwrap(),
         foreign,
         "byte-for-byte untouched"
     );
     assert_eq!(env.k8s.count("patch", SECRETS), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_change_updates_the_secret_without_a_new_aws_call() {
+async fn spec_change_updates_the_secret_without_a_new_aws_call(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "reg", json!({}));
-    env.wait("Ready", T, |k| cr_ready(k, "default", "reg"))
-        .await;
-    let mut cr = env.k8s.get(CRS, Some("default"), "reg").unwrap();
+    env.create_cr(ns, "reg", json!({})).await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "reg")).await;
+    let mut cr = env.k8s.get(CRS, Some(ns), "reg").unwrap();
     cr["spec"]["registries"] = json!(["public.ecr.aws", "ecr-public.aws.com"]);
     cr["spec"]["secretTemplate"] = json!({"labels": {"team": "a"}});
-    env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
     env.wait("both registries", T, |k| {
-        k.get(SECRETS, Some("default"), "reg").is_some_and(|s| {
+        k.get(SECRETS, Some(ns), "reg").is_some_and(|s| {
             docker_config(&s)["auths"]["ecr-public.aws.com"].is_object()
                 && s["metadata"]["labels"]["team"] == "a"
         })
@@ -379,7 +386,7 @@ async fn spec_change_updates_the_secret_without_a_new_aws_call() {
     .await;
     // A rewrite the user caused by an edit is announced, unlike a routine rotation.
     env.wait("an Updated Event", T, |k| {
-        k.list(EVENTS, Some("default"))
+        k.list(EVENTS, Some(ns))
             .iter()
             .any(|e| e["type"] == "Normal" && e["reason"] == "Updated")
     })
@@ -388,19 +395,17 @@ async fn spec_change_updates_the_secret_without_a_new_aws_call() {
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_the_resource_garbage_collects_the_secret() {
+async fn deleting_the_resource_garbage_collects_the_secret(api: Api) {
     capture_logs();
-    let env = Env::start().await;
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "bye", json!({}));
-    env.wait("Secret", T, |k| {
-        k.get(SECRETS, Some("default"), "bye").is_some()
-    })
-    .await;
-    env.k8s.delete(CRS, Some("default"), "bye").unwrap();
+    env.create_cr(ns, "bye", json!({})).await;
+    env.wait("Secret", T, |k| k.get(SECRETS, Some(ns), "bye").is_some())
+        .await;
+    env.k8s.delete(CRS, Some(ns), "bye").await.unwrap();
     env.wait("Secret collected", T, |k| {
-        k.get(SECRETS, Some("default"), "bye").is_none()
+        k.get(SECRETS, Some(ns), "bye").is_none()
     })
     .await;
     op.stop().await;
@@ -410,14 +415,16 @@ async fn deleting_the_resource_garbage_collects_the_secret() {
 async fn invalid_values_that_get_past_the_schema_are_reported() {
     capture_logs();
     let env = Env::start().await;
+    let ns = env.ns.as_str();
     let op = env.start_operator(&[]).await;
     // The CEL rule (< 12h) is not evaluated by the emulator, as by an API server with an old CRD.
-    env.create_cr("default", "bad", json!({"refreshBefore": "13h"}));
+    env.create_cr(ns, "bad", json!({"refreshBefore": "13h"}))
+        .await;
     env.wait("InvalidSpec", T, |k| {
-        cr_reason(k, "default", "bad").as_deref() == Some("InvalidSpec")
+        cr_reason(k, ns, "bad").as_deref() == Some("InvalidSpec")
     })
     .await;
-    assert!(env.k8s.get(SECRETS, Some("default"), "bad").is_none());
+    assert!(env.k8s.get(SECRETS, Some(ns), "bad").is_none());
     assert_eq!(env.ecr.calls(), 0);
     op.stop().await;
 }
@@ -426,35 +433,47 @@ async fn invalid_values_that_get_past_the_schema_are_reported() {
 async fn a_spec_made_invalid_keeps_the_secret_only_until_its_token_expires() {
     capture_logs();
     let env = Env::start().await;
+    let ns = env.ns.as_str();
     env.ecr.set_token_lifetime(Duration::from_secs(12));
     let op = env.start_operator(&[]).await;
-    env.create_cr("default", "edit", json!({}));
-    env.wait("Ready", T, |k| cr_ready(k, "default", "edit"))
-        .await;
-    let mut cr = env.k8s.get(CRS, Some("default"), "edit").unwrap();
+    env.create_cr(ns, "edit", json!({})).await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "edit")).await;
+    let mut cr = env.k8s.get(CRS, Some(ns), "edit").unwrap();
     cr["spec"]["refreshBefore"] = json!("13h");
-    env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
     env.wait("InvalidSpec", T, |k| {
-        cr_reason(k, "default", "edit").as_deref() == Some("InvalidSpec")
+        cr_reason(k, ns, "edit").as_deref() == Some("InvalidSpec")
     })
     .await;
-    let has_auth = |k: &harness::kube_api::Emulator| {
-        k.get(SECRETS, Some("default"), "edit")
+    let has_auth = |k: &Kube| {
+        k.get(SECRETS, Some(ns), "edit")
             .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"]["auth"].is_string())
     };
     assert!(has_auth(&env.k8s), "the last good token stays while valid");
     env.wait("expired auth removed", Duration::from_secs(30), |k| {
-        k.get(SECRETS, Some("default"), "edit")
+        k.get(SECRETS, Some(ns), "edit")
             .is_some_and(|s| docker_config(&s) == json!({"auths": {}}))
     })
     .await;
-    let mut cr = env.k8s.get(CRS, Some("default"), "edit").unwrap();
+    let mut cr = env.k8s.get(CRS, Some(ns), "edit").unwrap();
     cr["spec"]["refreshBefore"] = json!("4s");
-    env.k8s.replace(CRS, Some("default"), cr).unwrap();
+    env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
     env.wait("Ready again with a token", T, |k| {
-        cr_ready(k, "default", "edit") && has_auth(k)
+        cr_ready(k, ns, "edit") && has_auth(k)
     })
     .await;
     assert_no_token_leak(&env);
     op.stop().await;
 }
+
+on_both_apis!(
+    cr_gets_a_typed_owned_secret_and_ready_status,
+    fifty_resources_created_together_cost_one_ecr_call,
+    short_lived_tokens_rotate_once_per_rotation_and_never_in_between,
+    restart_with_fresh_secrets_costs_nothing,
+    failures_keep_the_last_good_secret_and_recover,
+    expired_token_is_removed_with_remove_auth_and_kept_with_keep,
+    foreign_secret_with_the_same_name_is_never_touched,
+    spec_change_updates_the_secret_without_a_new_aws_call,
+    deleting_the_resource_garbage_collects_the_secret,
+);

@@ -1,32 +1,42 @@
 //! `spec.serviceAccounts`: the operator adds its Secret to ServiceAccounts' `imagePullSecrets`,
 //! keeps every other entry as it was, writes nothing when the entry is there, and undoes only its
-//! own entries, for both kinds.
-
-mod common;
+//! own entries, for both kinds. Each runs on the emulator and on the real kube-apiserver
+//! (`real_api_server::…`), where JSON-patch `test` operations and the atomic list are the server's.
 
 use std::time::Duration;
 
-use common::*;
-use harness::kube_api::Emulator;
+use harness::{env::*, on_both_apis};
 use serde_json::{Value, json};
 
 const SAS: &str = "serviceaccounts";
 const ADDED: &str = "ecrpublic.pullsecrets.dev/added-image-pull-secrets";
 
-fn create_sa(k: &Emulator, ns: &str, name: &str, extra: Value) {
+/// Creates a ServiceAccount; one the API already made (a real cluster's controller creates
+/// `default` in every namespace) is replaced with this content instead.
+async fn create_sa(k: &Kube, ns: &str, name: &str, extra: Value) {
     let mut sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
                         "metadata": {"name": name, "namespace": ns}});
     if let (Some(sa), Some(extra)) = (sa.as_object_mut(), extra.as_object()) {
         sa.extend(extra.clone());
     }
-    k.create(SAS, Some(ns), sa).unwrap();
+    match k.create(SAS, Some(ns), sa.clone()).await {
+        Ok(_) => {}
+        Err(e) if e["code"] == 409 => {
+            let current = k
+                .get(SAS, Some(ns), name)
+                .expect("the existing ServiceAccount");
+            sa["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            k.replace(SAS, Some(ns), sa).await.unwrap();
+        }
+        Err(e) => panic!("create ServiceAccount {ns}/{name}: {e}"),
+    }
 }
 
-fn pull_secrets(k: &Emulator, ns: &str, name: &str) -> Value {
+fn pull_secrets(k: &Kube, ns: &str, name: &str) -> Value {
     k.get(SAS, Some(ns), name).unwrap()["imagePullSecrets"].clone()
 }
 
-fn names(k: &Emulator, ns: &str, name: &str) -> Vec<String> {
+fn names(k: &Kube, ns: &str, name: &str) -> Vec<String> {
     pull_secrets(k, ns, name)
         .as_array()
         .into_iter()
@@ -35,12 +45,12 @@ fn names(k: &Emulator, ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn patches(k: &Emulator) -> usize {
+fn patches(k: &Kube) -> usize {
     k.count("patch", SAS)
 }
 
 /// Namespace/name and status code of every ServiceAccount patch, for failure messages.
-fn patch_log(k: &Emulator) -> String {
+fn patch_log(k: &Kube) -> String {
     k.requests()
         .iter()
         .filter(|r| r.resource == SAS && r.verb == "patch")
@@ -49,29 +59,30 @@ fn patch_log(k: &Emulator) -> String {
         .join(" ")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry() {
+async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry(api: Api) {
     capture_logs();
-    let env = Env::start().await;
-    env.k8s.create_namespace("apps", &[]);
-    create_sa(&env.k8s, "apps", "default", json!({}));
+    let env = Env::start_on(api).await;
+    let apps = env.ns.as_str();
+    create_sa(&env.k8s, apps, "default", json!({})).await;
     let theirs = json!([{"name": "zeta"}, {"name": "alpha"}]);
     create_sa(
         &env.k8s,
-        "apps",
+        apps,
         "builder",
-        json!({"metadata": {"name": "builder", "namespace": "apps",
+        json!({"metadata": {"name": "builder", "namespace": apps,
                             "annotations": {"team": "build"}},
                "imagePullSecrets": theirs}),
-    );
+    )
+    .await;
     let op = env.start_operator(&["--patch-service-accounts=true"]).await;
-    env.create_cr("apps", "ecr", json!({"serviceAccounts": ["*"]}));
+    env.create_cr(apps, "ecr", json!({"serviceAccounts": ["*"]}))
+        .await;
     env.wait(
         "both ServiceAccounts name the Secret",
         Duration::from_secs(15),
         |k| {
-            names(k, "apps", "default") == ["ecr"]
-                && names(k, "apps", "builder") == ["zeta", "alpha", "ecr"]
+            names(k, apps, "default") == ["ecr"]
+                && names(k, apps, "builder") == ["zeta", "alpha", "ecr"]
         },
     )
     .await;
@@ -85,7 +96,7 @@ async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry() {
         "one patch per ServiceAccount: {}",
         patch_log(&env.k8s)
     );
-    let builder = pull_secrets(&env.k8s, "apps", "builder");
+    let builder = pull_secrets(&env.k8s, apps, "builder");
     assert_eq!(
         builder.as_array().unwrap()[..2],
         theirs.as_array().unwrap()[..],
@@ -94,12 +105,12 @@ async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry() {
 
     // A ServiceAccount created later is patched promptly; nothing else is written again.
     let before = patches(&env.k8s);
-    create_sa(&env.k8s, "apps", "late", json!({}));
+    create_sa(&env.k8s, apps, "late", json!({})).await;
     env.wait(
         "late ServiceAccount patched",
         Duration::from_secs(10),
         // The request log is written just after the change shows: await both.
-        |k| names(k, "apps", "late") == ["ecr"] && patches(k) > before,
+        |k| names(k, apps, "late") == ["ecr"] && patches(k) > before,
     )
     .await;
     assert_eq!(
@@ -113,12 +124,12 @@ async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry() {
     op.stop().await;
     let before = patches(&env.k8s);
     let op = env.start_operator(&["--patch-service-accounts=true"]).await;
-    create_sa(&env.k8s, "apps", "probe", json!({}));
+    create_sa(&env.k8s, apps, "probe", json!({})).await;
     env.wait(
         "probe ServiceAccount patched",
         Duration::from_secs(10),
         // The request log is written just after the change shows: await both.
-        |k| names(k, "apps", "probe") == ["ecr"] && patches(k) > before,
+        |k| names(k, apps, "probe") == ["ecr"] && patches(k) > before,
     )
     .await;
     assert_eq!(
@@ -129,99 +140,105 @@ async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry() {
     );
 
     // Narrowing the list undoes the entry on the ServiceAccounts that left it, only there.
-    let mut cr = env.k8s.get(CRS, Some("apps"), "ecr").unwrap();
+    let mut cr = env.k8s.get(CRS, Some(apps), "ecr").unwrap();
     cr["spec"]["serviceAccounts"] = json!(["default"]);
-    env.k8s.replace(CRS, Some("apps"), cr).unwrap();
+    env.k8s.replace(CRS, Some(apps), cr).await.unwrap();
     env.wait("builder back as it was", Duration::from_secs(10), |k| {
-        pull_secrets(k, "apps", "builder") == theirs && names(k, "apps", "late").is_empty()
+        pull_secrets(k, apps, "builder") == theirs && names(k, apps, "late").is_empty()
     })
     .await;
-    let builder = env.k8s.get(SAS, Some("apps"), "builder").unwrap();
+    let builder = env.k8s.get(SAS, Some(apps), "builder").unwrap();
     assert_eq!(builder["metadata"]["annotations"], json!({"team": "build"}));
-    assert_eq!(names(&env.k8s, "apps", "default"), ["ecr"]);
+    assert_eq!(names(&env.k8s, apps, "default"), ["ecr"]);
 
     // Deleting the resource removes the entry it added.
-    env.k8s.delete(CRS, Some("apps"), "ecr").unwrap();
+    env.k8s.delete(CRS, Some(apps), "ecr").await.unwrap();
     env.wait("default has no entry left", Duration::from_secs(10), |k| {
-        pull_secrets(k, "apps", "default").is_null()
+        pull_secrets(k, apps, "default").is_null()
     })
     .await;
-    assert_eq!(pull_secrets(&env.k8s, "apps", "builder"), theirs);
+    assert_eq!(pull_secrets(&env.k8s, apps, "builder"), theirs);
     assert_no_token_leak(&env);
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hand_written_entries_and_user_edits_are_never_lost() {
+async fn hand_written_entries_and_user_edits_are_never_lost(api: Api) {
     capture_logs();
-    let env = Env::start().await;
-    env.k8s.create_namespace("apps", &[]);
+    let env = Env::start_on(api).await;
+    let apps = env.ns.as_str();
     // The user already lists the Secret by hand: it is theirs, and stays when the resource goes.
     create_sa(
         &env.k8s,
-        "apps",
+        apps,
         "default",
         json!({"imagePullSecrets": [{"name": "ecr"}]}),
-    );
+    )
+    .await;
     let op = env.start_operator(&["--patch-service-accounts=true"]).await;
     env.create_cr(
-        "apps",
+        apps,
         "ecr",
         json!({"serviceAccounts": ["default", "edited"]}),
-    );
+    )
+    .await;
     env.wait("Secret written", Duration::from_secs(10), |k| {
-        cr_ready(k, "apps", "ecr")
+        cr_ready(k, apps, "ecr")
     })
     .await;
     // Someone edits the list while the operator adds to it, in whichever order: both survive.
-    create_sa(&env.k8s, "apps", "edited", json!({}));
-    let mut sa = env.k8s.get(SAS, Some("apps"), "edited").unwrap();
+    create_sa(&env.k8s, apps, "edited", json!({})).await;
+    let mut sa = env.k8s.get(SAS, Some(apps), "edited").unwrap();
     sa["imagePullSecrets"] = json!([{"name": "mine"}]);
     // The operator may have patched first: then this replace fails on resourceVersion; retry.
-    let mut replaced = env.k8s.replace(SAS, Some("apps"), sa).is_ok();
+    let mut replaced = env.k8s.replace(SAS, Some(apps), sa).await.is_ok();
     if !replaced {
-        let mut sa = env.k8s.get(SAS, Some("apps"), "edited").unwrap();
+        let mut sa = env.k8s.get(SAS, Some(apps), "edited").unwrap();
         let mut list = sa["imagePullSecrets"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         list.insert(0, json!({"name": "mine"}));
         sa["imagePullSecrets"] = json!(list);
-        replaced = env.k8s.replace(SAS, Some("apps"), sa).is_ok();
+        replaced = env.k8s.replace(SAS, Some(apps), sa).await.is_ok();
     }
     assert!(replaced, "the user's edit went in");
     env.wait("both entries present", Duration::from_secs(10), |k| {
-        names(k, "apps", "edited") == ["mine", "ecr"]
+        names(k, apps, "edited") == ["mine", "ecr"]
     })
     .await;
     assert!(
-        env.k8s.get(SAS, Some("apps"), "default").unwrap()["metadata"]["annotations"][ADDED]
+        env.k8s.get(SAS, Some(apps), "default").unwrap()["metadata"]["annotations"][ADDED]
             .is_null(),
         "a hand-written entry is not claimed"
     );
-    env.k8s.delete(CRS, Some("apps"), "ecr").unwrap();
+    env.k8s.delete(CRS, Some(apps), "ecr").await.unwrap();
     env.wait(
         "our entry removed from edited",
         Duration::from_secs(10),
-        |k| names(k, "apps", "edited") == ["mine"],
+        |k| names(k, apps, "edited") == ["mine"],
     )
     .await;
     assert_eq!(
-        names(&env.k8s, "apps", "default"),
+        names(&env.k8s, apps, "default"),
         ["ecr"],
         "hand-written entry kept"
     );
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_resource_patches_service_accounts_in_selected_namespaces() {
+async fn cluster_resource_patches_service_accounts_in_selected_namespaces(api: Api) {
     capture_logs();
-    let env = Env::start().await;
-    env.k8s.create_namespace("t1", &[("team", "yes")]);
-    env.k8s.create_namespace("other", &[]);
-    for ns in ["t1", "other"] {
-        create_sa(&env.k8s, ns, "default", json!({}));
+    let env = Env::start_on(api).await;
+    let (t1, t2, other) = (
+        format!("{}-t1", env.ns),
+        format!("{}-t2", env.ns),
+        format!("{}-other", env.ns),
+    );
+    let team = [("team", env.ns.as_str())];
+    env.create_namespace(&t1, &team).await;
+    env.create_namespace(&other, &[]).await;
+    for ns in [&t1, &other] {
+        create_sa(&env.k8s, ns, "default", json!({})).await;
     }
     let op = env
         .start_operator(&["--cluster-pull-secrets", "--patch-service-accounts=true"])
@@ -233,56 +250,60 @@ async fn cluster_resource_patches_service_accounts_in_selected_namespaces() {
             json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
                    "kind": "ClusterEcrPublicPullSecret",
                    "metadata": {"name": "ecr-public"},
-                   "spec": {"namespaceSelector": {"matchLabels": {"team": "yes"}},
+                   "spec": {"namespaceSelector": {"matchLabels": {"team": env.ns}},
                             "serviceAccounts": ["default"]}}),
         )
+        .await
         .unwrap();
     env.wait("t1 default patched", Duration::from_secs(15), |k| {
-        names(k, "t1", "default") == ["ecr-public"]
+        names(k, &t1, "default") == ["ecr-public"]
     })
     .await;
-    assert!(names(&env.k8s, "other", "default").is_empty());
+    assert!(names(&env.k8s, &other, "default").is_empty());
 
     // A new namespace in the selection, with its ServiceAccount created afterwards.
-    env.k8s.create_namespace("t2", &[("team", "yes")]);
-    create_sa(&env.k8s, "t2", "default", json!({}));
+    env.create_namespace(&t2, &team).await;
+    create_sa(&env.k8s, &t2, "default", json!({})).await;
     env.wait("t2 default patched", Duration::from_secs(10), |k| {
-        names(k, "t2", "default") == ["ecr-public"]
+        names(k, &t2, "default") == ["ecr-public"]
     })
     .await;
 
     // Leaving the selection undoes it.
-    let mut ns = env.k8s.get("namespaces", None, "t1").unwrap();
-    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": "t1"});
-    env.k8s.replace("namespaces", None, ns).unwrap();
+    let mut ns = env.k8s.get("namespaces", None, &t1).unwrap();
+    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": t1});
+    env.k8s.replace("namespaces", None, ns).await.unwrap();
     env.wait("t1 entry removed", Duration::from_secs(10), |k| {
-        names(k, "t1", "default").is_empty()
+        names(k, &t1, "default").is_empty()
     })
     .await;
 
-    env.k8s.delete(CLUSTER_CRS, None, "ecr-public").unwrap();
+    env.k8s
+        .delete(CLUSTER_CRS, None, "ecr-public")
+        .await
+        .unwrap();
     env.wait("t2 entry removed on delete", Duration::from_secs(15), |k| {
-        names(k, "t2", "default").is_empty()
+        names(k, &t2, "default").is_empty()
     })
     .await;
     assert!(!logs().contains("panicked"), "the operator never panics");
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_flag_service_accounts_are_never_touched() {
+async fn without_the_flag_service_accounts_are_never_touched(api: Api) {
     capture_logs();
-    let env = Env::start().await;
-    env.k8s.create_namespace("apps", &[]);
-    create_sa(&env.k8s, "apps", "default", json!({}));
+    let env = Env::start_on(api).await;
+    let apps = env.ns.as_str();
+    create_sa(&env.k8s, apps, "default", json!({})).await;
     let op = env.start_operator(&[]).await;
-    env.create_cr("apps", "ecr", json!({"serviceAccounts": ["*"]}));
+    env.create_cr(apps, "ecr", json!({"serviceAccounts": ["*"]}))
+        .await;
     env.wait("Secret written", Duration::from_secs(10), |k| {
-        cr_ready(k, "apps", "ecr")
+        cr_ready(k, apps, "ecr")
     })
     .await;
     assert_eq!(patches(&env.k8s), 0);
-    let message = cr_message(&env.k8s, "apps", "ecr");
+    let message = cr_message(&env.k8s, apps, "ecr");
     assert!(
         message.contains("spec.serviceAccounts is ignored")
             && message.contains("serviceAccountPatching.enabled"),
@@ -295,37 +316,47 @@ async fn without_the_flag_service_accounts_are_never_touched() {
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_edit_renaming_the_secret_and_dropping_the_service_account_undoes_the_old_entry() {
+async fn one_edit_renaming_the_secret_and_dropping_the_service_account_undoes_the_old_entry(
+    api: Api,
+) {
     capture_logs();
-    let env = Env::start().await;
-    env.k8s.create_namespace("apps", &[]);
+    let env = Env::start_on(api).await;
+    let apps = env.ns.as_str();
     // `[{}]`: an entry without a name, which the API server keeps (and returns) as `{}`.
-    create_sa(&env.k8s, "apps", "web", json!({"imagePullSecrets": [{}]}));
-    create_sa(&env.k8s, "apps", "worker", json!({}));
+    create_sa(&env.k8s, apps, "web", json!({"imagePullSecrets": [{}]})).await;
+    create_sa(&env.k8s, apps, "worker", json!({})).await;
     let op = env.start_operator(&["--patch-service-accounts=true"]).await;
-    env.create_cr("apps", "ecr", json!({"serviceAccounts": ["web"]}));
+    env.create_cr(apps, "ecr", json!({"serviceAccounts": ["web"]}))
+        .await;
     env.wait("web names the Secret", Duration::from_secs(15), |k| {
-        pull_secrets(k, "apps", "web") == json!([{}, {"name": "ecr"}])
+        pull_secrets(k, apps, "web") == json!([{}, {"name": "ecr"}])
     })
     .await;
-    let mut cr = env.k8s.get(CRS, Some("apps"), "ecr").unwrap();
+    let mut cr = env.k8s.get(CRS, Some(apps), "ecr").unwrap();
     cr["spec"]["secretName"] = json!("ecr-renamed");
     cr["spec"]["serviceAccounts"] = json!(["worker"]);
-    env.k8s.replace(CRS, Some("apps"), cr).unwrap();
+    env.k8s.replace(CRS, Some(apps), cr).await.unwrap();
     env.wait(
         "old entry gone from web, new one on worker",
         Duration::from_secs(15),
         |k| {
-            pull_secrets(k, "apps", "web") == json!([{}])
-                && names(k, "apps", "worker") == ["ecr-renamed"]
+            pull_secrets(k, apps, "web") == json!([{}])
+                && names(k, apps, "worker") == ["ecr-renamed"]
         },
     )
     .await;
-    let web = env.k8s.get(SAS, Some("apps"), "web").unwrap();
+    let web = env.k8s.get(SAS, Some(apps), "web").unwrap();
     assert!(
         web["metadata"]["annotations"][ADDED].is_null(),
         "nothing recorded as ours any more: {web}"
     );
     op.stop().await;
 }
+
+on_both_apis!(
+    namespaced_resource_adds_keeps_and_removes_only_its_own_entry,
+    hand_written_entries_and_user_edits_are_never_lost,
+    cluster_resource_patches_service_accounts_in_selected_namespaces,
+    without_the_flag_service_accounts_are_never_touched,
+    one_edit_renaming_the_secret_and_dropping_the_service_account_undoes_the_old_entry,
+);

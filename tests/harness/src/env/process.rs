@@ -1,6 +1,5 @@
-//! Running the real binary as a child process, like in a pod (tests only: it needs the binary
-//! cargo builds for integration tests).
-#![allow(dead_code)]
+//! Running the real binary as a child process, like in a pod. The caller names the binary:
+//! cargo tells integration tests where it built it (`env!("CARGO_BIN_EXE_<name>")`).
 
 use std::{
     net::SocketAddr,
@@ -9,10 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{Env, eventually};
-
-/// The operator binary cargo built for this test run.
-pub const BIN: &str = env!("CARGO_BIN_EXE_ecr-public-pull-secret-operator");
+use super::{Env, eventually};
 
 /// A scratch directory for one test, removed when dropped.
 pub struct Scratch(pub PathBuf);
@@ -53,24 +49,31 @@ pub async fn admin_addr(dir: &Path, name: &str) -> SocketAddr {
 
 /// Starts the binary with pod-like environment and static AWS keys; stderr goes to
 /// `<dir>/<name>.log`.
-pub fn spawn(env: &Env, dir: &Path, name: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
+pub fn spawn(
+    bin: &str,
+    env: &Env,
+    dir: &Path,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> tokio::process::Child {
     let keys = [
         ("AWS_ACCESS_KEY_ID", "AKIDBINARY"),
         ("AWS_SECRET_ACCESS_KEY", "binary-secret"),
     ];
-    spawn_without_keys(env, dir, name, &[&keys[..], extra].concat())
+    spawn_without_keys(bin, env, dir, name, &[&keys[..], extra].concat())
 }
 
 /// Like [`spawn`], but the only AWS credentials are those `extra` configures (IRSA, Pod Identity).
 pub fn spawn_without_keys(
+    bin: &str,
     env: &Env,
     dir: &Path,
     name: &str,
     extra: &[(&str, &str)],
 ) -> tokio::process::Child {
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.api.kubeconfig_yaml("default")).unwrap();
-    let mut cmd = tokio::process::Command::new(BIN);
+    std::fs::write(&kubeconfig, env.kubeconfig_yaml(&env.ns)).unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
     cmd.env_clear()
         .env("KUBECONFIG", &kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
@@ -84,7 +87,7 @@ pub fn spawn_without_keys(
         .env("RETRY_BACKOFF_BASE", "200ms")
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("POD_NAME", name)
-        .env("POD_NAMESPACE", "default");
+        .env("POD_NAMESPACE", &env.ns);
     for (k, v) in extra {
         cmd.env(k, v);
     }

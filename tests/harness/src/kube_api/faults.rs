@@ -17,6 +17,8 @@ pub struct RequestRecord {
     /// The response status; 0 while the request is still being handled.
     pub code: u16,
     pub user_agent: Option<String>,
+    /// The authenticated user (a real API server's audit log; the emulator has no users).
+    pub user: Option<String>,
     /// Order of arrival (unique per emulator).
     pub seq: u64,
 }
