@@ -6,8 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    aws::AwsSettings, controller::ControllerSettings, duration, identity::AllowedRoles,
-    leader::LeaseSettings,
+    aws::{AwsSettings, identity::AllowedRoles},
+    duration,
+    k8s::leader::LeaseSettings,
+    reconcilers::namespaced::ControllerSettings,
 };
 
 /// Keeps Amazon ECR Public image pull Secrets fresh.

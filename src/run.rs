@@ -9,16 +9,14 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::{
-    aws::{self, EcrPublic},
-    cache::TokenCache,
-    cluster,
+    admin::{
+        http::{self, Health},
+        metrics::{Metered, Metrics},
+    },
+    aws::{self, EcrPublic, cache::TokenCache, credentials::Clients},
     config::RunArgs,
-    controller,
-    credentials::Clients,
-    http::{self, Health},
-    leader::Leadership,
-    metrics::{Metered, Metrics},
-    service_accounts,
+    k8s::leader::Leadership,
+    reconcilers::{cluster, namespaced as controller, service_accounts},
 };
 
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.

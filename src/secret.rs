@@ -15,8 +15,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    aws::token::Token,
     crd::{MANAGER, PullSecretSettings, Registry},
-    token::Token,
 };
 
 /// Secret type the kubelet reads for `imagePullSecrets`.
@@ -174,7 +174,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{crd::SecretTemplate, token::test_token};
+    use crate::{aws::token::test_token, crd::SecretTemplate};
     use chrono::Duration;
 
     fn now() -> DateTime<Utc> {

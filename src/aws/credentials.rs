@@ -19,7 +19,10 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, api::PostParams};
 
-use crate::{Error, aws::ECR_PUBLIC_REGION, identity::Identity};
+use crate::{
+    Error,
+    aws::{ECR_PUBLIC_REGION, identity::Identity},
+};
 
 /// Audience of ServiceAccount tokens exchanged with STS, as the EKS pod identity webhook uses.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";

@@ -12,8 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use crate::identity::Identity;
-use crate::{Error, aws::TokenSource, token::Token};
+pub use crate::aws::identity::Identity;
+use crate::{
+    Error,
+    aws::{TokenSource, token::Token},
+};
 
 #[derive(Default)]
 struct Slot {
@@ -92,7 +95,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::test_token;
+    use crate::aws::token::test_token;
     use chrono::Utc;
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -12,9 +12,7 @@ use chrono::Utc;
 
 use crate::{
     Error,
-    aws::{self, EcrPublic, TokenSource},
-    credentials::Clients,
-    identity::Identity,
+    aws::{self, EcrPublic, TokenSource, credentials::Clients, identity::Identity},
 };
 
 /// What to check.

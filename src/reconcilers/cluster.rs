@@ -39,18 +39,15 @@ use tracing::{info, warn};
 
 use crate::{
     Error,
-    cache::TokenCache,
-    controller::ControllerSettings,
+    aws::{cache::TokenCache, identity::Identity, token::Token},
     crd::{
         ClusterEcrPublicPullSecret, ClusterEcrPublicPullSecretSpec,
         ClusterEcrPublicPullSecretStatus, MANAGER, NamespaceFailure, OnExpiry, PullSecretSettings,
     },
-    identity::Identity,
+    k8s::{events, status, synced::Synced},
+    reconcilers::namespaced::{self, ControllerSettings},
     schedule,
     secret::{self, SecretSpec, SecretState},
-    status,
-    synced::Synced,
-    token::Token,
 };
 
 /// Label on every Secret a cluster resource writes: the resource's UID.
@@ -71,7 +68,7 @@ fn validate(spec: &ClusterEcrPublicPullSecretSpec) -> Result<Option<Duration>, E
     spec.settings
         .refresh_before
         .as_deref()
-        .map(crate::controller::parse_refresh_before)
+        .map(namespaced::parse_refresh_before)
         .transpose()
 }
 
@@ -157,7 +154,7 @@ pub async fn run(
     let by_uid = controller.store();
     let concurrency = settings.concurrency;
     let ctx = Arc::new(Context {
-        recorder: crate::events::recorder(client.clone(), settings.instance.clone()),
+        recorder: events::recorder(client.clone(), settings.instance.clone()),
         client,
         tokens,
         settings,
@@ -532,7 +529,7 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
 
     let current = ctx.status_of(cr);
     let (mut status, next) = summarize(cr, current.as_ref(), &outcomes, &due_at, now);
-    if let Some(hint) = crate::controller::ignored_service_accounts(settings, &ctx.settings) {
+    if let Some(hint) = namespaced::ignored_service_accounts(settings, &ctx.settings) {
         for c in &mut status.conditions {
             c.message.push_str(hint);
         }
@@ -702,7 +699,7 @@ async fn write_status(
             EventType::Warning
         };
         let note = now.message.clone();
-        crate::events::publish(&ctx.recorder, &cr.object_ref(&()), type_, &now.reason, note).await;
+        events::publish(&ctx.recorder, &cr.object_ref(&()), type_, &now.reason, note).await;
     }
     Ok(())
 }

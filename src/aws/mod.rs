@@ -1,6 +1,12 @@
 //! The AWS boundary: the ECR Public client (pinned to us-east-1), the call that fetches a token,
 //! and the classification of AWS failures into [`Error`] variants a user can act on.
 
+pub mod cache;
+pub mod credentials;
+pub mod diagnose;
+pub mod identity;
+pub mod token;
+
 use std::time::Duration;
 
 use aws_config::{
@@ -15,12 +21,10 @@ use aws_sdk_ecrpublic::{
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::{
-    Error,
-    credentials::{self, Clients},
-    identity::Identity,
-    token::Token,
-};
+use crate::Error;
+use credentials::Clients;
+use identity::Identity;
+use token::Token;
 
 /// ECR Public's API only exists in us-east-1, whatever region the cluster runs in.
 pub const ECR_PUBLIC_REGION: &str = "us-east-1";

@@ -33,11 +33,13 @@ use tracing::{info, warn};
 
 use crate::{
     Error,
-    cluster::selects,
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER, PullSecretSettings},
-    image_pull_secrets::{self, ADDED_ANNOTATION},
+    k8s::synced::Synced,
+    reconcilers::{
+        cluster::selects,
+        image_pull_secrets::{self, ADDED_ANNOTATION},
+    },
     schedule,
-    synced::Synced,
 };
 
 /// First retry after a failed patch, doubling up to [`RETRY_MAX`] (a 422 means the list changed

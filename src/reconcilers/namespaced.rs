@@ -32,17 +32,21 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Error,
-    cache::TokenCache,
+    admin::{http::Health, metrics::Metrics},
+    aws::{
+        cache::TokenCache,
+        identity::{self, AllowedRoles},
+        token::Token,
+    },
     crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus, MANAGER, OnExpiry, PullSecretSettings},
     duration,
-    http::Health,
-    identity::{self, AllowedRoles},
-    metrics::Metrics,
+    k8s::{
+        events,
+        status::{self, Report},
+        synced::Synced,
+    },
     schedule,
     secret::{self, SecretSpec, SecretState},
-    status::{self, Report},
-    synced::Synced,
-    token::Token,
 };
 
 /// Settings of the reconciler itself (not of AWS or the process).
@@ -268,7 +272,7 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        crate::events::publish(&self.recorder, &cr.object_ref(&()), type_, reason, note).await;
+        events::publish(&self.recorder, &cr.object_ref(&()), type_, reason, note).await;
     }
 }
 
@@ -331,7 +335,7 @@ pub async fn run(
     let concurrency = settings.concurrency;
     metrics.watch_secrets(reader.clone());
     let ctx = Arc::new(Context {
-        recorder: crate::events::recorder(client.clone(), settings.instance.clone()),
+        recorder: events::recorder(client.clone(), settings.instance.clone()),
         client,
         secrets: reader.clone(),
         tokens,

@@ -24,7 +24,11 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{Error, aws::TokenSource, cache::Identity, secret::SecretState, token::Token};
+use crate::{
+    Error,
+    aws::{TokenSource, cache::Identity, token::Token},
+    secret::SecretState,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
