@@ -388,7 +388,7 @@ async fn reconcile_once(
     let now = Utc::now();
     let outcome = match decide(&cr, &ctx, now).await {
         Ok(outcome) => outcome,
-        Err(error @ Error::Kube(_)) => {
+        Err(error) if error.is_kube() => {
             // Say so on the resource too (a 500 storm or a missing RBAC verb must not leave
             // "Ready" standing); the status write may fail as well while the API is down.
             if let Err(e) = report_problem(&cr, &ctx, &error, now).await {
@@ -653,10 +653,10 @@ async fn decide(
 ) -> Result<Outcome, Error> {
     let ns = cr
         .namespace()
-        .ok_or_else(|| Error::InvalidSpec("EcrPublicPullSecret has no namespace".into()))?;
+        .ok_or_else(|| Error::Internal("EcrPublicPullSecret has no namespace".into()))?;
     let uid = cr
         .uid()
-        .ok_or_else(|| Error::InvalidSpec("EcrPublicPullSecret has no uid yet".into()))?;
+        .ok_or_else(|| Error::Internal("EcrPublicPullSecret has no uid yet".into()))?;
     let settings = &cr.spec.settings;
     let requested = match &settings.refresh_before {
         Some(s) => Some(parse_refresh_before(s)?),
@@ -717,7 +717,7 @@ async fn decide(
                     .get(&identity, |t| due_at(t.issued_at, t.expires_at) > now)
                     .await
             }
-            Err(e @ Error::Kube(_)) => return Err(e),
+            Err(e) if e.is_kube() => return Err(e),
             Err(e) => Err(e),
         };
     match fetched {

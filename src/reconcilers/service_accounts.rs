@@ -287,7 +287,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
         return Ok(resync(&current));
     };
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
-        .map_err(|e| Error::Kube(format!("building the imagePullSecrets patch: {e}")))?;
+        .map_err(|e| Error::Internal(format!("building the imagePullSecrets patch: {e}")))?;
     let (name, ns) = (sa.name_any(), sa.namespace().unwrap_or_default());
     let params = PatchParams {
         field_manager: Some(MANAGER.into()),
