@@ -9,7 +9,7 @@ use crate::{
     aws::{AwsSettings, identity::AllowedRoles},
     duration,
     k8s::leader::LeaseSettings,
-    reconcilers::namespaced::ControllerSettings,
+    reconcilers,
 };
 
 /// Keeps Amazon ECR Public image pull Secrets fresh.
@@ -183,9 +183,9 @@ impl RunArgs {
         }
     }
 
-    /// Settings for the reconciler.
-    pub fn controller(&self) -> ControllerSettings {
-        ControllerSettings {
+    /// Settings for the reconcilers.
+    pub fn reconcilers(&self) -> reconcilers::Settings {
+        reconcilers::Settings {
             watch_namespace: self.watch_namespace.clone(),
             default_refresh_before: self.default_refresh_before,
             backoff_base: self.retry_backoff_base,

@@ -11,7 +11,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tracing::{info, warn};
 
-use crate::admin::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Readiness shared between the controller and the HTTP server.
 #[derive(Debug, Clone, Default)]

@@ -1,4 +1,5 @@
-//! What the process exposes: the admin HTTP server and the Prometheus metrics.
+//! What the process exposes: the admin HTTP server (`/metrics`, `/livez`, `/readyz`) in
+//! [`http`], and the Prometheus metrics in [`metrics`].
 
 pub mod http;
 pub mod metrics;

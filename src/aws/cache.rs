@@ -12,11 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use crate::aws::identity::Identity;
-use crate::{
-    Error,
-    aws::{TokenSource, token::Token},
-};
+pub use super::identity::Identity;
+use super::{TokenSource, token::Token};
+use crate::Error;
 
 #[derive(Default)]
 struct Slot {
@@ -49,8 +47,7 @@ impl TokenCache {
     }
 
     fn slot(&self, identity: &Identity) -> Arc<tokio::sync::Mutex<Slot>> {
-        // A poisoned lock only means another thread panicked mid-insert; the map is still usable.
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::lock(&self.slots);
         slots.entry(identity.clone()).or_default().clone()
     }
 

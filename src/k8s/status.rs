@@ -1,98 +1,103 @@
-//! The status the operator reports, derived purely from what a reconcile decided.
-//!
-//! Status is written only when it differs from what the object already shows; everything here is
-//! deterministic for a given outcome (times are whole seconds, `lastTransitionTime` is carried over
-//! while the condition's status stays the same), so an unchanged outcome compares equal and causes
-//! no write and no watch event.
+//! The status writer, for both kinds: server-side apply of the status subresource, only when the
+//! status differs from the current one, where the current one is our own last write until the
+//! watch has shown it. What a status says is decided in `reconcilers::report`.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::fmt::Debug;
 
-use chrono::{DateTime, Utc};
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::object::HasStatus,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use super::memo::Memo;
+use crate::{
+    Error,
+    crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER},
 };
 
-use crate::crd::EcrPublicPullSecretStatus;
-
-/// Condition type reported on every resource.
-pub const READY: &str = "Ready";
-
-/// Converts the AWS-side chrono time into the Kubernetes `Time` (whole seconds).
-pub fn k8s_time(t: DateTime<Utc>) -> Time {
-    // Timestamps from chrono are always within jiff's range for any date this operator handles;
-    // fall back to the epoch rather than panic on absurd input.
-    Time(Timestamp::from_second(t.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH))
+/// A resource whose status the operator reports.
+pub trait Reported:
+    Resource<DynamicType = ()>
+    + HasStatus<Status: Serialize + Clone + PartialEq + Send + Sync>
+    + Clone
+    + DeserializeOwned
+    + Debug
+{
+    /// The API its status is written through.
+    fn api(client: Client, obj: &Self) -> Api<Self>;
 }
 
-/// What the reconcile concluded, in status terms.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub ready: bool,
-    pub reason: String,
-    pub message: String,
-    pub secret_name: String,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub refreshed_at: Option<DateTime<Utc>>,
-    pub next_refresh: Option<DateTime<Utc>>,
-}
-
-/// Builds the status for `report`, keeping `lastTransitionTime` from `current` when the
-/// condition's status did not change.
-pub fn build(
-    report: &Report,
-    generation: Option<i64>,
-    current: Option<&EcrPublicPullSecretStatus>,
-    now: DateTime<Utc>,
-) -> EcrPublicPullSecretStatus {
-    let status = if report.ready { "True" } else { "False" };
-    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    let last_transition_time = previous
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| k8s_time(now));
-    EcrPublicPullSecretStatus {
-        conditions: vec![Condition {
-            type_: READY.into(),
-            status: status.into(),
-            reason: report.reason.clone(),
-            message: report.message.clone(),
-            observed_generation: generation,
-            last_transition_time,
-        }],
-        observed_generation: generation,
-        secret_name: Some(report.secret_name.clone()),
-        expires_at: report.expires_at.map(k8s_time),
-        last_refresh_time: report.refreshed_at.map(k8s_time),
-        next_refresh_time: report.next_refresh.map(k8s_time),
+impl Reported for EcrPublicPullSecret {
+    fn api(client: Client, obj: &Self) -> Api<Self> {
+        Api::namespaced(client, &obj.namespace().unwrap_or_default())
     }
 }
 
-/// The Ready condition among these (both kinds' statuses carry conditions).
-pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
-    conditions.iter().find(|c| c.type_ == READY)
+impl Reported for ClusterEcrPublicPullSecret {
+    fn api(client: Client, _: &Self) -> Api<Self> {
+        Api::all(client)
+    }
 }
 
-/// The current Ready condition's reason, if any.
-pub fn ready_reason(current: Option<&EcrPublicPullSecretStatus>) -> Option<&str> {
-    ready_condition(&current?.conditions).map(|c| c.reason.as_str())
+/// Writes the status of resources of one kind.
+pub struct StatusWriter<K: Reported> {
+    client: Client,
+    last: LastWritten<K::Status>,
 }
 
-/// Whether the Ready condition is True.
-pub fn is_ready(current: Option<&EcrPublicPullSecretStatus>) -> bool {
-    current
-        .and_then(|s| ready_condition(&s.conditions))
-        .is_some_and(|c| c.status == "True")
+impl<K: Reported> StatusWriter<K> {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            last: LastWritten::default(),
+        }
+    }
+
+    /// The resource's current status: our own last write until the watch has caught up with it.
+    pub fn current(&self, obj: &K) -> Option<K::Status> {
+        self.last.current(obj.meta().uid.as_deref(), obj.status())
+    }
+
+    /// Writes `desired` unless `current` already is exactly that. Returns whether it wrote.
+    pub async fn write(
+        &self,
+        obj: &K,
+        current: Option<&K::Status>,
+        desired: K::Status,
+    ) -> Result<bool, Error> {
+        if current == Some(&desired) {
+            return Ok(false);
+        }
+        let patch = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": desired,
+        });
+        K::api(self.client.clone(), obj)
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        if let Some(uid) = obj.uid() {
+            self.last.record(uid, desired);
+        }
+        Ok(true)
+    }
 }
 
 /// Our own last status write per resource (by UID), until the watch cache shows it. A reconcile
 /// that starts before the watch has caught up must compare against what we wrote, or it would
 /// write the same status again (and announce a change that already happened).
-pub struct LastWritten<S>(Mutex<HashMap<String, S>>);
+pub struct LastWritten<S>(Memo<String, S>);
 
 impl<S> Default for LastWritten<S> {
     fn default() -> Self {
-        Self(Mutex::default())
+        Self(Memo::default())
     }
 }
 
@@ -100,25 +105,12 @@ impl<S: Clone + PartialEq> LastWritten<S> {
     /// The current status: ours while the cache has not shown it yet, else the cached one (also
     /// for an object without a UID, which we never wrote).
     pub fn current(&self, uid: Option<&str>, cached: Option<&S>) -> Option<S> {
-        let Some(uid) = uid else {
-            return cached.cloned();
-        };
-        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match known.get(uid) {
-            Some(ours) if cached == Some(ours) => {
-                known.remove(uid);
-                cached.cloned()
-            }
-            Some(ours) => Some(ours.clone()),
-            None => cached.cloned(),
-        }
+        uid.and_then(|uid| self.0.unseen(uid, |ours| cached == Some(ours)))
+            .or_else(|| cached.cloned())
     }
 
     pub fn record(&self, uid: String, written: S) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid, written);
+        self.0.record(uid, written);
     }
 }
 
@@ -145,38 +137,5 @@ mod tests {
             Some(3),
             "once seen, later changes by others win"
         );
-    }
-
-    fn report(ready: bool) -> Report {
-        Report {
-            ready,
-            reason: if ready { "TokenValid" } else { "AccessDenied" }.into(),
-            message: "m".into(),
-            secret_name: "s".into(),
-            expires_at: Some(DateTime::from_timestamp(1_800_043_200, 0).unwrap()),
-            refreshed_at: Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
-            next_refresh: Some(DateTime::from_timestamp(1_800_021_600, 0).unwrap()),
-        }
-    }
-
-    #[test]
-    fn same_outcome_gives_an_equal_status_so_nothing_is_written() {
-        let t1 = DateTime::from_timestamp(1_800_000_010, 0).unwrap();
-        let t2 = DateTime::from_timestamp(1_800_000_500, 0).unwrap();
-        let first = build(&report(true), Some(2), None, t1);
-        let again = build(&report(true), Some(2), Some(&first), t2);
-        assert_eq!(first, again);
-        assert_eq!(again.conditions[0].last_transition_time, k8s_time(t1));
-    }
-
-    #[test]
-    fn transition_moves_the_transition_time() {
-        let t1 = DateTime::from_timestamp(1_800_000_010, 0).unwrap();
-        let t2 = DateTime::from_timestamp(1_800_000_500, 0).unwrap();
-        let first = build(&report(true), Some(1), None, t1);
-        let failed = build(&report(false), Some(1), Some(&first), t2);
-        assert_eq!(failed.conditions[0].status, "False");
-        assert_eq!(failed.conditions[0].last_transition_time, k8s_time(t2));
-        assert_eq!(ready_reason(Some(&failed)), Some("AccessDenied"));
     }
 }

@@ -9,41 +9,35 @@
 //! entry of ours is also planned again about hourly.
 //! Runs only with `--patch-service-accounts`.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    future::Future,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{PartialObjectMeta, Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::{self, Action},
-        reflector,
         reflector::{ObjectRef, Store},
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::{info, instrument, warn};
 
+use super::{
+    Backoff, ClusterWatches, Inputs, Shared, alongside,
+    image_pull_secrets::{self, ADDED_ANNOTATION},
+    log_result, scoped,
+    spec::selects,
+};
 use crate::{
     Error,
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, MANAGER, PullSecretSettings},
-    k8s::synced::Synced,
-    reconcilers::{
-        cluster::selects,
-        image_pull_secrets::{self, ADDED_ANNOTATION},
-    },
-    schedule,
+    k8s::{memo::Memo, synced::Synced, watch::Watch},
 };
 
-/// First retry after a failed patch, doubling up to [`RETRY_MAX`] (a 422 means the list changed
-/// since it was read; the watch event for that change usually retriggers sooner).
+/// First retry after a failed patch, doubling up to [`RETRY_MAX`].
 const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 /// ServiceAccounts holding an entry of ours are planned again this often (plus up to a tenth),
@@ -52,113 +46,79 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 const RESYNC: Duration = Duration::from_secs(3600);
 
 struct Context {
-    client: Client,
+    client: kube::Client,
     crs: Store<EcrPublicPullSecret>,
-    clusters: Store<ClusterEcrPublicPullSecret>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The cluster kind's resources and the Namespaces they select, when it runs.
+    cluster: Option<(
+        Store<ClusterEcrPublicPullSecret>,
+        Store<PartialObjectMeta<Namespace>>,
+    )>,
     synced: Synced,
     /// Our own last patch result per ServiceAccount until the watch shows it: a reconcile
     /// triggered by something else in between must not plan (and fail) from the older copy.
-    written: Mutex<HashMap<ObjectRef<ServiceAccount>, ServiceAccount>>,
-    /// Failed attempts per ServiceAccount, for exponential backoff; cleared on success.
-    attempts: Mutex<HashMap<ObjectRef<ServiceAccount>, u32>>,
+    written: Memo<ObjectRef<ServiceAccount>, ServiceAccount>,
+    /// Retries after a failed patch (a 422 means the list changed since it was read; the watch
+    /// event for that change usually retriggers sooner).
+    backoff: Backoff<ObjectRef<ServiceAccount>>,
 }
 
-/// Runs until `shutdown` resolves. `watch_namespace` scopes the ServiceAccount and resource
-/// watches; `cluster` adds `ClusterEcrPublicPullSecret`s (cluster-wide only).
-pub async fn run(
-    client: Client,
-    watch_namespace: Option<String>,
-    cluster: bool,
-    concurrency: u16,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let (sas, crs) = match &watch_namespace {
-        Some(ns) => (
-            Api::<ServiceAccount>::namespaced(client.clone(), ns),
-            Api::<EcrPublicPullSecret>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let synced = Synced::new(if cluster { 3 } else { 1 });
-    let (crs_store, writer) = reflector::store();
-    let cr_events = reflector(
-        writer,
-        watcher(crs, watcher::Config::default())
-            .default_backoff()
-            .modify(|cr| cr.managed_fields_mut().clear()),
-    )
-    .inspect(synced.observer())
-    .touched_objects();
-    let (clusters, cluster_writer) = reflector::store();
-    let (namespaces, ns_writer) = reflector::store();
-    let controller = Controller::new(sas, watcher::Config::default());
-    let by_cr = controller.store();
-    let mut controller = controller.watches_stream(cr_events, move |cr| {
-        let ns = cr.namespace();
-        concerned(&by_cr, &cr.spec.settings, ns.as_deref())
-    });
-    if cluster {
-        let cluster_events = reflector(
-            cluster_writer,
-            watcher(
-                Api::<ClusterEcrPublicPullSecret>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .modify(|c| c.managed_fields_mut().clear()),
-        )
-        .inspect(synced.observer())
-        .touched_objects();
-        let ns_events = reflector(
-            ns_writer,
-            watcher(
-                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .modify(|n| n.managed_fields_mut().clear()),
-        )
-        .inspect(synced.observer())
-        .touched_objects();
-        let by_cluster = controller.store();
-        let by_ns = controller.store();
+/// Subscribes to the watches this reconciler reads; it runs until `shutdown`. ServiceAccounts
+/// and resources are watched in `--watch-namespace` only; `ClusterEcrPublicPullSecret`s and
+/// Namespaces only with the cluster kind.
+pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
+    inputs: &Inputs,
+    shared: &mut Shared,
+    shutdown: S,
+) -> impl Future<Output = ()> + use<S> {
+    let namespace = inputs.settings.watch_namespace.as_deref();
+    let synced = Synced::new(if shared.cluster.is_some() { 4 } else { 2 });
+    let mut sas = Watch::new(
+        scoped(&inputs.client, namespace),
+        watcher::Config::default(),
+    );
+    let cr_events = shared.crs.subscribe().touched(&synced);
+    let by_cr = sas.store();
+    let mut controller =
+        Controller::for_shared_stream(sas.subscribe().applied(&synced), sas.store())
+            .watches_shared_stream(cr_events, move |cr| {
+                let ns = cr.namespace();
+                concerned(&by_cr, &cr.spec.settings, ns.as_deref())
+            });
+    let mut cluster = None;
+    if let Some(ClusterWatches { crs, namespaces }) = &mut shared.cluster {
+        let (by_cluster, by_ns) = (sas.store(), sas.store());
+        cluster = Some((crs.store(), namespaces.store()));
         controller = controller
-            .watches_stream(cluster_events, move |c| {
+            .watches_shared_stream(crs.subscribe().touched(&synced), move |c| {
                 concerned(&by_cluster, &c.spec.settings, None)
             })
             // A relabelled namespace may join or leave a cluster resource's selection.
-            .watches_stream(ns_events, move |n| {
+            .watches_shared_stream(namespaces.subscribe().touched(&synced), move |n| {
                 let ns = n.name_any();
-                by_ns
-                    .state()
-                    .iter()
-                    .filter(|sa| sa.namespace().as_deref() == Some(ns.as_str()))
-                    .map(|sa| ObjectRef::from_obj(&**sa))
-                    .collect::<Vec<_>>()
+                let here = by_ns.state().into_iter();
+                let here = here.filter(|sa| sa.namespace().as_deref() == Some(ns.as_str()));
+                here.map(|sa| ObjectRef::from_obj(&*sa)).collect::<Vec<_>>()
             });
     }
     let ctx = Arc::new(Context {
-        client,
-        crs: crs_store,
-        clusters,
-        namespaces,
+        client: inputs.client.clone(),
+        crs: shared.crs.store(),
+        cluster,
         synced,
-        written: Mutex::default(),
-        attempts: Mutex::default(),
+        written: Memo::default(),
+        backoff: Backoff::new(RETRY_BASE, RETRY_MAX),
     });
-    info!("service account controller starting");
-    controller
-        .with_config(controller::Config::default().concurrency(concurrency))
+    let config = controller::Config::default().concurrency(inputs.settings.concurrency);
+    let controller = controller
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!(error = %e, "service account reconcile failed");
-            }
-        })
-        .await;
-    info!("service account controller stopped");
+        .for_each(|result| async move { log_result(result) });
+    async move {
+        info!("service account controller starting");
+        alongside(controller, vec![sas.run().boxed()]).await;
+        info!("service account controller stopped");
+    }
 }
 
 /// The ServiceAccounts a resource's change may concern: those it names, and every one carrying
@@ -181,18 +141,10 @@ fn concerned(
         .collect()
 }
 
+#[instrument(skip_all, fields(name = %sa.name_any(), namespace = %sa.namespace().unwrap_or_default()))]
 fn error_policy(sa: Arc<ServiceAccount>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(name = %sa.name_any(), namespace = ?sa.namespace(), reason = error.label(), %error, "could not update imagePullSecrets");
-    let mut attempts = lock(&ctx.attempts);
-    let n = attempts.entry(ObjectRef::from_obj(&*sa)).or_insert(0);
-    let wait = schedule::backoff(*n, RETRY_BASE, RETRY_MAX, fastrand::f64());
-    *n = n.saturating_add(1);
-    Action::requeue(wait)
-}
-
-/// Poisoning only follows a panic elsewhere; the map stays usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    warn!(reason = error.label(), %error, "could not update imagePullSecrets");
+    Action::requeue(ctx.backoff.next(&ObjectRef::from_obj(&*sa)))
 }
 
 /// Whether `ours` (a patch result) is newer than `cached`. Resource versions are opaque to
@@ -221,8 +173,8 @@ fn resync(sa: &ServiceAccount) -> Action {
 impl Context {
     /// Drops what is remembered about a ServiceAccount that is gone.
     fn forget(&self, key: &ObjectRef<ServiceAccount>) {
-        lock(&self.attempts).remove(key);
-        lock(&self.written).remove(key);
+        self.backoff.reset(key);
+        self.written.forget(key);
     }
 
     /// The Secret names resources want in this ServiceAccount's `imagePullSecrets`.
@@ -239,13 +191,15 @@ impl Context {
             .filter(|cr| cr.spec.settings.patches_service_account(&name))
             .map(|cr| cr.secret_name())
             .collect();
-        let namespace = self
-            .namespaces
+        let Some((clusters, namespaces)) = &self.cluster else {
+            return wanted;
+        };
+        let namespace = namespaces
             .get(&ObjectRef::new(&ns))
             .filter(|n| n.metadata.deletion_timestamp.is_none());
         if let Some(namespace) = namespace {
             wanted.extend(
-                self.clusters
+                clusters
                     .state()
                     .iter()
                     .filter(|c| c.meta().deletion_timestamp.is_none())
@@ -263,6 +217,7 @@ impl Context {
     }
 }
 
+#[instrument(skip_all, fields(name = %sa.name_any(), namespace = %sa.namespace().unwrap_or_default()))]
 async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.synced.wait().await;
     let key = ObjectRef::from_obj(&*sa);
@@ -270,50 +225,41 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
         ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    let current = {
-        let mut written = lock(&ctx.written);
-        match written.get(&key) {
-            // Until the watch shows our write (or anything after it), plan from our copy.
-            Some(ours) if newer(ours, &sa) => ours.clone(),
-            _ => {
-                written.remove(&key);
-                (*sa).clone()
-            }
-        }
-    };
+    // Until the watch shows our write (or anything after it), plan from our copy.
+    let current = ctx.written.unseen(&key, |ours| !newer(ours, &sa));
+    let current = current.unwrap_or_else(|| (*sa).clone());
     let desired = ctx.desired(&current);
     let Some(ops) = image_pull_secrets::plan(&current, &desired) else {
-        lock(&ctx.attempts).remove(&key);
+        ctx.backoff.reset(&key);
         return Ok(resync(&current));
     };
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
         .map_err(|e| Error::Internal(format!("building the imagePullSecrets patch: {e}")))?;
-    let (name, ns) = (sa.name_any(), sa.namespace().unwrap_or_default());
     let params = PatchParams {
         field_manager: Some(MANAGER.into()),
         ..PatchParams::default()
     };
+    let ns = sa.namespace().unwrap_or_default();
     match Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
-        .patch(&name, &params, &Patch::Json::<()>(patch))
+        .patch(&sa.name_any(), &params, &Patch::Json::<()>(patch))
         .await
     {
         Ok(patched) => {
-            info!(name, namespace = ns, secrets = ?desired, "updated imagePullSecrets");
-            lock(&ctx.attempts).remove(&key);
+            info!(secrets = ?desired, "updated imagePullSecrets");
+            ctx.backoff.reset(&key);
             let next = resync(&patched);
-            lock(&ctx.written).insert(key, patched);
+            ctx.written.record(key, patched);
             Ok(next)
+        }
+        // Gone: nothing to remember about it.
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            ctx.forget(&key);
+            Ok(Action::await_change())
         }
         Err(e) => {
             // Plan again from the cache next time (a 422 means our copy was outdated).
-            lock(&ctx.written).remove(&key);
-            match e {
-                kube::Error::Api(s) if s.code == 404 => {
-                    ctx.forget(&key);
-                    Ok(Action::await_change())
-                }
-                e => Err(e.into()),
-            }
+            ctx.written.forget(&key);
+            Err(e.into())
         }
     }
 }

@@ -1,0 +1,163 @@
+//! What the CRD schema cannot check, checked once per reconcile: the refresh margin, the Secret
+//! name, the namespace selector; and which namespaces a cluster resource selects. Pure.
+//!
+//! An API server that skipped the schema's CEL rules (an old CRD, a client that bypassed
+//! validation) must not make the operator misbehave: what gets through is `InvalidSpec`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use kube::core::{Selector, SelectorExt};
+
+use crate::{
+    Error,
+    crd::{ClusterEcrPublicPullSecretSpec, PullSecretSettings},
+    schedule::{RefreshBefore, Rotation},
+};
+
+/// The rotation schedule of the resource with `uid`: its `spec.refreshBefore`, else the
+/// operator's default.
+pub fn rotation(
+    settings: &PullSecretSettings,
+    default: Option<Duration>,
+    uid: &str,
+) -> Result<Rotation, Error> {
+    let requested = match settings.refresh_before.as_deref() {
+        Some(s) => Some(RefreshBefore::parse(s)?.get()),
+        None => default,
+    };
+    Ok(Rotation::new(requested, uid))
+}
+
+/// A Secret name the API server accepts.
+pub fn secret_name(name: &str) -> Result<(), Error> {
+    if is_dns1123_subdomain(name) {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "secret name {name:?} is not a valid DNS-1123 subdomain"
+    )))
+}
+
+/// A cluster resource's selector, parsed.
+pub fn namespace_selector(
+    spec: &ClusterEcrPublicPullSecretSpec,
+) -> Result<Option<Selector>, Error> {
+    spec.namespace_selector
+        .clone()
+        .map(|sel| {
+            Selector::try_from(sel)
+                .map_err(|e| Error::InvalidSpec(format!("spec.namespaceSelector: {e}")))
+        })
+        .transpose()
+}
+
+/// Whether the resource selects a namespace with this name and these labels.
+pub fn selects(
+    spec: &ClusterEcrPublicPullSecretSpec,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, Error> {
+    if spec.exclude_namespaces.iter().any(|n| n == name) {
+        return Ok(false);
+    }
+    if spec.namespaces.iter().any(|n| n == name) {
+        return Ok(true);
+    }
+    Ok(match namespace_selector(spec)? {
+        None => spec.namespaces.is_empty(),
+        Some(selector) => selector.matches(labels),
+    })
+}
+
+/// DNS-1123 subdomain, as the API server checks Secret names.
+fn is_dns1123_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selection_follows_selector_names_and_exclusions() {
+        let team = labels(&[("team", "a")]);
+        let none = labels(&[]);
+        let mut spec = ClusterEcrPublicPullSecretSpec::default();
+        assert!(selects(&spec, "x", &none).unwrap(), "no selector: all");
+        spec.namespaces = vec!["listed".into()];
+        assert!(!selects(&spec, "x", &team).unwrap(), "names only");
+        assert!(selects(&spec, "listed", &none).unwrap());
+        spec.namespace_selector = Some(LabelSelector {
+            match_labels: Some(labels(&[("team", "a")])),
+            ..Default::default()
+        });
+        assert!(selects(&spec, "x", &team).unwrap());
+        assert!(!selects(&spec, "y", &none).unwrap());
+        assert!(
+            selects(&spec, "listed", &none).unwrap(),
+            "names add to the selector"
+        );
+        spec.exclude_namespaces = vec!["x".into(), "listed".into()];
+        assert!(!selects(&spec, "x", &team).unwrap(), "exclusion wins");
+        assert!(!selects(&spec, "listed", &none).unwrap());
+        spec.namespace_selector = Some(LabelSelector::default());
+        assert!(selects(&spec, "z", &none).unwrap(), "{{}} selects all");
+    }
+
+    #[test]
+    fn secret_names_follow_dns1123() {
+        for ok in ["a", "pull-secret", "a.b-c.d", "0abc"] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "A", "-a", "a-", "a..b", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_margin_or_selector_is_invalid_spec() {
+        let mut settings = PullSecretSettings {
+            refresh_before: Some("13h".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            rotation(&settings, None, "u").unwrap_err().label(),
+            "InvalidSpec"
+        );
+        settings.refresh_before = None;
+        let default = Some(Duration::from_secs(60));
+        assert_eq!(
+            rotation(&settings, default, "u").unwrap(),
+            Rotation::new(default, "u")
+        );
+        let spec = ClusterEcrPublicPullSecretSpec {
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![Default::default()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            namespace_selector(&spec).unwrap_err().label(),
+            "InvalidSpec"
+        );
+        assert_eq!(secret_name("A").unwrap_err().label(), "InvalidSpec");
+    }
+}
