@@ -25,6 +25,17 @@ impl Health {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Marks the process ready once `ready` resolves true (the caches have synced).
+    pub fn ready_when(&self, ready: impl Future<Output = bool> + Send + 'static) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            if ready.await {
+                info!("caches synced");
+                health.set_ready(true);
+            }
+        });
+    }
+
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)

@@ -13,31 +13,29 @@ use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{ListParams, PartialObjectMeta},
     runtime::{
         Controller,
         controller::{self, Action},
-        events::{EventType, Recorder},
+        events::EventType,
         finalizer::{self, Event as Finalizer},
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tracing::{info, instrument, warn};
 
 use super::{
-    Backoff, ClusterWatches, Inputs, Settings, alongside, log_result,
-    plan::{self, Plan},
+    ClusterWatches, Inputs, Kind, alongside, log_result,
+    plan::{self, Due, Plan},
     report::{self, Namespace as Selected},
-    secrets::{At, Desired, Outcome, Secrets},
+    secrets::{At, Desired},
     spec,
 };
 use crate::{
     Error,
-    aws::token::Token,
     crd::{ClusterEcrPublicPullSecret, ClusterEcrPublicPullSecretStatus},
-    k8s::{events, status::StatusWriter, synced::Synced, watch::Watch},
+    k8s::synced::Synced,
     schedule::{self, Rotation},
     secret::{CLUSTER_OWNER_LABEL, Owner},
 };
@@ -50,15 +48,19 @@ const WRITES_IN_FLIGHT: usize = 16;
 const IDLE_RESYNC: Duration = Duration::from_secs(3600);
 
 struct Context {
-    client: Client,
-    secrets: Secrets,
-    settings: Settings,
+    kind: Kind<ClusterEcrPublicPullSecret>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// The Namespace and Secret caches have listed once.
+    /// The resource, Namespace and Secret caches have listed once.
     synced: Synced,
-    backoff: Backoff<String>,
-    recorder: Recorder,
-    status: StatusWriter<ClusterEcrPublicPullSecret>,
+}
+
+// The shared parts are used as `ctx.secrets`, `ctx.status`, ...: a reconcile reads as one thing.
+impl std::ops::Deref for Context {
+    type Target = Kind<ClusterEcrPublicPullSecret>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kind
+    }
 }
 
 /// Subscribes to the watches this kind reads; the returned reconciler runs until `shutdown`.
@@ -67,31 +69,29 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     shared: &mut ClusterWatches,
     shutdown: S,
 ) -> impl Future<Output = ()> + use<S> {
-    let ClusterWatches {
-        crs: clusters,
-        namespaces,
-    } = shared;
+    let ClusterWatches { crs, namespaces } = shared;
     let synced = Synced::new(3);
-    let crs = clusters.subscribe().applied(&synced);
+    let cr_events = crs.subscribe().applied(&synced);
     let ns_events = namespaces.subscribe().touched(&synced);
-    let mut secrets = Watch::new(
-        Api::<PartialObjectMeta<Secret>>::all(inputs.client.clone()),
-        watcher::Config::default().labels(CLUSTER_OWNER_LABEL),
-    );
+    let api = Api::all(inputs.client.clone());
+    let (kind, mut secrets) = Kind::new(inputs, api, CLUSTER_OWNER_LABEL);
     let secret_events = secrets.subscribe().touched(&synced);
-    let (all, by_uid) = (clusters.store(), clusters.store());
-    let ctx = Arc::new(context(inputs, namespaces.store(), secrets.store(), synced));
+    let (all, by_uid) = (crs.store(), crs.store());
+    let namespaces = namespaces.store();
+    let ctx = Context {
+        kind,
+        namespaces,
+        synced,
+    };
     let config = controller::Config::default()
         .concurrency(inputs.settings.concurrency)
         // A burst of namespace or Secret events becomes one pass over all namespaces.
         .debounce(Duration::from_millis(200));
-    let controller = Controller::for_shared_stream(crs, clusters.store())
+    let controller = Controller::for_shared_stream(cr_events, crs.store())
         // Any namespace change may change any resource's selection.
         .watches_shared_stream(ns_events, move |_| {
-            all.state()
-                .iter()
-                .map(|cr| ObjectRef::from_obj(&**cr))
-                .collect::<Vec<_>>()
+            let all = all.state().into_iter();
+            all.map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
         })
         .watches_shared_stream(secret_events, move |s| {
             let uid = s.labels().get(CLUSTER_OWNER_LABEL).cloned();
@@ -100,32 +100,12 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         })
         .with_config(config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, Arc::new(ctx))
         .for_each(|result| async move { log_result(result) });
     async move {
         info!("cluster controller starting");
         alongside(controller, vec![secrets.run().boxed()]).await;
         info!("cluster controller stopped");
-    }
-}
-
-fn context(
-    inputs: &Inputs,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    secrets: Store<PartialObjectMeta<Secret>>,
-    synced: Synced,
-) -> Context {
-    let (client, settings) = (&inputs.client, &inputs.settings);
-    let allowed = settings.allowed_roles.clone();
-    Context {
-        client: client.clone(),
-        secrets: Secrets::new(client.clone(), secrets, inputs.tokens.clone(), allowed),
-        settings: settings.clone(),
-        namespaces,
-        synced,
-        backoff: settings.backoff(),
-        recorder: events::recorder(client.clone(), settings.instance.clone()),
-        status: StatusWriter::new(client.clone()),
     }
 }
 
@@ -136,7 +116,7 @@ fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     warn!(%error, "cluster reconcile error");
-    Action::requeue(ctx.backoff.next(&cr.name_any()))
+    Action::requeue(ctx.backoff.next(&ObjectRef::from_obj(&*cr)))
 }
 
 #[instrument(skip_all, fields(name = %cr.name_any()))]
@@ -175,21 +155,29 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
     // (and delete every Secret) or "Secret absent" (and report our own Secret as a conflict).
     ctx.synced.wait().await;
     let now = Utc::now();
-    let desired = Desired::new(owner(cr), &cr.spec.settings, None, None);
+    let owner = Owner::Label(cr.uid().unwrap_or_default());
+    let desired = Desired::new(owner, &cr.spec.settings, None, None);
     // A spec the schema let through but that cannot work is reported, and its Secrets are kept
     // as they are (they stay valid until they expire) until the resource is fixed.
     let rotation = match validate(cr, ctx, &desired) {
         Ok(rotation) => rotation,
         Err(error) => return invalid(cr, ctx, &desired, &error, now).await,
     };
-    let selected = selected(cr, ctx)?;
+    let selected = spec::selected(&cr.spec, &ctx.namespaces.state())?;
     let owned = ctx.secrets.owned(&desired.owner, None);
-    let namespaces = keep(cr, ctx, &desired, &rotation, &selected, now).await;
-    // Secrets in namespaces that left the selection (or under an old secretName) go.
     let name = cr.secret_name();
+    let pass = Pass {
+        ctx,
+        desired,
+        rotation,
+        name,
+        now,
+    };
+    let namespaces = keep(&pass, &selected).await;
+    // Secrets in namespaces that left the selection (or under an old secretName) go.
     for meta in owned {
         let ns = meta.namespace().unwrap_or_default();
-        if !namespaces.contains_key(&ns) || meta.name_any() != name {
+        if !namespaces.contains_key(&ns) || meta.name_any() != pass.name {
             ctx.secrets.delete(&meta).await?;
         }
     }
@@ -197,26 +185,20 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
     let generation = cr.meta().generation;
     let (mut status, next) = report::cluster(generation, current.as_ref(), &namespaces, now);
     if let Some(hint) = ctx.settings.ignored_service_accounts(&cr.spec.settings) {
-        status
-            .conditions
-            .iter_mut()
-            .for_each(|c| c.message.push_str(hint));
+        let conditions = status.conditions.iter_mut();
+        conditions.for_each(|c| c.message.push_str(hint));
     }
     write_status(cr, ctx, current.as_ref(), status).await?;
     let failed = namespaces
         .values()
         .any(|n| matches!(n, Selected::Failed(_)));
     let wait = if failed {
-        ctx.backoff.next(&cr.name_any())
+        ctx.backoff.next(&ObjectRef::from_obj(cr))
     } else {
-        ctx.backoff.reset(&cr.name_any());
+        ctx.backoff.reset(&ObjectRef::from_obj(cr));
         next.map_or(IDLE_RESYNC, |n| schedule::until(now, n))
     };
     Ok(Action::requeue(wait))
-}
-
-fn owner(cr: &ClusterEcrPublicPullSecret) -> Owner {
-    Owner::Label(cr.uid().unwrap_or_default())
 }
 
 /// Checks what the schema cannot: the selector and the refresh margin.
@@ -242,108 +224,94 @@ async fn invalid(
     let status = report::cluster_problem(error, cr.meta().generation, current.as_ref(), now);
     write_status(cr, ctx, current.as_ref(), status).await?;
     let owned = ctx.secrets.owned(&desired.owner, None);
-    let next = ctx.secrets.expire(desired, &owned, now).await?;
-    Ok(next.map_or_else(Action::await_change, |n| {
-        Action::requeue(schedule::until(now, n))
-    }))
+    ctx.secrets.expire(desired, &owned, now).await
 }
 
-/// The selected namespaces, by name. Terminating namespaces are skipped: writes there fail, and
-/// their Secrets go with them.
-fn selected(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Vec<String>, Error> {
-    let mut selected = Vec::new();
-    for ns in ctx.namespaces.state() {
-        if ns.metadata.deletion_timestamp.is_none()
-            && spec::selects(&cr.spec, &ns.name_any(), ns.labels())?
-        {
-            selected.push(ns.name_any());
-        }
-    }
-    selected.sort();
-    Ok(selected)
+/// One pass over a resource's namespaces: what it wants, and when.
+struct Pass<'a> {
+    ctx: &'a Context,
+    desired: Desired<'a>,
+    rotation: Rotation,
+    /// The Secret's name in every namespace.
+    name: String,
+    now: DateTime<Utc>,
 }
 
 /// Keeps the Secret in every selected namespace: fresh ones cost nothing; the due ones share
 /// one token, fetched once.
-async fn keep(
-    cr: &ClusterEcrPublicPullSecret,
-    ctx: &Context,
-    desired: &Desired<'_>,
-    rotation: &Rotation,
-    selected: &[String],
-    now: DateTime<Utc>,
-) -> BTreeMap<String, Selected> {
-    let name = cr.secret_name();
-    let mut namespaces = BTreeMap::new();
-    let mut due = Vec::new();
-    for ns in selected {
-        let at = At {
-            namespace: ns,
-            name: &name,
-        };
-        let planned = match ctx.secrets.observe(desired, at).await {
-            Ok(observed) => plan::plan(observed, &desired.hash, rotation, now),
-            Err(error) => {
-                namespaces.insert(ns.clone(), Selected::Failed(error));
-                continue;
-            }
-        };
-        match planned {
-            Plan::Fresh { state, next } => {
-                namespaces.insert(ns.clone(), ready(state.expires_at, next));
-            }
-            Plan::Conflict => {
-                let conflict = Error::SecretConflict {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                };
-                namespaces.insert(ns.clone(), Selected::Failed(conflict));
-            }
-            Plan::Due(d) => due.push((ns.clone(), d)),
-        }
-    }
+async fn keep(pass: &Pass<'_>, selected: &[String]) -> BTreeMap<String, Selected> {
+    let (mut namespaces, due) = plan(pass, selected).await;
     if !due.is_empty() {
-        // Without a ServiceAccount, resolving the identity makes no API call: any failure is
-        // the token's.
-        let fetched = ctx
-            .secrets
-            .fetch(desired, rotation, now)
-            .await
-            .and_then(|f| f);
-        let (name, fetched) = (&name, &fetched);
-        // Each namespace owned by its future: with borrowed names, rustc cannot prove the
-        // stream's futures Send for every lifetime.
-        let written = stream::iter(due)
-            .map(|(ns, due)| async move {
-                let at = At {
-                    namespace: &ns,
-                    name,
-                };
-                let outcome = ctx.secrets.apply(desired, at, due, fetched, rotation, now);
-                let result = namespace_result(outcome.await, fetched);
-                (ns, result)
-            })
-            .buffer_unordered(WRITES_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await;
-        namespaces.extend(written);
+        namespaces.extend(write_due(pass, due).await);
     }
     namespaces
 }
 
-/// A namespace's result. A failed write fails that namespace; without a token the fetch's error
-/// is the news (a failed attempt to empty an expired Secret is retried with the next pass).
-fn namespace_result(outcome: Result<Outcome, Error>, fetched: &Result<Token, Error>) -> Selected {
-    match outcome {
-        Ok(Outcome::Fresh { state, next }) => ready(state.expires_at, next),
-        Ok(Outcome::Written { token, next, .. }) => ready(Some(token.expires_at), next),
-        Ok(Outcome::Failed(failure)) => Selected::Failed(failure.error),
-        Err(error) => Selected::Failed(fetched.as_ref().err().cloned().unwrap_or(error)),
+/// Observes and plans each namespace's Secret: the fresh and the failed ones are settled, the
+/// due ones returned.
+async fn plan(
+    pass: &Pass<'_>,
+    selected: &[String],
+) -> (BTreeMap<String, Selected>, Vec<(String, Due)>) {
+    let (desired, name) = (&pass.desired, pass.name.as_str());
+    let (mut settled, mut due) = (BTreeMap::new(), Vec::new());
+    for ns in selected {
+        let at = At {
+            namespace: ns,
+            name,
+        };
+        let observed = pass.ctx.secrets.observe(desired, at).await;
+        let settle = match observed.map(|o| plan::plan(o, &desired.hash, &pass.rotation, pass.now))
+        {
+            Ok(Plan::Due(d)) => {
+                due.push((ns.clone(), d));
+                continue;
+            }
+            Ok(Plan::Fresh { state, next }) => Selected::ready(state.expires_at, next),
+            Ok(Plan::Conflict) => Selected::Failed(Error::SecretConflict {
+                namespace: ns.clone(),
+                name: name.to_owned(),
+            }),
+            Err(error) => Selected::Failed(error),
+        };
+        settled.insert(ns.clone(), settle);
     }
+    (settled, due)
 }
 
-fn ready(expires: Option<DateTime<Utc>>, next: DateTime<Utc>) -> Selected {
-    Selected::Ready { expires, next }
+/// Fetches the one token and writes the due Secrets with it, a few at a time (or applies
+/// `onExpiry` to them without one).
+async fn write_due(pass: &Pass<'_>, due: Vec<(String, Due)>) -> Vec<(String, Selected)> {
+    let Pass {
+        ctx,
+        desired,
+        rotation,
+        name,
+        now,
+    } = pass;
+    // Without a ServiceAccount, resolving the identity makes no API call: any failure is the
+    // token's.
+    let fetched = ctx
+        .secrets
+        .fetch(desired, rotation, *now)
+        .await
+        .and_then(|f| f);
+    let fetched = &fetched;
+    // Each namespace owned by its future: with borrowed names, rustc cannot prove the stream's
+    // futures Send for every lifetime.
+    stream::iter(due)
+        .map(|(ns, due)| async move {
+            let at = At {
+                namespace: &ns,
+                name,
+            };
+            let outcome = ctx.secrets.apply(desired, at, due, fetched, rotation, *now);
+            let result = Selected::of(outcome.await, fetched);
+            (ns, result)
+        })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .collect()
+        .await
 }
 
 /// Writes the status, with one Event per change of the Ready condition's reason (not per count
@@ -355,28 +323,18 @@ async fn write_status(
     current: Option<&ClusterEcrPublicPullSecretStatus>,
     desired: ClusterEcrPublicPullSecretStatus,
 ) -> Result<(), Error> {
-    let after = report::ready_condition(&desired.conditions).cloned();
+    let before = current.map_or(&[][..], |s| &s.conditions);
+    let changed = report::ready_changed(before, &desired.conditions).cloned();
     if !ctx.status.write(cr, current, desired).await? {
         return Ok(());
     }
-    let before = current.and_then(|s| report::ready_condition(&s.conditions));
-    if let Some(after) = after
-        && before.map(|c| (&c.status, &c.reason)) != Some((&after.status, &after.reason))
-    {
-        let type_ = if after.status == report::TRUE {
+    if let Some(ready) = changed {
+        let type_ = if ready.status == report::TRUE {
             EventType::Normal
         } else {
             EventType::Warning
         };
-        let regarding = cr.object_ref(&());
-        events::publish(
-            &ctx.recorder,
-            &regarding,
-            type_,
-            &after.reason,
-            after.message,
-        )
-        .await;
+        ctx.publish(cr, type_, &ready.reason, ready.message).await;
     }
     Ok(())
 }

@@ -22,21 +22,31 @@ pub mod spec;
 use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client,
     api::PartialObjectMeta,
-    runtime::{controller, reflector::ObjectRef, watcher},
+    runtime::{
+        controller,
+        events::{EventType, Recorder},
+        reflector::ObjectRef,
+        watcher,
+    },
 };
 use tracing::{debug, warn};
 
 pub use backoff::Backoff;
+use secrets::Secrets;
 
 use crate::{
     admin::{http::Health, metrics::Metrics},
     aws::{cache::TokenCache, identity::AllowedRoles},
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, PullSecretSettings},
-    k8s::watch::Watch,
+    k8s::{
+        events,
+        status::{Reported, StatusWriter},
+        watch::Watch,
+    },
 };
 
 /// Settings of the reconcilers themselves (not of AWS or the process).
@@ -110,6 +120,51 @@ pub struct Inputs {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub health: Health,
+}
+
+/// What both Secret kinds hold: the Secret core over their own Secret watch, the status writer,
+/// the Event recorder, the settings and the retry backoff.
+pub struct Kind<K: Reported> {
+    pub client: Client,
+    pub secrets: Secrets,
+    pub status: StatusWriter<K>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub backoff: Backoff<ObjectRef<K>>,
+}
+
+impl<K: Reported> Kind<K> {
+    /// A kind whose Secrets are those of `api` with `labels`; the returned watch runs beside its
+    /// reconciler (each kind watches its own Secrets: the label selectors differ).
+    pub fn new(
+        inputs: &Inputs,
+        api: Api<PartialObjectMeta<Secret>>,
+        labels: &str,
+    ) -> (Self, Watch<PartialObjectMeta<Secret>>) {
+        let (client, settings) = (&inputs.client, &inputs.settings);
+        let watch = Watch::new(api, watcher::Config::default().labels(labels));
+        let allowed = settings.allowed_roles.clone();
+        let secrets = Secrets::new(
+            client.clone(),
+            watch.store(),
+            inputs.tokens.clone(),
+            allowed,
+        );
+        let kind = Self {
+            client: client.clone(),
+            secrets,
+            status: StatusWriter::new(client.clone()),
+            recorder: events::recorder(client.clone(), settings.instance.clone()),
+            settings: settings.clone(),
+            backoff: settings.backoff(),
+        };
+        (kind, watch)
+    }
+
+    /// Publishes an Event about `obj`; a failure is logged, never fatal to the reconcile.
+    pub async fn publish(&self, obj: &K, type_: EventType, reason: &str, note: String) {
+        events::publish(&self.recorder, &obj.object_ref(&()), type_, reason, note).await;
+    }
 }
 
 /// The watches that more than one reconciler reads, each listed and watched once (see

@@ -6,50 +6,56 @@
 //! refresh time. A due Secret gets a token from the per-identity cache (one AWS call per identity
 //! per rotation, however many resources share it) and is written with server-side apply.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Resource, ResourceExt,
-    api::PartialObjectMeta,
     runtime::{
         Controller,
         controller::{self, Action},
-        events::{EventType, Recorder},
+        events::EventType,
         reflector::ObjectRef,
-        watcher,
     },
 };
 use tracing::{debug, info, instrument, warn};
 
 use super::{
-    Backoff, Inputs, Settings, Shared, alongside, log_result,
+    Inputs, Kind, Shared, alongside, log_result,
     plan::{self, Plan, Write},
     report::{self, Report},
     scoped,
-    secrets::{At, Desired, Failure, Outcome, Secrets},
+    secrets::{At, Desired, Failure, Outcome},
     spec,
 };
 use crate::{
     Error,
-    admin::{http::Health, metrics::Metrics, metrics::Reconciled},
+    admin::metrics::{Metrics, Reconciled},
     aws::token::Token,
     crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus},
-    k8s::{events, status::StatusWriter, synced::Synced, watch::Watch},
+    k8s::synced::Synced,
     schedule,
     secret::{self, Owner},
 };
 
 /// State shared by all reconciles.
 struct Context {
-    secrets: Secrets,
-    status: StatusWriter<EcrPublicPullSecret>,
-    recorder: Recorder,
-    settings: Settings,
+    kind: Kind<EcrPublicPullSecret>,
     metrics: Arc<Metrics>,
-    backoff: Backoff<ObjectRef<EcrPublicPullSecret>>,
+}
+
+// The shared parts are used as `ctx.secrets`, `ctx.status`, ...: a reconcile reads as one thing.
+impl std::ops::Deref for Context {
+    type Target = Kind<EcrPublicPullSecret>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kind
+    }
 }
 
 /// Subscribes to the watches this kind reads; the returned reconciler runs until `shutdown`.
@@ -58,61 +64,30 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     shared: &mut Shared,
     shutdown: S,
 ) -> impl Future<Output = ()> + use<S> {
-    let Inputs {
-        client,
-        tokens,
-        settings,
-        metrics,
-        health,
-    } = inputs;
     // Readiness is taken from the streams' first list rather than from
     // `Store::wait_until_ready`: kube-runtime's own applier already waits on the resource store,
     // and a second concurrent waiter there can lose its wake-up (its one-shot channel keeps a
     // single waker), which made /readyz stay 503.
     let synced = Synced::new(2);
-    ready_once_synced(&synced, health);
+    inputs.health.ready_when(synced.ready());
     let crs = shared.crs.subscribe().applied(&synced);
-    let mut secrets = Watch::new(
-        scoped::<PartialObjectMeta<Secret>>(&client, settings.watch_namespace.as_deref()),
-        watcher::Config::default().labels(&secret::managed_selector()),
-    );
+    let api = scoped(&inputs.client, inputs.settings.watch_namespace.as_deref());
+    let (kind, mut secrets) = Kind::new(&inputs, api, &secret::managed_selector());
     let secret_events = secrets.subscribe().touched(&synced);
-    metrics.watch_secrets(secrets.store());
-    let config = controller::Config::default().concurrency(settings.concurrency);
-    let ctx = Arc::new(Context {
-        secrets: Secrets::new(
-            client.clone(),
-            secrets.store(),
-            tokens,
-            settings.allowed_roles.clone(),
-        ),
-        status: StatusWriter::new(client.clone()),
-        recorder: events::recorder(client, settings.instance.clone()),
-        backoff: settings.backoff(),
-        settings,
-        metrics,
-    });
+    inputs.metrics.watch_secrets(secrets.store());
+    let config = controller::Config::default().concurrency(inputs.settings.concurrency);
+    let metrics = inputs.metrics;
     let controller = Controller::for_shared_stream(crs, shared.crs.store())
         .owns_shared_stream(secret_events)
         .with_config(config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, Arc::new(Context { kind, metrics }))
         .for_each(|result| async move { log_result(result) });
     async move {
         info!("controller starting");
         alongside(controller, vec![secrets.run().boxed()]).await;
         info!("controller stopped");
     }
-}
-
-fn ready_once_synced(synced: &Synced, health: Health) {
-    let ready = synced.ready();
-    tokio::spawn(async move {
-        if ready.await {
-            info!("caches synced");
-            health.set_ready(true);
-        }
-    });
 }
 
 #[instrument(skip_all, fields(name = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default()))]
@@ -265,10 +240,7 @@ async fn expire_owned(
     let ns = namespace(cr)?;
     let desired = desired(cr, &ns)?;
     let owned = ctx.secrets.owned(&desired.owner, Some(&ns));
-    let next = ctx.secrets.expire(&desired, &owned, now).await?;
-    Ok(next.map_or_else(Action::await_change, |n| {
-        Action::requeue(schedule::until(now, n))
-    }))
+    ctx.secrets.expire(&desired, &owned, now).await
 }
 
 /// Publishes the Event a write deserves, if any, and logs it.
@@ -302,34 +274,19 @@ async fn failed(
     ctx: &Context,
     failure: Failure,
     now: DateTime<Utc>,
-) -> (Report, std::time::Duration) {
-    let Failure {
-        error,
-        kept,
-        next,
-        removed,
-        exists,
-    } = failure;
-    let message = report::failure_message(&error, &kept, exists, now);
-    let reason = error.label();
-    if report::ready_reason(ctx.status.current(cr).as_ref()) != Some(reason) || removed {
-        ctx.publish(cr, EventType::Warning, reason, message.clone())
-            .await;
+) -> (Report, Duration) {
+    let report = report::failed(&cr.secret_name(), &failure, now);
+    let (error, reason) = (&failure.error, failure.error.label());
+    if report::ready_reason(ctx.status.current(cr).as_ref()) != Some(reason) || failure.removed {
+        let note = report.message.clone();
+        ctx.publish(cr, EventType::Warning, reason, note).await;
     }
     warn!(reason, %error, "token refresh failed");
-    let mut wait = ctx.backoff.next(&ObjectRef::from_obj(cr));
+    let wait = ctx.backoff.next(&ObjectRef::from_obj(cr));
     // Wake up at expiry so onExpiry is applied on time, not one backoff step late.
-    if let Some(exp) = kept.expires_at.filter(|e| *e > now) {
-        wait = wait.min(schedule::until(now, exp));
-    }
-    let report = Report {
-        ready: false,
-        reason: reason.into(),
-        message,
-        secret_name: cr.secret_name(),
-        expires_at: kept.expires_at,
-        refreshed_at: kept.refreshed_at,
-        next_refresh: next,
+    let wait = match failure.kept.expires_at.filter(|e| *e > now) {
+        Some(expiry) => wait.min(schedule::until(now, expiry)),
+        None => wait,
     };
     (report, wait)
 }
@@ -347,17 +304,7 @@ async fn report_problem(
         ctx.publish(cr, EventType::Warning, error.label(), error.to_string())
             .await;
     }
-    // Keep what we knew about the token: a conflict or bad spec does not change the Secret.
-    let known = |t: Option<&Time>| t.and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
-    let report = Report {
-        ready: false,
-        reason: error.label().into(),
-        message: error.to_string(),
-        secret_name: cr.secret_name(),
-        expires_at: known(current.as_ref().and_then(|s| s.expires_at.as_ref())),
-        refreshed_at: known(current.as_ref().and_then(|s| s.last_refresh_time.as_ref())),
-        next_refresh: None,
-    };
+    let report = report::problem(error, &cr.secret_name(), current.as_ref());
     write_status(cr, ctx, &report, now).await
 }
 
@@ -371,16 +318,4 @@ async fn write_status(
     let desired = report::build(report, cr.meta().generation, current.as_ref(), now);
     ctx.status.write(cr, current.as_ref(), desired).await?;
     Ok(())
-}
-
-impl Context {
-    async fn publish(
-        &self,
-        cr: &EcrPublicPullSecret,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        events::publish(&self.recorder, &cr.object_ref(&()), type_, reason, note).await;
-    }
 }

@@ -13,8 +13,10 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use super::secrets::{Failure, Outcome};
 use crate::{
     Error,
+    aws::token::Token,
     crd::{ClusterEcrPublicPullSecretStatus, EcrPublicPullSecretStatus, NamespaceFailure},
     secret::SecretState,
 };
@@ -132,14 +134,42 @@ pub fn ready(
     }
 }
 
+/// Ready=False for a due Secret that got no token: what it still holds, and when that was due.
+pub fn failed(secret_name: &str, failure: &Failure, now: DateTime<Utc>) -> Report {
+    let kept = &failure.kept;
+    Report {
+        ready: false,
+        reason: failure.error.label().into(),
+        message: failure_message(&failure.error, kept, failure.exists, now),
+        secret_name: secret_name.into(),
+        expires_at: kept.expires_at,
+        refreshed_at: kept.refreshed_at,
+        next_refresh: failure.next,
+    }
+}
+
+/// Ready=False for an error that stopped the reconcile before the Secret: what the status knew
+/// about the token stays (a conflict or a bad spec does not change the Secret).
+pub fn problem(
+    error: &Error,
+    secret_name: &str,
+    current: Option<&EcrPublicPullSecretStatus>,
+) -> Report {
+    let known = |t: Option<&Time>| t.and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+    Report {
+        ready: false,
+        reason: error.label().into(),
+        message: error.to_string(),
+        secret_name: secret_name.into(),
+        expires_at: known(current.and_then(|s| s.expires_at.as_ref())),
+        refreshed_at: known(current.and_then(|s| s.last_refresh_time.as_ref())),
+        next_refresh: None,
+    }
+}
+
 /// What a failed renewal left in the Secret, said the same way on every retry so retries do not
 /// rewrite the status: `kept` is its token state, `exists` whether there is a Secret at all.
-pub fn failure_message(
-    error: &Error,
-    kept: &SecretState,
-    exists: bool,
-    now: DateTime<Utc>,
-) -> String {
+fn failure_message(error: &Error, kept: &SecretState, exists: bool, now: DateTime<Utc>) -> String {
     let mut message = error.to_string();
     match kept.expires_at {
         Some(exp) if exp > now => message.push_str(&format!(
@@ -169,6 +199,30 @@ pub enum Namespace {
     Failed(Error),
 }
 
+impl Namespace {
+    pub fn ready(expires: Option<DateTime<Utc>>, next: DateTime<Utc>) -> Self {
+        Namespace::Ready { expires, next }
+    }
+
+    /// A due Secret's result. A failed write fails that namespace; without a token, the fetch's
+    /// error is the news (a failed attempt to empty an expired Secret is retried next pass).
+    pub fn of(outcome: Result<Outcome, Error>, fetched: &Result<Token, Error>) -> Self {
+        match outcome {
+            Ok(Outcome::Fresh { state, next }) => Self::ready(state.expires_at, next),
+            Ok(Outcome::Written { token, next, .. }) => Self::ready(Some(token.expires_at), next),
+            Ok(Outcome::Failed(failure)) => Namespace::Failed(failure.error),
+            Err(error) => Namespace::Failed(fetched.as_ref().err().cloned().unwrap_or(error)),
+        }
+    }
+}
+
+/// The Ready condition among `after` when its status or reason differs from the one among
+/// `before`: what deserves an Event.
+pub fn ready_changed<'a>(before: &[Condition], after: &'a [Condition]) -> Option<&'a Condition> {
+    let before = ready_condition(before).map(|c| (&c.status, &c.reason));
+    ready_condition(after).filter(|c| before != Some((&c.status, &c.reason)))
+}
+
 /// A cluster resource's status for these namespaces (by name), and its earliest refresh time.
 pub fn cluster(
     generation: Option<i64>,
@@ -176,28 +230,12 @@ pub fn cluster(
     namespaces: &BTreeMap<String, Namespace>,
     now: DateTime<Utc>,
 ) -> (ClusterEcrPublicPullSecretStatus, Option<DateTime<Utc>>) {
-    let mut failures = Vec::new();
-    let (mut expires, mut next): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
-    let mut ready = 0;
-    for (ns, outcome) in namespaces {
-        match outcome {
-            Namespace::Ready {
-                expires: e,
-                next: n,
-            } => {
-                ready += 1;
-                if let Some(e) = *e {
-                    expires = Some(expires.map_or(e, |x| x.min(e)));
-                }
-                next = Some(next.map_or(*n, |x| x.min(*n)));
-            }
-            Namespace::Failed(e) => failures.push(NamespaceFailure {
-                namespace: ns.clone(),
-                reason: e.label().into(),
-                message: e.to_string(),
-            }),
-        }
-    }
+    let Tally {
+        ready,
+        mut failures,
+        expires,
+        next,
+    } = tally(namespaces);
     let (selected, failed) = (namespaces.len(), failures.len());
     let (reason, message) = match failures.first() {
         None => (
@@ -232,6 +270,42 @@ pub fn cluster(
         next_refresh_time: next.map(k8s_time),
     };
     (status, next)
+}
+
+/// The namespaces counted: how many are ready, which failed (by name), the earliest expiry and
+/// refresh time.
+struct Tally {
+    ready: i32,
+    failures: Vec<NamespaceFailure>,
+    expires: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+}
+
+fn tally(namespaces: &BTreeMap<String, Namespace>) -> Tally {
+    let earliest = |a: Option<DateTime<Utc>>, b: DateTime<Utc>| Some(a.map_or(b, |a| a.min(b)));
+    let mut t = Tally {
+        ready: 0,
+        failures: Vec::new(),
+        expires: None,
+        next: None,
+    };
+    for (ns, outcome) in namespaces {
+        match outcome {
+            Namespace::Ready { expires, next } => {
+                t.ready += 1;
+                if let Some(e) = *expires {
+                    t.expires = earliest(t.expires, e);
+                }
+                t.next = earliest(t.next, *next);
+            }
+            Namespace::Failed(e) => t.failures.push(NamespaceFailure {
+                namespace: ns.clone(),
+                reason: e.label().into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    t
 }
 
 /// A cluster resource that cannot be acted on: Ready=False with the error's reason; the counts

@@ -10,7 +10,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
 };
 
 use super::plan::{self, Due, Observed, Step};
@@ -23,7 +26,7 @@ use crate::{
     },
     crd::{MANAGER, OnExpiry, PullSecretSettings},
     k8s::memo::Memo,
-    schedule::Rotation,
+    schedule::{self, Rotation},
     secret::{self, Owner, SecretState},
 };
 
@@ -300,14 +303,14 @@ impl Secrets {
     }
 
     /// While a spec cannot be acted on, its Secrets keep their tokens until those expire; an
-    /// expired token is worse than none, so `onExpiry` still applies then. Returns the earliest
-    /// expiry still ahead: when to look again.
+    /// expired token is worse than none, so `onExpiry` still applies then. Returns when to look
+    /// again: at the earliest expiry still ahead.
     pub async fn expire(
         &self,
         desired: &Desired<'_>,
         owned: &[Arc<Meta>],
         now: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>, Error> {
+    ) -> Result<Action, Error> {
         let mut next: Option<DateTime<Utc>> = None;
         for meta in owned {
             let Some(expires) = self.state_of(meta).expires_at else {
@@ -324,7 +327,9 @@ impl Secrets {
                 self.write(desired, at, None).await?;
             }
         }
-        Ok(next)
+        Ok(next.map_or_else(Action::await_change, |n| {
+            Action::requeue(schedule::until(now, n))
+        }))
     }
 
     fn api(&self, namespace: &str) -> Api<Secret> {

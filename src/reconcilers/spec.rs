@@ -4,9 +4,14 @@
 //! An API server that skipped the schema's CEL rules (an old CRD, a client that bypassed
 //! validation) must not make the operator misbehave: what gets through is `InvalidSpec`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use kube::core::{Selector, SelectorExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    ResourceExt,
+    api::PartialObjectMeta,
+    core::{Selector, SelectorExt},
+};
 
 use crate::{
     Error,
@@ -69,6 +74,22 @@ pub fn selects(
     })
 }
 
+/// The namespaces a cluster resource selects, by name. Terminating namespaces are skipped:
+/// writes there fail, and their Secrets go with them.
+pub fn selected(
+    spec: &ClusterEcrPublicPullSecretSpec,
+    namespaces: &[Arc<PartialObjectMeta<Namespace>>],
+) -> Result<Vec<String>, Error> {
+    let mut selected = Vec::new();
+    for ns in namespaces {
+        if ns.metadata.deletion_timestamp.is_none() && selects(spec, &ns.name_any(), ns.labels())? {
+            selected.push(ns.name_any());
+        }
+    }
+    selected.sort();
+    Ok(selected)
+}
+
 /// DNS-1123 subdomain, as the API server checks Secret names.
 fn is_dns1123_subdomain(name: &str) -> bool {
     !name.is_empty()
@@ -86,7 +107,7 @@ fn is_dns1123_subdomain(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -119,6 +140,22 @@ mod tests {
         assert!(!selects(&spec, "listed", &none).unwrap());
         spec.namespace_selector = Some(LabelSelector::default());
         assert!(selects(&spec, "z", &none).unwrap(), "{{}} selects all");
+    }
+
+    #[test]
+    fn terminating_namespaces_are_never_selected() {
+        let ns = |name: &str, terminating: bool| {
+            let mut meta = PartialObjectMeta::<Namespace>::default();
+            meta.metadata.name = Some(name.into());
+            if terminating {
+                let epoch = k8s_openapi::jiff::Timestamp::UNIX_EPOCH;
+                meta.metadata.deletion_timestamp = Some(Time(epoch));
+            }
+            Arc::new(meta)
+        };
+        let namespaces = [ns("b", false), ns("gone", true), ns("a", false)];
+        let spec = ClusterEcrPublicPullSecretSpec::default();
+        assert_eq!(selected(&spec, &namespaces).unwrap(), ["a", "b"]);
     }
 
     #[test]
