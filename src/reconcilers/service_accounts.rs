@@ -37,9 +37,6 @@ use crate::{
     k8s::{memo::Memo, synced::Synced, watch::Watch},
 };
 
-/// First retry after a failed patch, doubling up to [`RETRY_MAX`].
-const RETRY_BASE: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(300);
 /// ServiceAccounts holding an entry of ours are planned again this often (plus up to a tenth),
 /// without any API call unless something is off: a resource deleted while its watch was
 /// relisting produces no event of its own.
@@ -57,8 +54,8 @@ struct Context {
     /// Our own last patch result per ServiceAccount until the watch shows it: a reconcile
     /// triggered by something else in between must not plan (and fail) from the older copy.
     written: Memo<ObjectRef<ServiceAccount>, ServiceAccount>,
-    /// Retries after a failed patch (a 422 means the list changed since it was read; the watch
-    /// event for that change usually retriggers sooner).
+    /// Retries after a failed patch, as `--retry-backoff-base/-max` say (a 422 means the list
+    /// changed since it was read; the watch event for that change usually retriggers sooner).
     backoff: Backoff<ObjectRef<ServiceAccount>>,
 }
 
@@ -106,7 +103,7 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         cluster,
         synced,
         written: Memo::default(),
-        backoff: Backoff::new(RETRY_BASE, RETRY_MAX),
+        backoff: inputs.settings.backoff(),
     });
     let config = controller::Config::default().concurrency(inputs.settings.concurrency);
     let controller = controller
@@ -267,6 +264,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcilers::Settings;
 
     fn at(rv: Option<&str>) -> ServiceAccount {
         let mut sa = ServiceAccount::default();
@@ -293,5 +291,109 @@ mod tests {
             "opaque: use the cache"
         );
         assert!(!newer(&at(None), &at(Some("1"))));
+    }
+
+    #[test]
+    fn retries_follow_the_retry_backoff_flags() {
+        // What `start` gives the reconciler: the flags' delays, not fixed ones.
+        let settings = Settings {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            ..Settings::default()
+        };
+        let backoff: Backoff<ObjectRef<ServiceAccount>> = settings.backoff();
+        let key = ObjectRef::new("sa").within("ns");
+        assert_eq!(backoff.next(&key), Duration::from_millis(100));
+        for _ in 0..10 {
+            assert!(backoff.next(&key) <= Duration::from_millis(400));
+        }
+    }
+
+    /// The one behaviour change of the redesign: this reconciler used fixed delays (1 s doubling
+    /// to 5 min) whatever the flags said. Eight refused patches now take under two seconds of
+    /// retries at 100-200 ms; the fixed delays needed more than a minute.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_patches_are_retried_as_the_retry_backoff_flags_say() {
+        use harness::kube_api::{ApiServer, Fault};
+        use kube::CustomResourceExt;
+        use serde_json::json;
+        use std::time::Instant;
+
+        const FAILURES: usize = 8;
+        let api = ApiServer::start().await.expect("API emulator");
+        let k8s = api.state();
+        let crd = serde_json::to_value(EcrPublicPullSecret::crd()).unwrap();
+        k8s.install_crd(crd).unwrap();
+        k8s.create_namespace("apps", &[]);
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": {"name": "default", "namespace": "apps"}});
+        k8s.create("serviceaccounts", Some("apps"), sa).unwrap();
+        let cr = json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                        "kind": "EcrPublicPullSecret",
+                        "metadata": {"name": "pull", "namespace": "apps"},
+                        "spec": {"serviceAccounts": ["default"]}});
+        k8s.create(
+            "ecrpublicpullsecrets.ecrpublic.pullsecrets.dev",
+            Some("apps"),
+            cr,
+        )
+        .unwrap();
+        k8s.inject(Fault::on("patch", "serviceaccounts", 500, FAILURES));
+
+        let mut config = kube::Config::new(api.url().parse().unwrap());
+        crate::run::no_client_retries(&mut config);
+        let client = kube::Client::try_from(config).unwrap();
+        let inputs = Inputs {
+            tokens: Arc::new(crate::aws::cache::TokenCache::new(
+                Arc::new(NoTokens),
+                Duration::ZERO,
+            )),
+            settings: Settings {
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(200),
+                ..Settings::default()
+            },
+            client: client.clone(),
+            metrics: Default::default(),
+            health: Default::default(),
+        };
+        let mut shared = Shared::new(&client, None, false);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let reconciler = start(&inputs, &mut shared, async {
+            let _ = stopped.await;
+        });
+        let running = tokio::spawn(alongside(reconciler, shared.run()));
+        let started = Instant::now();
+        let patched = k8s
+            .wait_until(Duration::from_secs(20), |k| {
+                k.get("serviceaccounts", Some("apps"), "default")
+                    .is_some_and(|sa| sa["imagePullSecrets"] == json!([{"name": "pull"}]))
+            })
+            .await;
+        let took = started.elapsed();
+        let _ = stop.send(());
+        running.await.unwrap();
+        let refused = k8s
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "serviceaccounts" && r.verb == "patch" && r.code == 500)
+            .count();
+        assert_eq!(refused, FAILURES);
+        assert!(patched, "patched once the refusals were used up");
+        assert!(
+            took < Duration::from_secs(6),
+            "retried at the flags' pace: {took:?}"
+        );
+    }
+
+    struct NoTokens;
+
+    impl crate::aws::TokenSource for NoTokens {
+        fn fetch<'a>(
+            &'a self,
+            _: &'a crate::aws::identity::Identity,
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::token::Token, Error>> {
+            Box::pin(async { Err(Error::Internal("no tokens in this test".into())) })
+        }
     }
 }
