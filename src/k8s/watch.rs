@@ -115,20 +115,29 @@ pub struct Subscription<K>(UnboundedReceiver<Event<Arc<K>>>);
 impl<K: Send + Sync + 'static> Subscription<K> {
     /// Objects added, changed or deleted. The first full list counts towards `synced`.
     pub fn touched(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        self.0
-            .map(Ok::<_, watcher::Error>)
-            .inspect(synced.observer())
-            .touched_objects()
-            .filter_map(|o| future::ready(o.ok()))
+        self.objects(synced, true)
     }
 
     /// Objects added or changed: deletions are left to the garbage collector or a finalizer.
     /// The first full list counts towards `synced`.
     pub fn applied(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        self.0
+        self.objects(synced, false)
+    }
+
+    fn objects(
+        self,
+        synced: &Synced,
+        deleted: bool,
+    ) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let events = self
+            .0
             .map(Ok::<_, watcher::Error>)
-            .inspect(synced.observer())
-            .applied_objects()
-            .filter_map(|o| future::ready(o.ok()))
+            .inspect(synced.observer());
+        let objects = if deleted {
+            events.touched_objects()
+        } else {
+            events.applied_objects()
+        };
+        objects.filter_map(|o| future::ready(o.ok()))
     }
 }
