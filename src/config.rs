@@ -6,8 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    aws::AwsSettings, controller::ControllerSettings, duration, identity::AllowedRoles,
-    leader::LeaseSettings,
+    aws::{AwsSettings, identity::AllowedRoles},
+    duration,
+    k8s::leader::LeaseSettings,
+    reconcilers,
 };
 
 /// Keeps Amazon ECR Public image pull Secrets fresh.
@@ -181,9 +183,9 @@ impl RunArgs {
         }
     }
 
-    /// Settings for the reconciler.
-    pub fn controller(&self) -> ControllerSettings {
-        ControllerSettings {
+    /// Settings for the reconcilers.
+    pub fn reconcilers(&self) -> reconcilers::Settings {
+        reconcilers::Settings {
             watch_namespace: self.watch_namespace.clone(),
             default_refresh_before: self.default_refresh_before,
             backoff_base: self.retry_backoff_base,

@@ -4,6 +4,8 @@
 //! reason, the Event reason and the `reason` label of metrics, so dashboards and alerts can rely on it.
 //! Messages are written for the person who has to fix the problem and never contain token material.
 
+use std::sync::Arc;
+
 /// Everything that can go wrong while reconciling one custom resource.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -101,37 +103,89 @@ pub enum Error {
     )]
     SecretConflict { namespace: String, name: String },
 
-    /// A Kubernetes API call failed.
+    /// A Kubernetes API call failed. The client's error is kept as the source (shared, so the
+    /// error stays cheap to clone for the token cache and the cluster kind's per-namespace list).
     #[error("Kubernetes API error: {0}")]
-    Kube(String),
+    Kube(#[source] Arc<kube::Error>),
+
+    /// The API server refused a call that a resource needs (the operator's RBAC does not allow
+    /// it), or answered without what was asked for; `detail` says what to do.
+    #[error("Kubernetes API error: {detail}")]
+    KubeRefused {
+        detail: String,
+        #[source]
+        source: Option<Arc<kube::Error>>,
+    },
+
+    /// Something a well-behaved API server never causes (an object without a UID, a patch we
+    /// cannot encode): a bug to report, not something the resource's author can fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// `Error::label`: each variant's own name, so a label cannot drift from its variant, except
+/// where users already rely on another word (`KubeError`, for both API failures).
+macro_rules! labels {
+    ($($variant:ident $(=> $label:literal)?),+ $(,)?) => {
+        impl Error {
+            /// Stable CamelCase label: condition reason, Event reason and metrics label.
+            pub fn label(&self) -> &'static str {
+                match self {
+                    $(Error::$variant { .. } => labels!(@name $variant $($label)?),)+
+                }
+            }
+        }
+    };
+    (@name $variant:ident $label:literal) => { $label };
+    (@name $variant:ident) => { stringify!($variant) };
+}
+
+labels!(
+    NoCredentials,
+    CredentialsRejected,
+    TokenFileUnreadable,
+    WebIdentityDenied,
+    AssumeRoleDenied,
+    RoleNotAllowed,
+    ServiceAccountMissing,
+    ServiceAccountNotAnnotated,
+    AccessDenied,
+    Transient,
+    AwsError,
+    InvalidToken,
+    InvalidSpec,
+    SecretConflict,
+    Kube => "KubeError",
+    KubeRefused => "KubeError",
+    Internal,
+);
+
+impl Error {
+    /// Whether a Kubernetes API call failed: the reconcile stops and is retried with backoff,
+    /// rather than being reported as a token problem.
+    pub fn is_kube(&self) -> bool {
+        matches!(self, Error::Kube(_) | Error::KubeRefused { .. })
+    }
 }
 
 impl Error {
-    /// Stable CamelCase label: condition reason, Event reason and metrics label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Error::NoCredentials { .. } => "NoCredentials",
-            Error::CredentialsRejected { .. } => "CredentialsRejected",
-            Error::TokenFileUnreadable { .. } => "TokenFileUnreadable",
-            Error::WebIdentityDenied { .. } => "WebIdentityDenied",
-            Error::AssumeRoleDenied { .. } => "AssumeRoleDenied",
-            Error::RoleNotAllowed { .. } => "RoleNotAllowed",
-            Error::ServiceAccountMissing { .. } => "ServiceAccountMissing",
-            Error::ServiceAccountNotAnnotated { .. } => "ServiceAccountNotAnnotated",
-            Error::AccessDenied { .. } => "AccessDenied",
-            Error::Transient { .. } => "Transient",
-            Error::AwsError { .. } => "AwsError",
-            Error::InvalidToken(_) => "InvalidToken",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::SecretConflict { .. } => "SecretConflict",
-            Error::Kube(_) => "KubeError",
+    /// A 403 from the API server said as what the operator may not do (`detail` gets the
+    /// server's reason); any other failure as it is.
+    pub fn refused_or(e: kube::Error, detail: impl FnOnce(&str) -> String) -> Error {
+        let reason = match &e {
+            kube::Error::Api(s) if s.code == 403 => s.message.clone(),
+            _ => return e.into(),
+        };
+        Error::KubeRefused {
+            detail: detail(&reason),
+            source: Some(Arc::new(e)),
         }
     }
 }
 
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
-        Error::Kube(e.to_string())
+        Error::Kube(Arc::new(e))
     }
 }
 
@@ -151,5 +205,93 @@ mod tests {
         assert!(e.to_string().contains("AWS_ROLE_ARN"));
         assert!(e.to_string().contains("AWS_WEB_IDENTITY_TOKEN_FILE"));
         assert!(e.to_string().contains("eks.amazonaws.com/role-arn"));
+    }
+
+    #[test]
+    fn every_label_stays_what_users_rely_on() {
+        let d = || String::new();
+        let api = || Arc::new(kube::Error::LinesCodecMaxLineLengthExceeded);
+        let cases = [
+            (Error::NoCredentials { detail: d() }, "NoCredentials"),
+            (
+                Error::CredentialsRejected { detail: d() },
+                "CredentialsRejected",
+            ),
+            (
+                Error::TokenFileUnreadable { detail: d() },
+                "TokenFileUnreadable",
+            ),
+            (
+                Error::WebIdentityDenied { detail: d() },
+                "WebIdentityDenied",
+            ),
+            (Error::AssumeRoleDenied { detail: d() }, "AssumeRoleDenied"),
+            (
+                Error::RoleNotAllowed {
+                    role_arn: d(),
+                    patterns: d(),
+                },
+                "RoleNotAllowed",
+            ),
+            (
+                Error::ServiceAccountMissing {
+                    namespace: d(),
+                    name: d(),
+                },
+                "ServiceAccountMissing",
+            ),
+            (
+                Error::ServiceAccountNotAnnotated {
+                    namespace: d(),
+                    name: d(),
+                },
+                "ServiceAccountNotAnnotated",
+            ),
+            (Error::AccessDenied { detail: d() }, "AccessDenied"),
+            (Error::Transient { detail: d() }, "Transient"),
+            (
+                Error::AwsError {
+                    code: d(),
+                    detail: d(),
+                },
+                "AwsError",
+            ),
+            (Error::InvalidToken(d()), "InvalidToken"),
+            (Error::InvalidSpec(d()), "InvalidSpec"),
+            (
+                Error::SecretConflict {
+                    namespace: d(),
+                    name: d(),
+                },
+                "SecretConflict",
+            ),
+            (Error::Kube(api()), "KubeError"),
+            (
+                Error::KubeRefused {
+                    detail: d(),
+                    source: Some(api()),
+                },
+                "KubeError",
+            ),
+            (Error::Internal(d()), "Internal"),
+        ];
+        for (error, label) in cases {
+            assert_eq!(error.label(), label, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn api_errors_keep_their_source_and_their_message() {
+        let e = Error::from(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert!(e.is_kube());
+        let source = std::error::Error::source(&e).expect("the client's error is the source");
+        assert!(source.is::<Arc<kube::Error>>());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "Kubernetes API error: {}",
+                kube::Error::LinesCodecMaxLineLengthExceeded
+            )
+        );
     }
 }

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ecr_public_pull_secret_operator::{
-    aws,
+    aws::{self, diagnose},
     config::{Cli, Command},
-    crd, diagnose, run, telemetry,
+    crd, run, telemetry,
 };
 
 #[tokio::main]

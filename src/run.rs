@@ -1,24 +1,21 @@
 //! Process wiring: from parsed flags to a running operator (admin server, optional leader
-//! election, controller). Shared by the binary, the demo, the tests and the benchmark.
+//! election, reconcilers). Shared by the binary, the demo, the tests and the benchmark.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
-use futures::FutureExt;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::{
-    aws::{self, EcrPublic},
-    cache::TokenCache,
-    cluster,
+    admin::{
+        http::{self, Health},
+        metrics::{Metered, Metrics},
+    },
+    aws::{self, EcrPublic, cache::TokenCache, credentials::Clients},
     config::RunArgs,
-    controller,
-    credentials::Clients,
-    http::{self, Health},
-    leader::Leadership,
-    metrics::{Metered, Metrics},
-    service_accounts,
+    k8s::leader::{Leadership, LeaseSettings},
+    reconcilers::{self, Inputs, Kinds},
 };
 
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.
@@ -86,101 +83,71 @@ pub async fn start(
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
     let clients = Clients::new(sdk, Some(client.clone()));
     let source = Metered::new(EcrPublic::new(clients), metrics.clone());
-    let tokens = Arc::new(TokenCache::new(Arc::new(source), FAILURE_TTL));
-    let settings = args.controller();
-    let lease = args.lease();
+    let inputs = Inputs {
+        tokens: Arc::new(TokenCache::new(Arc::new(source), FAILURE_TTL)),
+        client,
+        settings: args.reconcilers(),
+        metrics,
+        health,
+    };
     // The cluster kind writes into many namespaces: it needs cluster-wide access.
     let kinds = Kinds {
-        cluster: args.cluster_pull_secrets && settings.watch_namespace.is_none(),
+        cluster: args.cluster_pull_secrets && inputs.settings.watch_namespace.is_none(),
         service_accounts: args.patch_service_accounts,
     };
-    info!(watch_namespace = ?settings.watch_namespace, leader_election = lease.is_some(), "starting ecr-public-pull-secret-operator {}", env!("CARGO_PKG_VERSION"));
+    let lease = args.lease();
+    info!(watch_namespace = ?inputs.settings.watch_namespace, leader_election = lease.is_some(), "starting ecr-public-pull-secret-operator {}", env!("CARGO_PKG_VERSION"));
     let done = tokio::spawn(async move {
-        let Some(lease) = lease else {
-            controllers(client, tokens, settings, kinds, metrics, health, stopped()).await;
-            return Ok(());
-        };
-        // Followers report ready: a rolling update must not wait for a Lease it cannot get.
-        health.set_ready(true);
-        let mut leadership = Leadership::start(client.clone(), &lease).await?;
-        tokio::select! {
-            acquired = leadership.acquired() => if !acquired {
-                return Err("leader election stopped unexpectedly".to_owned());
-            },
-            () = stopped() => return Ok(()),
-        }
-        info!(lease = %lease.name, "acquired leadership; starting the controller");
-        let lost = leadership.lost();
-        let (lost_tx, mut lost_rx) = watch::channel(false);
-        let stop = stopped();
-        let until = async move {
-            tokio::select! {
-                () = stop => {},
-                () = lost => { let _ = lost_tx.send(true); },
+        match lease {
+            None => {
+                reconcilers::run(inputs, kinds, stopped()).await;
+                Ok(())
             }
-        };
-        controllers(client, tokens, settings, kinds, metrics, health, until).await;
-        if *lost_rx.borrow_and_update() {
-            warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
-            return Err(format!(
-                "lost leadership of Lease {}/{}",
-                lease.namespace, lease.name
-            ));
+            Some(lease) => lead(inputs, kinds, lease, stopped).await,
         }
-        leadership.release().await;
-        Ok(())
     });
     Ok(Running { http_addr, done })
 }
 
-/// The optional controllers that run beside the namespaced one.
-#[derive(Debug, Clone, Copy)]
-struct Kinds {
-    /// `ClusterEcrPublicPullSecret` (cluster-wide only).
-    cluster: bool,
-    /// `spec.serviceAccounts` patching.
-    service_accounts: bool,
-}
-
-/// Runs the namespaced controller and the enabled optional ones until `shutdown`.
-async fn controllers(
-    client: kube::Client,
-    tokens: Arc<TokenCache>,
-    settings: controller::ControllerSettings,
+/// Runs the reconcilers while this process holds the Lease, until `stopped` resolves.
+async fn lead<F>(
+    inputs: Inputs,
     kinds: Kinds,
-    metrics: Arc<Metrics>,
-    health: Health,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let shutdown = shutdown.shared();
-    let mut all = vec![
-        controller::run(
-            client.clone(),
-            tokens.clone(),
-            settings.clone(),
-            metrics,
-            health,
-            shutdown.clone(),
-        )
-        .boxed(),
-    ];
-    if kinds.cluster {
-        let run = cluster::run(client.clone(), tokens, settings.clone(), shutdown.clone());
-        all.push(run.boxed());
+    lease: LeaseSettings,
+    stopped: impl Fn() -> F,
+) -> Result<(), String>
+where
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    // Followers report ready: a rolling update must not wait for a Lease it cannot get.
+    inputs.health.set_ready(true);
+    let mut leadership = Leadership::start(inputs.client.clone(), &lease).await?;
+    tokio::select! {
+        acquired = leadership.acquired() => if !acquired {
+            return Err("leader election stopped unexpectedly".to_owned());
+        },
+        () = stopped() => return Ok(()),
     }
-    if kinds.service_accounts {
-        all.push(
-            service_accounts::run(
-                client,
-                settings.watch_namespace.clone(),
-                kinds.cluster,
-                settings.concurrency,
-                shutdown,
-            )
-            .boxed(),
-        );
+    info!(lease = %lease.name, "acquired leadership; starting the controller");
+    let lost = leadership.lost();
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let stop = stopped();
+    let until = async move {
+        tokio::select! {
+            () = stop => {},
+            () = lost => { let _ = lost_tx.send(true); },
+        }
+    };
+    reconcilers::run(inputs, kinds, until).await;
+    if *lost_rx.borrow_and_update() {
+        warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
+        return Err(format!(
+            "lost leadership of Lease {}/{}",
+            lease.namespace, lease.name
+        ));
     }
-    futures::future::join_all(all).await;
+    leadership.release().await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -9,6 +9,57 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::{Error, duration};
+
+/// The token lifetime `refreshBefore` must stay under.
+const TOKEN_LIFETIME: StdDuration = StdDuration::from_secs(12 * 3600);
+
+/// `spec.refreshBefore`, parsed once per reconcile, with the CRD's CEL rule re-checked: an API
+/// server that skipped it (an old CRD, or a client that bypassed validation) must not make the
+/// operator misbehave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshBefore(StdDuration);
+
+impl RefreshBefore {
+    /// Greater than zero and shorter than the 12 h token lifetime, or `InvalidSpec`.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let d = duration::parse(s)
+            .map_err(|e| Error::InvalidSpec(format!("spec.refreshBefore: {e}")))?;
+        if d.is_zero() || d >= TOKEN_LIFETIME {
+            return Err(Error::InvalidSpec(format!(
+                "spec.refreshBefore {s:?} must be greater than 0s and shorter than the 12h token lifetime"
+            )));
+        }
+        Ok(Self(d))
+    }
+
+    pub fn get(self) -> StdDuration {
+        self.0
+    }
+}
+
+/// One resource's rotation schedule: its refresh margin (`None`: half the lifetime) and the
+/// jitter seed derived from its UID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    refresh_before: Option<StdDuration>,
+    seed: u64,
+}
+
+impl Rotation {
+    pub fn new(refresh_before: Option<StdDuration>, uid: &str) -> Self {
+        Self {
+            refresh_before,
+            seed: jitter_seed(uid),
+        }
+    }
+
+    /// When a token issued at `issued` and expiring at `expires` is due.
+    pub fn due_at(&self, issued: DateTime<Utc>, expires: DateTime<Utc>) -> DateTime<Utc> {
+        refresh_at(issued, expires, self.refresh_before, self.seed)
+    }
+}
+
 /// Never wait less than this before looking at a resource again: guards against hot loops when a
 /// clock or a token is odd.
 pub const MIN_REQUEUE: StdDuration = StdDuration::from_secs(1);
@@ -138,6 +189,31 @@ mod tests {
         assert_eq!(
             until(t0(), t0() + Duration::seconds(30)),
             StdDuration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn refresh_before_outside_the_token_lifetime_is_reported() {
+        assert_eq!(
+            RefreshBefore::parse("6h").unwrap().get(),
+            StdDuration::from_secs(6 * 3600)
+        );
+        for bad in ["12h", "13h", "0s", "soon"] {
+            assert_eq!(
+                RefreshBefore::parse(bad).unwrap_err().label(),
+                "InvalidSpec",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rotation_is_the_schedule_of_one_resource() {
+        let expires = t0() + Duration::hours(12);
+        let rotation = Rotation::new(None, "uid-1");
+        assert_eq!(
+            rotation.due_at(t0(), expires),
+            refresh_at(t0(), expires, None, jitter_seed("uid-1"))
         );
     }
 

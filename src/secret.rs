@@ -1,7 +1,7 @@
 //! The Secret the operator writes: docker config JSON, labels, annotations and the bookkeeping that
 //! lets a restarted operator know, from metadata alone, whether a Secret is fresh.
 //!
-//! Building is pure; the controller does the I/O.
+//! Building is pure; the reconcilers do the I/O.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +15,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    aws::token::Token,
     crd::{MANAGER, PullSecretSettings, Registry},
-    token::Token,
 };
 
 /// Secret type the kubelet reads for `imagePullSecrets`.
@@ -33,6 +33,8 @@ pub const REFRESHED_AT: &str = "ecrpublic.pullsecrets.dev/refreshed-at";
 pub const CONFIG_HASH: &str = "ecrpublic.pullsecrets.dev/config-hash";
 /// Annotation prefix reserved for the operator.
 pub const RESERVED_PREFIX: &str = "ecrpublic.pullsecrets.dev/";
+/// Label on every Secret a `ClusterEcrPublicPullSecret` writes: the resource's UID.
+pub const CLUSTER_OWNER_LABEL: &str = "ecrpublic.pullsecrets.dev/cluster-owner";
 
 /// Label selector matching every Secret the operator manages.
 pub fn managed_selector() -> String {
@@ -119,6 +121,65 @@ pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == owner_uid)
 }
 
+/// How a Secret belongs to the resource that writes it. A Secret that does not is never touched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Owner {
+    /// An `EcrPublicPullSecret`: a controller ownerReference, so Kubernetes garbage-collects the
+    /// Secret with the resource.
+    Reference(OwnerReference),
+    /// A `ClusterEcrPublicPullSecret`: [`CLUSTER_OWNER_LABEL`] holding its UID (a cluster-scoped
+    /// owner cannot be an ownerReference of a namespaced Secret; a finalizer cleans up instead).
+    Label(String),
+}
+
+impl Owner {
+    /// Whether this owner wrote the Secret with `meta`.
+    pub fn owns(&self, meta: &ObjectMeta) -> bool {
+        match self {
+            Owner::Reference(owner) => is_controlled_by(meta, &owner.uid),
+            Owner::Label(uid) => {
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(CLUSTER_OWNER_LABEL))
+                    == Some(uid)
+            }
+        }
+    }
+
+    /// The owning resource's UID.
+    pub fn uid(&self) -> &str {
+        match self {
+            Owner::Reference(owner) => &owner.uid,
+            Owner::Label(uid) => uid,
+        }
+    }
+
+    /// The Secret `name` in `namespace` as this owner writes it.
+    pub fn spec<'a>(
+        &self,
+        name: &'a str,
+        namespace: &'a str,
+        settings: &'a PullSecretSettings,
+        service_account: Option<&'a str>,
+    ) -> SecretSpec<'a> {
+        let (owner, extra_labels) = match self {
+            Owner::Reference(owner) => (Some(owner.clone()), BTreeMap::new()),
+            Owner::Label(uid) => (
+                None,
+                BTreeMap::from([(CLUSTER_OWNER_LABEL.to_owned(), uid.clone())]),
+            ),
+        };
+        SecretSpec {
+            name,
+            namespace,
+            settings,
+            service_account,
+            owner,
+            extra_labels,
+        }
+    }
+}
+
 /// Everything needed to render a Secret.
 pub struct SecretSpec<'a> {
     pub name: &'a str,
@@ -174,7 +235,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{crd::SecretTemplate, token::test_token};
+    use crate::{aws::token::test_token, crd::SecretTemplate};
     use chrono::Duration;
 
     fn now() -> DateTime<Utc> {
@@ -268,6 +329,24 @@ mod tests {
         };
         assert_ne!(config_hash(&role, None), config_hash(&c, None));
         assert_ne!(config_hash(&c, Some("sa")), config_hash(&c, None));
+    }
+
+    #[test]
+    fn each_kind_recognises_only_its_own_secrets() {
+        let settings = PullSecretSettings::default();
+        let reference = Owner::Reference(OwnerReference {
+            uid: "u1".into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        });
+        let label = Owner::Label("u1".into());
+        let by_reference = build(&reference.spec("s", "ns", &settings, None), None);
+        let by_label = build(&label.spec("s", "ns", &settings, None), None);
+        assert!(reference.owns(&by_reference.metadata));
+        assert!(!reference.owns(&by_label.metadata), "same UID, other kind");
+        assert!(label.owns(&by_label.metadata));
+        assert!(!label.owns(&by_reference.metadata));
+        assert!(!Owner::Label("u2".into()).owns(&by_label.metadata));
     }
 
     #[test]

@@ -9,10 +9,8 @@ use aws_sdk_ecrpublic::{
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::body::SdkBody;
 use base64::Engine as _;
-use ecr_public_pull_secret_operator::{
-    aws::{EcrPublic, TokenSource},
-    cache::Identity,
-    credentials::Clients,
+use ecr_public_pull_secret_operator::aws::{
+    EcrPublic, TokenSource, cache::Identity, credentials::Clients,
 };
 
 /// Fetches through a client whose one response is an AWS JSON 1.1 error; returns the reason.

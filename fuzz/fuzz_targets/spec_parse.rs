@@ -12,9 +12,9 @@ use std::{collections::BTreeMap, time::Duration as StdDuration};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ecr_public_pull_secret_operator::{
+    aws::token::Token,
     crd::{EcrPublicPullSecretSpec, MANAGER},
     duration, schedule, secret,
-    token::Token,
 };
 use libfuzzer_sys::fuzz_target;
 

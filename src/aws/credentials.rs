@@ -19,7 +19,8 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, api::PostParams};
 
-use crate::{Error, aws::ECR_PUBLIC_REGION, identity::Identity};
+use super::{ECR_PUBLIC_REGION, identity::Identity};
+use crate::Error;
 
 /// Audience of ServiceAccount tokens exchanged with STS, as the EKS pod identity webhook uses.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
@@ -109,7 +110,7 @@ impl Clients {
                 role_arn,
             } => {
                 let kube = self.kube.clone().ok_or_else(|| {
-                    Error::InvalidSpec("ServiceAccount identities need a Kubernetes client".into())
+                    Error::Internal("ServiceAccount identities need a Kubernetes client".into())
                 })?;
                 SharedCredentialsProvider::new(ServiceAccountCredentials {
                     api: Api::namespaced(kube, namespace),
@@ -161,7 +162,10 @@ impl ServiceAccountCredentials {
             .await
             .map_err(|e| CredentialsError::provider_error(self.token_request_error(e)))?;
         let token = issued.status.map(|s| s.token).ok_or_else(|| {
-            CredentialsError::provider_error(Error::Kube("TokenRequest returned no token".into()))
+            CredentialsError::provider_error(Error::KubeRefused {
+                detail: "TokenRequest returned no token".into(),
+                source: None,
+            })
         })?;
         let out = self
             .sts
@@ -193,12 +197,13 @@ impl ServiceAccountCredentials {
                 namespace: ns.clone(),
                 name: name.clone(),
             },
-            kube::Error::Api(s) if s.code == 403 => Error::Kube(format!(
-                "the operator may not request tokens for ServiceAccount {ns}/{name} ({}). Enable \
-                 identity.serviceAccountTokens in the Helm chart to grant serviceaccounts/token create",
-                s.message
-            )),
-            e => e.into(),
+            e => Error::refused_or(e, |reason| {
+                format!(
+                    "the operator may not request tokens for ServiceAccount {ns}/{name} ({reason}). \
+                     Enable identity.serviceAccountTokens in the Helm chart to grant \
+                     serviceaccounts/token create"
+                )
+            }),
         }
     }
 }

@@ -35,15 +35,39 @@ pub fn added(sa: &ServiceAccount) -> BTreeSet<String> {
 /// The JSON patch operations that make `sa` name exactly the `desired` Secrets among those this
 /// operator manages, or `None` when nothing needs to change.
 pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value>> {
-    let list: &[LocalObjectReference] = sa.image_pull_secrets.as_deref().unwrap_or_default();
     let annotation = sa
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(ADDED_ANNOTATION));
+        .and_then(|a| a.get(ADDED_ANNOTATION))
+        .map(String::as_str);
+    let (new_list, new_annotation) = edit(sa, desired);
+    if new_list.is_none() && new_annotation.as_deref() == annotation {
+        return None;
+    }
+    let mut ops = Vec::new();
+    if let Some(new_list) = new_list {
+        let current = sa
+            .image_pull_secrets
+            .as_ref()
+            .map(|l| l.iter().map(entry).collect::<Vec<_>>());
+        ops.push(json!({"op": "test", "path": "/imagePullSecrets", "value": current}));
+        ops.push(if new_list.is_empty() {
+            json!({"op": "remove", "path": "/imagePullSecrets"})
+        } else {
+            json!({"op": "add", "path": "/imagePullSecrets", "value": new_list})
+        });
+    }
+    ops.extend(annotation_ops(sa, annotation, new_annotation.as_deref()));
+    Some(ops)
+}
+
+/// The new list (`None` when it stays as it is) and the new annotation: our entries that are no
+/// longer wanted go, wanted ones that are missing are added after everyone else's.
+fn edit(sa: &ServiceAccount, desired: &BTreeSet<String>) -> (Option<Vec<Value>>, Option<String>) {
+    let list: &[LocalObjectReference] = sa.image_pull_secrets.as_deref().unwrap_or_default();
     let added = added(sa);
     let present: BTreeSet<&str> = list.iter().map(|r| r.name.as_str()).collect();
-
     let to_add: Vec<&String> = desired
         .iter()
         .filter(|n| !present.contains(n.as_str()))
@@ -61,37 +85,26 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
         .map(String::as_str)
         .collect();
     let new_annotation = (!new_added.is_empty()).then(|| new_added.join(","));
-
     let list_changed = new_list.len() != list.len() || !to_add.is_empty();
-    if !list_changed && new_annotation.as_deref() == annotation.map(String::as_str) {
-        return None;
-    }
-    let mut ops = Vec::new();
-    if list_changed {
-        let current = sa
-            .image_pull_secrets
-            .as_ref()
-            .map(|l| l.iter().map(entry).collect::<Vec<_>>());
-        ops.push(json!({"op": "test", "path": "/imagePullSecrets", "value": current}));
-        ops.push(if new_list.is_empty() {
-            json!({"op": "remove", "path": "/imagePullSecrets"})
-        } else {
-            json!({"op": "add", "path": "/imagePullSecrets", "value": new_list})
-        });
-    }
+    (list_changed.then_some(new_list), new_annotation)
+}
+
+/// Pins our annotation as it was read, and sets it to `new` if that differs.
+fn annotation_ops(sa: &ServiceAccount, old: Option<&str>, new: Option<&str>) -> Vec<Value> {
     let path = format!(
         "/metadata/annotations/{}",
         ADDED_ANNOTATION.replace('/', "~1")
     );
+    let has_annotations = sa.metadata.annotations.is_some();
     // The API server's `test` of null passes on a missing member, but only when its parent
     // exists: without any annotations, pin that there are none.
-    ops.push(if sa.metadata.annotations.is_some() {
-        json!({"op": "test", "path": path, "value": annotation})
+    let mut ops = vec![if has_annotations {
+        json!({"op": "test", "path": path, "value": old})
     } else {
         json!({"op": "test", "path": "/metadata/annotations", "value": null})
-    });
-    if new_annotation.as_deref() != annotation.map(String::as_str) {
-        ops.push(match (&new_annotation, sa.metadata.annotations.is_some()) {
+    }];
+    if new != old {
+        ops.push(match (new, has_annotations) {
             (Some(v), true) => json!({"op": "add", "path": path, "value": v}),
             (Some(v), false) => json!({
                 "op": "add", "path": "/metadata/annotations", "value": { ADDED_ANNOTATION: v }
@@ -99,7 +112,7 @@ pub fn plan(sa: &ServiceAccount, desired: &BTreeSet<String>) -> Option<Vec<Value
             (None, _) => json!({"op": "remove", "path": path}),
         });
     }
-    Some(ops)
+    ops
 }
 
 /// One list entry as the API server returns it: `name` is `omitempty` in the Go type, so an

@@ -12,8 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use crate::identity::Identity;
-use crate::{Error, aws::TokenSource, token::Token};
+pub use super::identity::Identity;
+use super::{TokenSource, token::Token};
+use crate::Error;
 
 #[derive(Default)]
 struct Slot {
@@ -46,8 +47,7 @@ impl TokenCache {
     }
 
     fn slot(&self, identity: &Identity) -> Arc<tokio::sync::Mutex<Slot>> {
-        // A poisoned lock only means another thread panicked mid-insert; the map is still usable.
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::lock(&self.slots);
         slots.entry(identity.clone()).or_default().clone()
     }
 
@@ -92,7 +92,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::test_token;
+    use crate::aws::token::test_token;
     use chrono::Utc;
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,126 +1,17 @@
-//! The AWS boundary: the ECR Public client (pinned to us-east-1), the call that fetches a token,
-//! and the classification of AWS failures into [`Error`] variants a user can act on.
+//! AWS failures turned into the [`Error`] a user can act on. Extracting the facts of an SDK
+//! error is the only part that touches SDK types; [`classify`] itself is a pure function.
 
-use std::time::Duration;
-
-use aws_config::{
-    BehaviorVersion, Region, SdkConfig, identity::IdentityCache, meta::region::RegionProviderChain,
-    retry::RetryConfig, timeout::TimeoutConfig,
-};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecrpublic::{
     config::http::HttpResponse,
     error::{ProvideErrorMetadata, SdkError},
 };
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 
-use crate::{
-    Error,
-    credentials::{self, Clients},
-    identity::Identity,
-    token::Token,
-};
-
-/// ECR Public's API only exists in us-east-1, whatever region the cluster runs in.
-pub const ECR_PUBLIC_REGION: &str = "us-east-1";
-
-/// Timeouts and retries for every AWS call.
-#[derive(Debug, Clone)]
-pub struct AwsSettings {
-    /// TCP/TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Bound on one whole operation including retries.
-    pub operation_timeout: Duration,
-    /// Attempts per operation for the SDK's standard retry mode (1 disables SDK retries).
-    pub max_attempts: u32,
-    /// How long before expiry cached AWS credentials are refreshed.
-    pub credentials_refresh_before: Duration,
-}
-
-impl Default for AwsSettings {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            operation_timeout: Duration::from_secs(30),
-            max_attempts: 3,
-            credentials_refresh_before: Duration::from_secs(300),
-        }
-    }
-}
-
-/// Loads the default credential chain once (env, IRSA web identity, EKS Pod Identity, ...), with
-/// explicit timeouts and standard retries. Its credentials cache is shared by every client built
-/// from it. STS uses the pod's region when there is one.
-pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
-    let region =
-        RegionProviderChain::default_provider().or_else(Region::from_static(ECR_PUBLIC_REGION));
-    let attempt_timeout = settings.operation_timeout / settings.max_attempts.max(1);
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.connect_timeout)
-                .operation_attempt_timeout(attempt_timeout)
-                .operation_timeout(settings.operation_timeout)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
-        .identity_cache(
-            IdentityCache::lazy()
-                .buffer_time(settings.credentials_refresh_before)
-                .build(),
-        )
-        .load()
-        .await
-}
-
-/// Where tokens come from. The cache calls this at most once per identity per rotation.
-pub trait TokenSource: Send + Sync + 'static {
-    /// Fetches a fresh, validated token for `identity`.
-    fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>>;
-}
-
-/// The real source: ECR Public `GetAuthorizationToken` with the identity's credentials.
-pub struct EcrPublic {
-    clients: Clients,
-}
-
-impl EcrPublic {
-    pub fn new(clients: Clients) -> Self {
-        Self { clients }
-    }
-
-    /// The credential providers and clients per identity (the `token` subcommand reuses them).
-    pub fn clients(&self) -> &Clients {
-        &self.clients
-    }
-}
-
-impl TokenSource for EcrPublic {
-    fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
-        Box::pin(async move {
-            let client = self.clients.get(identity).await?.ecr;
-            let out = client
-                .get_authorization_token()
-                .send()
-                .await
-                .map_err(|e| explain(identity, &e))?;
-            let data = out.authorization_data();
-            let expires = data
-                .and_then(|d| d.expires_at())
-                .and_then(|t| DateTime::from_timestamp(t.secs(), 0));
-            Token::from_response(
-                data.and_then(|d| d.authorization_token()),
-                expires,
-                Utc::now(),
-            )
-        })
-    }
-}
+use super::{credentials, identity::Identity};
+use crate::Error;
 
 /// The error users see for a failed ECR Public call made as `identity`.
-fn explain<E>(identity: &Identity, err: &SdkError<E, HttpResponse>) -> Error
+pub(super) fn explain<E>(identity: &Identity, err: &SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

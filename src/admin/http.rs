@@ -11,7 +11,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Readiness shared between the controller and the HTTP server.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,17 @@ impl Health {
     /// Marks the process ready (caches synced, or waiting as a leader-election follower).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Marks the process ready once `ready` resolves true (the caches have synced).
+    pub fn ready_when(&self, ready: impl Future<Output = bool> + Send + 'static) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            if ready.await {
+                info!("caches synced");
+                health.set_ready(true);
+            }
+        });
     }
 
     /// Whether `/readyz` answers 200.

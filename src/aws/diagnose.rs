@@ -10,12 +10,8 @@ use aws_credential_types::{
 };
 use chrono::Utc;
 
-use crate::{
-    Error,
-    aws::{self, EcrPublic, TokenSource},
-    credentials::Clients,
-    identity::Identity,
-};
+use super::{EcrPublic, TokenSource, classify, credentials::Clients, identity::Identity};
+use crate::Error;
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +41,7 @@ pub async fn token(sdk: &SdkConfig, options: &Options, out: &mut impl Write) -> 
         .credentials
         .provide_credentials()
         .await
-        .map_err(|e| aws::explain_credentials(&identity, &e))?;
+        .map_err(|e| classify::explain_credentials(&identity, &e))?;
     line(out, "credential source:", source_of(&credentials));
     line(out, "access key id:", credentials.access_key_id());
     let mut sts = aws_sdk_sts::config::Builder::from(sdk);

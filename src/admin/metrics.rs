@@ -24,7 +24,47 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{Error, aws::TokenSource, cache::Identity, secret::SecretState, token::Token};
+use crate::{
+    Error,
+    aws::{TokenSource, identity::Identity, token::Token},
+    secret::SecretState,
+};
+
+/// The `result` of one reconcile, as `epps_reconcile_total` and `epps_reconcile_duration_seconds`
+/// label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The Secret holds a token that is not due: nothing was done.
+    Fresh,
+    /// A token was written.
+    Written,
+    /// The token could not be renewed (or the spec cannot be acted on); reported on the status.
+    Failed,
+    /// A Kubernetes API call failed; retried with backoff.
+    Error,
+    /// The resource is being deleted: nothing to do.
+    Skipped,
+}
+
+impl Reconciled {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reconciled::Fresh => "fresh",
+            Reconciled::Written => "written",
+            Reconciled::Failed => "failed",
+            Reconciled::Error => "error",
+            Reconciled::Skipped => "skipped",
+        }
+    }
+}
+
+/// `epps_token_fetch_total` labels of a successful call.
+const FETCH_SUCCESS: FetchLabels = FetchLabels {
+    result: "success",
+    reason: "none",
+};
+/// `epps_token_fetch_total`'s `result` of a failed call (its `reason` is the error's label).
+const FETCH_ERROR: &str = "error";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -86,20 +126,19 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one reconcile.
-    pub fn reconciled(&self, result: &'static str, seconds: f64) {
-        let label = ResultLabel { result };
+    pub fn reconciled(&self, result: Reconciled, seconds: f64) {
+        let label = ResultLabel {
+            result: result.label(),
+        };
         self.reconciles.get_or_create(&label).inc();
         self.durations.get_or_create(&label).observe(seconds);
     }
 
     fn fetched(&self, outcome: &Result<Token, Error>) {
         let labels = match outcome {
-            Ok(_) => FetchLabels {
-                result: "success",
-                reason: "none",
-            },
+            Ok(_) => FETCH_SUCCESS,
             Err(e) => FetchLabels {
-                result: "error",
+                result: FETCH_ERROR,
                 reason: e.label(),
             },
         };
@@ -108,7 +147,7 @@ impl Metrics {
 
     /// Lets the Secret gauges read the controller's Secret cache.
     pub fn watch_secrets(&self, store: Store<PartialObjectMeta<Secret>>) {
-        *self.secrets.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(store);
+        *crate::lock(&self.secrets.store) = Some(store);
     }
 
     /// Prometheus text exposition.
@@ -149,7 +188,7 @@ struct SecretsCollector {
 
 impl Collector for SecretsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let secrets = match &*self.store.lock().unwrap_or_else(|p| p.into_inner()) {
+        let secrets = match &*crate::lock(&self.store) {
             Some(store) => store.state(),
             None => Vec::new(),
         };
@@ -191,7 +230,7 @@ mod tests {
     #[test]
     fn exposes_the_documented_names() {
         let m = Metrics::default();
-        m.reconciled("written", 0.01);
+        m.reconciled(Reconciled::Written, 0.01);
         m.fetched(&Err(Error::AccessDenied {
             detail: String::new(),
         }));

@@ -132,13 +132,13 @@ pub async fn resolve(
     let sa = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .get_opt(sa_name)
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 403 => Error::Kube(format!(
-                "the operator may not read ServiceAccount {namespace}/{sa_name} ({}). \
-                 Enable identity.serviceAccountTokens in the Helm chart to grant it",
-                s.message
-            )),
-            e => e.into(),
+        .map_err(|e| {
+            Error::refused_or(e, |reason| {
+                format!(
+                    "the operator may not read ServiceAccount {namespace}/{sa_name} ({reason}). \
+                     Enable identity.serviceAccountTokens in the Helm chart to grant it"
+                )
+            })
         })?
         .ok_or_else(|| Error::ServiceAccountMissing {
             namespace: namespace.into(),

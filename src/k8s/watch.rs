@@ -1,0 +1,143 @@
+//! Every watch the operator runs: one builder, and one list-and-watch per resource however many
+//! reconcilers read it (custom resources and Namespaces are read by a Secret reconciler and by
+//! the ServiceAccount reconciler).
+//!
+//! Why not kube-runtime's shared streams (`reflector::store_shared` + `reflect_shared`)? They
+//! broadcast on a bounded channel: the reflector waits for its slowest subscriber, so a slow
+//! ServiceAccount pass (its mapper scans every ServiceAccount for each resource event) would
+//! hold back the cache and the triggers of Secret rotation; and they pass on no deletions, which
+//! the ServiceAccount reconciler needs (a deleted resource's entries go). Here each subscriber
+//! gets its own unbounded queue: the watch never waits for anyone, and a subscriber that lags
+//! only holds the events it has not read yet.
+//!
+//! Every cache drops what the operator never reads: `managedFields` and `kubectl apply`'s
+//! `last-applied-configuration` copy, at thousands of objects most of what a cache would hold.
+
+use std::{fmt::Debug, hash::Hash, sync::Arc};
+
+use futures::{
+    Stream, StreamExt,
+    channel::mpsc::{self, UnboundedReceiver, UnboundedSender},
+    future,
+    stream::BoxStream,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{WatchStreamExt, reflector, reflector::Store, watcher, watcher::Event},
+};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::synced::Synced;
+
+/// `kubectl apply`'s full copy of the object; never read, often as large as the spec.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// One list-and-watch of `K`: a cache, and a stream of changes for each subscriber.
+pub struct Watch<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store: Store<K>,
+    events: BoxStream<'static, Result<Event<K>, watcher::Error>>,
+    subscribers: Vec<UnboundedSender<Event<Arc<K>>>>,
+}
+
+impl<K> Watch<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    /// Lists and watches `api` with `config` (pages of 500, backoff on errors) once it runs.
+    pub fn new(api: Api<K>, config: watcher::Config) -> Self {
+        let (store, writer) = reflector::store();
+        let events = reflector(writer, watcher(api, config).default_backoff().modify(slim)).boxed();
+        Self {
+            store,
+            events,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// The cache; complete once the first list is in.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// A stream of every change from the first list on. Subscribe before [`Watch::run`].
+    pub fn subscribe(&mut self) -> Subscription<K> {
+        let (tx, rx) = mpsc::unbounded();
+        self.subscribers.push(tx);
+        Subscription(rx)
+    }
+
+    /// Feeds the cache and the subscribers. Never ends on its own (the watcher retries every
+    /// error with backoff); the operator drops it once its reconcilers have stopped.
+    pub async fn run(mut self) {
+        while let Some(event) = self.events.next().await {
+            let event = match event {
+                Ok(event) => shared(event),
+                // Said once here rather than by every reconciler reading the stream.
+                Err(error) => {
+                    warn!(kind = %K::kind(&K::DynamicType::default()), %error, "watch failed; retrying");
+                    continue;
+                }
+            };
+            // A subscriber whose reconciler has stopped is dropped.
+            self.subscribers
+                .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+        }
+    }
+}
+
+/// The same event with the object behind an `Arc`, cloned once for any number of subscribers.
+fn shared<K>(event: Event<K>) -> Event<Arc<K>> {
+    match event {
+        Event::Apply(k) => Event::Apply(Arc::new(k)),
+        Event::Delete(k) => Event::Delete(Arc::new(k)),
+        Event::Init => Event::Init,
+        Event::InitApply(k) => Event::InitApply(Arc::new(k)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+fn slim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// One subscriber's view of a [`Watch`].
+pub struct Subscription<K>(UnboundedReceiver<Event<Arc<K>>>);
+
+impl<K: Send + Sync + 'static> Subscription<K> {
+    /// Objects added, changed or deleted. The first full list counts towards `synced`.
+    pub fn touched(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.objects(synced, true)
+    }
+
+    /// Objects added or changed: deletions are left to the garbage collector or a finalizer.
+    /// The first full list counts towards `synced`.
+    pub fn applied(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.objects(synced, false)
+    }
+
+    fn objects(
+        self,
+        synced: &Synced,
+        deleted: bool,
+    ) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let events = self
+            .0
+            .map(Ok::<_, watcher::Error>)
+            .inspect(synced.observer());
+        let objects = if deleted {
+            events.touched_objects()
+        } else {
+            events.applied_objects()
+        };
+        objects.filter_map(|o| future::ready(o.ok()))
+    }
+}

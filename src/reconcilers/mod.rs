@@ -1,0 +1,270 @@
+//! What the operator does: the reconcilers, and what they share.
+//!
+//! A Secret's path, for either kind: a watch event triggers a reconcile; [`spec`] checks what
+//! the schema cannot; the core in [`secrets`] observes the Secret (cache, our own newer write, or
+//! the API), [`plan`]s (pure: fresh, due, or someone else's), fetches a token from the
+//! per-identity cache only when one is due, and writes the Secret; [`report`] turns the outcome
+//! into the status that the status writer applies. The namespaced kind ([`namespaced`]) drives
+//! the core for its one Secret, the cluster kind ([`cluster`]) for one Secret per selected
+//! namespace from one fetched token. The ServiceAccount reconciler ([`service_accounts`], pure
+//! planning in [`image_pull_secrets`]) runs beside them. All three retry with one [`Backoff`].
+
+pub mod backoff;
+pub mod cluster;
+pub mod image_pull_secrets;
+pub mod namespaced;
+pub mod plan;
+pub mod report;
+pub mod secrets;
+pub mod service_accounts;
+pub mod spec;
+
+use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client,
+    api::PartialObjectMeta,
+    runtime::{
+        controller,
+        events::{EventType, Recorder},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::{debug, warn};
+
+pub use backoff::Backoff;
+use secrets::Secrets;
+
+use crate::{
+    admin::{http::Health, metrics::Metrics},
+    aws::{cache::TokenCache, identity::AllowedRoles},
+    crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, PullSecretSettings},
+    k8s::{
+        events,
+        status::{Reported, StatusWriter},
+        watch::Watch,
+    },
+};
+
+/// Settings of the reconcilers themselves (not of AWS or the process).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Only watch this namespace (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
+    /// Refresh margin for resources that do not set `spec.refreshBefore` (default: half lifetime).
+    pub default_refresh_before: Option<Duration>,
+    /// First retry delay after a failure; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Name of this instance in Events (`reportingInstance`), usually the pod name.
+    pub instance: Option<String>,
+    /// Roles resources may ask for with `spec.roleArn` or `spec.serviceAccountName`.
+    pub allowed_roles: AllowedRoles,
+    /// Whether `spec.serviceAccounts` is served (`--patch-service-accounts`).
+    pub patch_service_accounts: bool,
+    /// Whether a routine rotation publishes a Normal `Rotated` Event (`--rotation-events`).
+    pub rotation_events: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            watch_namespace: None,
+            default_refresh_before: None,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            concurrency: 16,
+            instance: None,
+            allowed_roles: AllowedRoles::default(),
+            patch_service_accounts: false,
+            rotation_events: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The retry delays of `--retry-backoff-base` and `--retry-backoff-max`, per object.
+    pub fn backoff<K: Eq + Hash + Clone>(&self) -> Backoff<K> {
+        Backoff::new(self.backoff_base, self.backoff_max)
+    }
+
+    /// Appended to the status message when a resource asks for something this operator does
+    /// not do.
+    pub fn ignored_service_accounts(&self, spec: &PullSecretSettings) -> Option<&'static str> {
+        (!spec.service_accounts.is_empty() && !self.patch_service_accounts).then_some(
+            "; spec.serviceAccounts is ignored: the operator runs without --patch-service-accounts \
+             (chart value serviceAccountPatching.enabled)",
+        )
+    }
+}
+
+/// The reconcilers that run beside the namespaced one.
+#[derive(Debug, Clone, Copy)]
+pub struct Kinds {
+    /// `ClusterEcrPublicPullSecret` (cluster-wide only).
+    pub cluster: bool,
+    /// `spec.serviceAccounts` patching.
+    pub service_accounts: bool,
+}
+
+/// What every reconciler is started with.
+pub struct Inputs {
+    pub client: Client,
+    pub tokens: Arc<TokenCache>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+}
+
+/// What both Secret kinds hold: the Secret core over their own Secret watch, the status writer,
+/// the Event recorder, the settings and the retry backoff.
+pub struct Kind<K: Reported> {
+    pub client: Client,
+    pub secrets: Secrets,
+    pub status: StatusWriter<K>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub backoff: Backoff<ObjectRef<K>>,
+}
+
+impl<K: Reported> Kind<K> {
+    /// A kind whose Secrets are those of `api` with `labels`; the returned watch runs beside its
+    /// reconciler (each kind watches its own Secrets: the label selectors differ).
+    pub fn new(
+        inputs: &Inputs,
+        api: Api<PartialObjectMeta<Secret>>,
+        labels: &str,
+    ) -> (Self, Watch<PartialObjectMeta<Secret>>) {
+        let (client, settings) = (&inputs.client, &inputs.settings);
+        let watch = Watch::new(api, watcher::Config::default().labels(labels));
+        let allowed = settings.allowed_roles.clone();
+        let secrets = Secrets::new(
+            client.clone(),
+            watch.store(),
+            inputs.tokens.clone(),
+            allowed,
+        );
+        let kind = Self {
+            client: client.clone(),
+            secrets,
+            status: StatusWriter::new(client.clone()),
+            recorder: events::recorder(client.clone(), settings.instance.clone()),
+            settings: settings.clone(),
+            backoff: settings.backoff(),
+        };
+        (kind, watch)
+    }
+
+    /// Publishes an Event about `obj`; a failure is logged, never fatal to the reconcile.
+    pub async fn publish(&self, obj: &K, type_: EventType, reason: &str, note: String) {
+        events::publish(&self.recorder, &obj.object_ref(&()), type_, reason, note).await;
+    }
+}
+
+/// The watches that more than one reconciler reads, each listed and watched once (see
+/// [`crate::k8s::watch`] for why one slow reader cannot hold back the others).
+pub struct Shared {
+    /// `EcrPublicPullSecret`s: the namespaced kind, and the ServiceAccount reconciler.
+    pub crs: Watch<EcrPublicPullSecret>,
+    /// Only with the cluster kind.
+    pub cluster: Option<ClusterWatches>,
+}
+
+/// What the cluster kind and the ServiceAccount reconciler both read.
+pub struct ClusterWatches {
+    pub crs: Watch<ClusterEcrPublicPullSecret>,
+    pub namespaces: Watch<PartialObjectMeta<Namespace>>,
+}
+
+impl Shared {
+    fn new(client: &Client, watch_namespace: Option<&str>, cluster: bool) -> Self {
+        let all = watcher::Config::default;
+        let cluster = cluster.then(|| ClusterWatches {
+            crs: Watch::new(Api::all(client.clone()), all()),
+            namespaces: Watch::new(Api::all(client.clone()), all()),
+        });
+        Self {
+            crs: Watch::new(scoped(client, watch_namespace), all()),
+            cluster,
+        }
+    }
+
+    fn run(self) -> Vec<BoxFuture<'static, ()>> {
+        let mut all = vec![self.crs.run().boxed()];
+        if let Some(cluster) = self.cluster {
+            all.extend([cluster.crs.run().boxed(), cluster.namespaces.run().boxed()]);
+        }
+        all
+    }
+}
+
+/// The API of a namespaced kind, in `namespace` or in all of them.
+pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the namespaced reconciler and the enabled optional ones until `shutdown`.
+pub async fn run(
+    inputs: Inputs,
+    kinds: Kinds,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = shutdown.shared();
+    let settings = &inputs.settings;
+    // The cluster kind writes into many namespaces: it needs cluster-wide access.
+    let mut shared = Shared::new(
+        &inputs.client,
+        settings.watch_namespace.as_deref(),
+        kinds.cluster,
+    );
+    let mut all = Vec::new();
+    if kinds.service_accounts {
+        let sas = service_accounts::start(&inputs, &mut shared, shutdown.clone());
+        all.push(sas.boxed());
+    }
+    if let Some(watches) = &mut shared.cluster {
+        all.push(cluster::start(&inputs, watches, shutdown.clone()).boxed());
+    }
+    all.push(namespaced::start(inputs, &mut shared, shutdown).boxed());
+    alongside(futures::future::join_all(all), shared.run()).await;
+}
+
+/// Runs `main` with the watches it reads, until `main` ends; the watches never end on their own.
+pub(crate) async fn alongside(
+    main: impl Future<Output = impl Sized>,
+    watches: Vec<BoxFuture<'static, ()>>,
+) {
+    tokio::select! {
+        _ = main => {},
+        _ = futures::future::join_all(watches) => {},
+    }
+}
+
+/// Logs what a controller's run stream reports, except reconcile errors: the error policy has
+/// logged each of those once already.
+pub(crate) fn log_result<K, E>(
+    result: Result<(ObjectRef<K>, controller::Action), controller::Error<E, watcher::Error>>,
+) where
+    K: kube::Resource,
+    K::DynamicType: Debug,
+    E: std::error::Error + 'static,
+{
+    match result {
+        Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+        Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(error) => warn!(%error, "controller error"),
+    }
+}
