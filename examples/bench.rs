@@ -1,8 +1,14 @@
 //! Benchmark: the real operator (this example's own executable re-run in operator mode, so it is a
-//! separate process whose memory can be read from /proc) against the in-repo Kubernetes API
-//! emulator and fake ECR Public on 127.0.0.1.
+//! separate process whose memory can be read from /proc) against a Kubernetes API and the fake ECR
+//! Public on 127.0.0.1. The API is the in-repo emulator (default) or, with `--api real`, the real
+//! kube-apiserver + etcd built by `tests/cluster/build.sh`, whose audit log and `/metrics` then
+//! count the requests (the server's own view, not the operator's).
 //!
 //!     cargo run --release --example bench -- --crs 1000 --namespaces 10 --json
+//!     tests/cluster/build.sh && cargo run --release --example bench -- --api real --crs 1000 --json
+//!
+//! Resources are created the way users create them, with `kubectl apply`: each carries the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of itself).
 //!
 //! Phases: cold start (all CRs exist before the operator starts), idle (nothing due), ready latency
 //! (CRs created one by one), rotations (short token lifetime), restart (all Secrets fresh), RSS.
@@ -14,6 +20,7 @@ use std::{
 };
 
 use clap::Parser;
+use futures::StreamExt;
 use harness::env::*;
 use harness::fake_sts::FakeSts;
 use serde_json::json;
@@ -23,6 +30,10 @@ const OPERATOR_MODE: &str = "EPPS_BENCH_OPERATOR";
 
 #[derive(Debug, Parser)]
 struct Opts {
+    /// The Kubernetes API: the in-repo emulator, or the real kube-apiserver (needs
+    /// tests/cluster/build.sh).
+    #[arg(long, value_enum, default_value_t = Api::Emulator)]
+    api: Api,
     /// Namespaced EcrPublicPullSecrets.
     #[arg(long, default_value_t = 1000)]
     crs: usize,
@@ -217,8 +228,51 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Resources created at once before the operator starts (a `kubectl apply` of many files).
+const CREATE_CONCURRENCY: usize = 16;
+
+/// Creates a resource as `kubectl apply` does: with the last-applied-configuration annotation.
+async fn apply_cr(env: &Env, ns: &str, name: String, spec: serde_json::Value) {
+    let applied = json!({
+        "apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+        "kind": "EcrPublicPullSecret",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    });
+    let mut obj = applied.clone();
+    obj["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n"),
+    });
+    env.k8s
+        .create(CRS, Some(ns), obj)
+        .await
+        .unwrap_or_else(|e| panic!("create CR {ns}/{name}: {e}"));
+}
+
+/// Requests the API server counted (`apiserver_request_total`) for one resource and verb with a
+/// 2xx code; `None` on the emulator, which has no such metric. Server-side apply is counted under
+/// the verb `APPLY`, other patches under `PATCH`.
+async fn server_count(env: &Env, resource: &str, subresource: &str, verb: &str) -> Option<f64> {
+    let cp = env.control_plane()?;
+    let text = cp.metrics().await.ok()?;
+    let want =
+        |line: &str, label: &str, value: &str| line.contains(&format!("{label}=\"{value}\""));
+    let total = text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| {
+            want(l, "resource", resource)
+                && want(l, "subresource", subresource)
+                && want(l, "verb", verb)
+                && l.contains("code=\"2")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Some(total)
+}
+
 async fn bench(o: Opts) {
-    let env = Env::start().await;
+    let env = Env::start_on(o.api).await;
     env.ecr
         .set_token_lifetime(Duration::from_secs(o.token_lifetime));
     let dir = std::env::temp_dir().join(format!("epps-bench-{}", std::process::id()));
@@ -231,14 +285,18 @@ async fn bench(o: Opts) {
     for ns in &namespaces {
         env.create_namespace(ns, &[]).await;
     }
-    for i in 0..o.crs {
-        env.create_cr(
-            &namespaces[i % namespaces.len()],
-            &format!("cr-{i}"),
-            cr_spec(i, o.identities),
-        )
+    let created = Instant::now();
+    futures::stream::iter(0..o.crs)
+        .for_each_concurrent(CREATE_CONCURRENCY, |i| {
+            let ns = &namespaces[i % namespaces.len()];
+            apply_cr(&env, ns, format!("cr-{i}"), cr_spec(i, o.identities))
+        })
         .await;
-    }
+    eprintln!(
+        "created {} CRs in {:.1}s",
+        o.crs,
+        created.elapsed().as_secs_f64()
+    );
     // Role sessions last an hour, as by default on AWS: no refresh within a bench run.
     let sts = if o.identities > 1 {
         Some(
@@ -305,7 +363,7 @@ async fn bench(o: Opts) {
         let ns = &namespaces[i % namespaces.len()];
         let name = format!("lat-{i}");
         let t = Instant::now();
-        env.create_cr(ns, &name, cr_spec(i, o.identities)).await;
+        apply_cr(&env, ns, name.clone(), cr_spec(i, o.identities)).await;
         let ok = env
             .k8s
             .wait_until(Duration::from_secs(30), |k| {
@@ -322,6 +380,7 @@ async fn bench(o: Opts) {
     // newest one. Writes and calls are counted over the whole phase, so duplicates would show.
     let calls0 = env.ecr.successful_calls();
     let writes0 = writes(&env);
+    let server_writes0 = server_count(&env, "secrets", "", "APPLY").await;
     let mut rotations_done = 0u32;
     let mut before = expiries(&env);
     let phase_deadline = Instant::now() + Duration::from_secs(o.token_lifetime) * (o.rotations + 1);
@@ -341,6 +400,10 @@ async fn bench(o: Opts) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rot_calls = env.ecr.calls() - calls0;
     let rot_writes = writes(&env) - writes0;
+    let server_rot_writes = server_count(&env, "secrets", "", "APPLY")
+        .await
+        .zip(server_writes0)
+        .map(|(after, before)| after - before);
     if rot_writes > total * rotations_done as usize {
         // Name the Secrets written more than once per rotation, with their write times.
         let mut per: std::collections::BTreeMap<String, usize> = Default::default();
@@ -367,6 +430,7 @@ async fn bench(o: Opts) {
     // has reconciled every CR once (its reconcile counters reach the CR count).
     let calls1 = env.ecr.calls();
     let writes1 = writes(&env);
+    let server_writes1 = server_count(&env, "secrets", "", "APPLY").await;
     let op = spawn_operator(&env, &kubeconfig, sts.as_ref());
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(300) {
@@ -379,13 +443,19 @@ async fn bench(o: Opts) {
     }
     let restart_ecr_calls = env.ecr.calls() - calls1;
     let restart_secret_writes = writes(&env) - writes1;
+    let server_restart_writes = server_count(&env, "secrets", "", "APPLY")
+        .await
+        .zip(server_writes1)
+        .map(|(after, before)| after - before);
     // The restarted process: full caches, nothing to write, no Events (the steady state).
     let restart_rss_mib = op.peak_rss_mib();
     let rss_mib = rss_mib.max(restart_rss_mib);
     op.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 
+    let per_rotation = |w: f64| round(w / (total as f64 * f64::from(rotations)), 3);
     let result = json!({
+        "api": format!("{:?}", o.api).to_lowercase(),
         "crs": o.crs,
         "namespaces": namespaces.len(),
         "identities": o.identities,
@@ -396,7 +466,7 @@ async fn bench(o: Opts) {
         "ready_p50_ms": round(percentile(&latencies, 0.50), 1),
         "ready_p99_ms": round(percentile(&latencies, 0.99), 1),
         "rotations": rotations_done,
-        "writes_per_secret_per_rotation": round(rot_writes as f64 / (total as f64 * f64::from(rotations)), 3),
+        "writes_per_secret_per_rotation": per_rotation(rot_writes as f64),
         "ecr_calls_per_identity_per_rotation": round(rot_calls as f64 / (o.identities as f64 * f64::from(rotations)), 3),
         "idle_requests_per_min": round(idle_requests_per_min, 1),
         "restart_ecr_calls": restart_ecr_calls,
@@ -406,6 +476,10 @@ async fn bench(o: Opts) {
         // AssumeRole calls (several identities only): one per role per session lifetime.
         "sts_calls": sts.as_ref().map_or(0, |s| s.assume_role_calls().values().sum::<usize>()),
         "max_ecr_calls_per_identity": env.ecr.calls_by_access_key().values().max().copied().unwrap_or(0),
+        // The real API server's own counters (apiserver_request_total, 2xx Secret APPLYs); null
+        // on the emulator. The request counts above come from its audit log there.
+        "server_writes_per_secret_per_rotation": server_rot_writes.map(per_rotation),
+        "server_restart_secret_writes": server_restart_writes,
     });
     if o.json {
         println!("{result}");

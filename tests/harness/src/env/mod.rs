@@ -43,7 +43,7 @@ pub const EVENTS: &str = "events.events.k8s.io";
 pub const TEST_NAMESPACE_LABEL: &str = "e2e.ecrpublic.pullsecrets.dev/test";
 
 /// Which Kubernetes API a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
     /// The in-repo emulator: fast, fault injection, no Go needed.
     Emulator,
