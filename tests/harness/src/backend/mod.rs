@@ -64,6 +64,20 @@ impl Real {
         }
     }
 
+    /// The object a write stored, once the mirror shows it; or the server's Status.
+    async fn stored(
+        &self,
+        key: &str,
+        ns: Option<&str>,
+        written: Result<DynamicObject, kube::Error>,
+    ) -> Result<Value, Value> {
+        let v = serde_json::to_value(written.map_err(api_error)?).unwrap_or_default();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        self.caught_up(key, ns, name, mirror::revision(&v), false)
+            .await;
+        Ok(v)
+    }
+
     /// Waits until the mirror holds `name` at `revision` or later (or no longer holds it, for
     /// `gone`); a test then reads what it wrote.
     async fn caught_up(&self, key: &str, ns: Option<&str>, name: &str, revision: u64, gone: bool) {
@@ -83,6 +97,13 @@ impl Real {
         // bound keeps such a test going instead of hanging it.
         let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
     }
+}
+
+/// The namespace an object is written to (the argument, else its own) and its name.
+fn target(namespace: Option<&str>, obj: &Value) -> (Option<String>, String) {
+    let ns = namespace.or_else(|| obj["metadata"]["namespace"].as_str());
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    (ns.map(str::to_string), name.to_string())
 }
 
 fn api_error(e: kube::Error) -> Value {
@@ -139,18 +160,12 @@ impl Kube {
         match self {
             Kube::Emulated(e) => e.create(resource, namespace, obj),
             Kube::Real(r) => {
-                let ns = namespace.or_else(|| obj["metadata"]["namespace"].as_str());
-                let ns = ns.map(str::to_string);
+                let (ns, _) = target(namespace, &obj);
                 let created = r
                     .api(resource, ns.as_deref())
                     .create(&PostParams::default(), &to_dynamic(obj)?)
-                    .await
-                    .map_err(api_error)?;
-                let v = serde_json::to_value(created).unwrap_or_default();
-                let name = v["metadata"]["name"].as_str().unwrap_or_default();
-                r.caught_up(resource, ns.as_deref(), name, mirror::revision(&v), false)
                     .await;
-                Ok(v)
+                r.stored(resource, ns.as_deref(), created).await
             }
         }
     }
@@ -165,21 +180,12 @@ impl Kube {
         match self {
             Kube::Emulated(e) => e.replace(resource, namespace, obj),
             Kube::Real(r) => {
-                let ns = namespace.or_else(|| obj["metadata"]["namespace"].as_str());
-                let ns = ns.map(str::to_string);
-                let name = obj["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let (ns, name) = target(namespace, &obj);
                 let replaced = r
                     .api(resource, ns.as_deref())
                     .replace(&name, &PostParams::default(), &to_dynamic(obj)?)
-                    .await
-                    .map_err(api_error)?;
-                let v = serde_json::to_value(replaced).unwrap_or_default();
-                r.caught_up(resource, ns.as_deref(), &name, mirror::revision(&v), false)
                     .await;
-                Ok(v)
+                r.stored(resource, ns.as_deref(), replaced).await
             }
         }
     }
