@@ -134,11 +134,10 @@ impl ApiError {
         )
     }
 
-    /// SSA ownership conflicts; `causes` are (manager description, field path).
-    pub fn apply_conflict(def: &ResourceDef, name: &str, message: String, causes: Value) -> Self {
-        let mut details = resource_details(def, name);
-        details["causes"] = causes;
-        Self::new(409, "Conflict", message).with_details(details)
+    /// SSA ownership conflicts; `causes` are (manager description, field path). The details
+    /// name no object, only the causes.
+    pub fn apply_conflict(message: String, causes: Value) -> Self {
+        Self::new(409, "Conflict", message).with_details(json!({ "causes": causes }))
     }
 
     pub fn invalid(def: &ResourceDef, name: &str, errs: &[FieldError]) -> Self {

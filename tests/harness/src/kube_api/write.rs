@@ -103,12 +103,11 @@ fn validate(w: &Write, obj: &mut Value, old: Option<&Value>) -> Result<Vec<Field
     Ok(errs)
 }
 
-fn ctx<'a>(w: &'a Write, name: &'a str) -> WriteContext<'a> {
+fn ctx<'a>(w: &'a Write) -> WriteContext<'a> {
     WriteContext {
         def: w.def,
         version: w.version,
         sub: w.sub,
-        name,
     }
 }
 
@@ -184,7 +183,7 @@ pub fn create(st: &mut Store, w: &Write, mut obj: Value) -> Result<Arc<Value>, A
     if !errs.is_empty() {
         return Err(ApiError::invalid(w.def, &name, &errs));
     }
-    managed::update(&ctx(w, &name), None, &mut obj, &w.ownership, &now)?;
+    managed::update(&ctx(w), None, &mut obj, &w.ownership, &now)?;
     let stored = st.commit(&key, obj);
     if resource == CRD_KEY
         && let Ok(def) = registry::from_crd(&stored)
@@ -305,7 +304,7 @@ pub fn update(
         return Err(ApiError::invalid(w.def, name, &errs));
     }
     let now = meta::now_rfc3339();
-    managed::update(&ctx(w, name), Some(&existing), &mut new, &w.ownership, &now)?;
+    managed::update(&ctx(w), Some(&existing), &mut new, &w.ownership, &now)?;
     if managed::without_times(&new) == managed::without_times(&existing) {
         return Ok(Outcome::Unchanged(existing));
     }

@@ -147,9 +147,10 @@ async fn apply_conflicts_force_and_field_removal() {
     assert_eq!(forced.data.as_ref().unwrap()["foo"], "2");
     let owners = managers(&forced);
     let kubectl = owners.iter().find(|m| m.0 == "kubectl").unwrap();
+    // The create made `data`, so kubectl owns the map itself too (`.`).
     assert_eq!(
         kubectl.2,
-        json!({"f:data": {"f:keep": {}}}),
+        json!({"f:data": {".": {}, "f:keep": {}}}),
         "force took .data.foo away from kubectl"
     );
 
@@ -199,8 +200,9 @@ async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole() {
     assert_eq!(uids, vec!["u1", "u2"]);
     assert_eq!(both.metadata.finalizers.unwrap(), vec!["a/f", "b/f"]);
     let fields = serde_json::to_value(&both.metadata.managed_fields.unwrap()[1].fields_v1).unwrap();
+    // An owner reference is an atomic struct: its item is owned whole, with no fields inside.
     assert_eq!(
-        fields["f:metadata"]["f:ownerReferences"]["k:{\"uid\":\"u2\"}"]["."],
+        fields["f:metadata"]["f:ownerReferences"]["k:{\"uid\":\"u2\"}"],
         json!({})
     );
     assert_eq!(fields["f:metadata"]["f:finalizers"]["v:\"b/f\""], json!({}));
