@@ -102,7 +102,9 @@ fn selectors(t: &Target, req: &Req) -> Result<Selectors, ApiError> {
         None => None,
     };
     let field = match req.query.get("fieldSelector").filter(|s| !s.is_empty()) {
-        Some(s) => Some(FieldSelector::parse(&t.def.key(), s).map_err(ApiError::bad_request)?),
+        Some(s) => Some(
+            FieldSelector::parse(&t.def.key(), t.def.custom, s).map_err(ApiError::bad_request)?,
+        ),
         None => None,
     };
     Ok(Selectors { label, field })
@@ -190,8 +192,9 @@ fn update(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiError> {
 fn delete_reply(t: &Target, req: &Req, deleted: &Deleted) -> Reply {
     match deleted {
         Deleted::Pending(obj) => Reply::Json(200, out(t, req, obj)),
-        // CRs return the deleted object; built-in types like Secret return a Success Status.
-        Deleted::Gone(obj) if t.def.custom => Reply::Json(200, out(t, req, obj)),
+        // A Success Status, except from the stores with `ReturnDeletedObject` (ServiceAccounts
+        // among ours), which answer with the object.
+        Deleted::Gone(obj) if t.def.returns_deleted_object() => Reply::Json(200, out(t, req, obj)),
         Deleted::Gone(obj) => {
             let mut details = json!({"name": obj["metadata"]["name"], "kind": t.def.plural, "uid": obj["metadata"]["uid"]});
             if !t.def.group.is_empty() {
@@ -237,7 +240,9 @@ fn delete_collection(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, Api
             obj["metadata"]["name"].as_str().unwrap_or_default(),
         );
         match delete::delete(&mut st, &t.def, &k, &opts) {
-            Ok(Deleted::Gone(o) | Deleted::Pending(o)) => items.push(out(t, req, &o)),
+            Ok(Deleted::Gone(o) | Deleted::Pending(o)) => {
+                items.push(list::item(&o, &t.def, &t.version, metadata_only(req)))
+            }
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
@@ -264,5 +269,5 @@ fn token_request(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiErro
         .store()
         .get(&key(t))
         .ok_or_else(|| ApiError::not_found(&t.def, name))?;
-    Ok(Reply::Json(201, token::issue(&t.def, &sa, &body)?))
+    Ok(Reply::Json(201, token::issue(&sa, &body)?))
 }
