@@ -1,7 +1,10 @@
 //! A stateful Kubernetes API server emulator for tests: real HTTP/JSON on 127.0.0.1 that the real
 //! kube client and kube-runtime talk to, with the semantics they depend on (resourceVersions,
 //! watches with history and bookmarks, server-side apply with managed fields, status
-//! subresources, CRD schemas, finalizers and garbage collection, Status errors).
+//! subresources, CRD schemas, finalizers and garbage collection, Status errors). What it claims
+//! about Kubernetes is checked against a real kube-apiserver: the scenarios of
+//! `tests/harness/tests/kube_api` run on both (`emulator::…`, `real_api_server::…`), all but
+//! those of the emulator's own machinery (faults, outages, closed watches).
 //!
 //! Controllers a real control plane runs act here within the request that triggers them instead
 //! of shortly after: the garbage collector, the namespace controller, kube-apiserver's CRD
