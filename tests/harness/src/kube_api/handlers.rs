@@ -111,9 +111,10 @@ fn selectors(t: &Target, req: &Req) -> Result<Selectors, ApiError> {
 }
 
 fn list_objects(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiError> {
-    // `resourceVersion=0` is answered from the watch cache, which (before Kubernetes 1.33's
-    // cache snapshots) ignores `limit` and returns everything in one response: clients that ask
-    // for "any" version must be ready for the whole list at once, and a benchmark must see it.
+    // `resourceVersion=0` is answered from the watch cache, which ignores `limit` and returns
+    // everything in one response (kube-apiserver 1.34 still does, cache snapshots or not: see
+    // the real-server run of `paging_with_limit_and_continue`): clients that ask for "any"
+    // version must be ready for the whole list at once, and a benchmark must see it.
     let from_cache = req.query.get("resourceVersion").map(String::as_str) == Some("0");
     let q = ListQuery {
         selectors: selectors(t, req)?,
