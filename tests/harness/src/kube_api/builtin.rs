@@ -194,26 +194,50 @@ fn namespace(obj: &mut Value, old: Option<&Value>) {
     }
 }
 
-/// The CRD controllers' verdict, which a real cluster writes to status within milliseconds.
-pub fn crd_status(crd: &mut Value) {
-    let names = crd["spec"]["names"].clone();
-    let stored: Vec<Value> = crd["spec"]["versions"]
+/// A CRD's defaults (`SetDefaults_CustomResourceDefinition`: conversion strategy None, singular
+/// and listKind from the kind) and what its strategy sets: on create a status with no accepted
+/// names and no conditions (the CRD controllers accept the names and establish it afterwards,
+/// see `controllers`), on updates the storage version added to `status.storedVersions`.
+pub fn crd(crd: &mut Value, old: Option<&Value>, status_write: bool) {
+    if crd["spec"]["conversion"].is_null() {
+        crd["spec"]["conversion"] = json!({"strategy": "None"});
+    }
+    let kind = crd["spec"]["names"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let names = &mut crd["spec"]["names"];
+    if names["singular"].as_str().is_none_or(str::is_empty) {
+        names["singular"] = json!(kind.to_ascii_lowercase());
+    }
+    if names["listKind"].as_str().is_none_or(str::is_empty) {
+        names["listKind"] = json!(format!("{kind}List"));
+    }
+    let storage: Vec<Value> = crd["spec"]["versions"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|v| v["storage"].as_bool() == Some(true))
         .map(|v| v["name"].clone())
         .collect();
-    let now = super::meta::now_rfc3339();
-    let condition = |t: &str, reason: &str, message: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
-    crd["status"] = json!({
-        "conditions": [
-            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-            condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-        ],
-        "acceptedNames": names,
-        "storedVersions": stored,
-    });
+    if old.is_none() {
+        crd["status"] = json!({
+            "conditions": null,
+            "acceptedNames": {"plural": "", "kind": ""},
+            "storedVersions": storage,
+        });
+    } else if !status_write {
+        if !crd["status"]["storedVersions"].is_array() {
+            crd["status"]["storedVersions"] = json!([]);
+        }
+        if let Some(stored) = crd["status"]["storedVersions"].as_array_mut() {
+            for v in storage {
+                if !stored.contains(&v) {
+                    stored.push(v);
+                }
+            }
+        }
+    }
 }
 
 /// What Go's JSON decoder would refuse for the typed fields we know: the metadata of every
@@ -280,42 +304,115 @@ pub fn check_decodable(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Rejects `apiVersion`/`kind` in a body that do not match the endpoint, like the decoder does.
+/// Kinds of the core v1 scheme a body may name instead of the endpoint's: the decoder reads them
+/// and then cannot convert them.
+const CORE_V1_KINDS: &[&str] = &[
+    "ConfigMap",
+    "Endpoints",
+    "Event",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Pod",
+    "ReplicationController",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+];
+
+/// The Go package of a group's internal types, as conversion errors name them.
+fn internal_package(group: &str) -> &str {
+    match group {
+        "" | "events.k8s.io" => "core",
+        other => other.split('.').next().unwrap_or(other),
+    }
+}
+
+/// Rejects `apiVersion`/`kind` in a body that do not match the endpoint, with the decoder's
+/// words: for built-in types the scheme's, for custom resources the CRD handler's (where a
+/// foreign kind is an invalid field, not undecodable).
 pub fn check_type_meta(def: &ResourceDef, version: &str, obj: &mut Value) -> Result<(), ApiError> {
     let want_av = def.api_version(version);
-    match obj.get("apiVersion").and_then(Value::as_str) {
-        Some(av) if av != want_av && !(def.group.is_empty() && av == version) => {
-            let served_other = av
-                .strip_prefix(&format!("{}/", def.group))
-                .is_some_and(|v| def.serves(v));
-            if !served_other {
+    let body_av = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let body_kind = obj.get("kind").and_then(Value::as_str).map(String::from);
+    let av_ok = match body_av.as_deref() {
+        None => !def.custom,
+        Some(av) => {
+            av == want_av
+                || (def.group.is_empty() && av == version)
+                || av
+                    .strip_prefix(&format!("{}/", def.group))
+                    .is_some_and(|v| def.serves(v))
+        }
+    };
+    if def.custom {
+        if !av_ok {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({want_av})",
+                body_av.unwrap_or_default()
+            )));
+        }
+        match body_kind.as_deref() {
+            None => {
+                let body = obj.to_string();
+                let summary = if body.len() > 30 {
+                    format!("{} ...", body.chars().take(30).collect::<String>())
+                } else {
+                    body.clone()
+                };
                 return Err(ApiError::bad_request(format!(
-                    "the API version in the data ({av}) does not match the expected API version ({want_av})"
+                    "the object provided is unrecognized (must be of type {}): Object 'Kind' is missing in '{}' ({summary})",
+                    def.kind,
+                    truncate(obj)
                 )));
             }
+            Some(k) if k != def.kind => {
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                return Err(ApiError::invalid_as(
+                    &def.group,
+                    k,
+                    name,
+                    &[FieldError::invalid(
+                        "kind",
+                        &json!(k),
+                        &format!("must be {}", def.kind),
+                    )],
+                ));
+            }
+            Some(_) => {}
         }
-        None if def.custom => {
-            return Err(ApiError::bad_request(format!(
-                "Object 'apiVersion' is missing in '{}'",
-                truncate(obj)
-            )));
-        }
-        _ => {}
-    }
-    match obj.get("kind").and_then(Value::as_str) {
-        Some(k) if k != def.kind => {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({k}) does not match the expected kind ({})",
+    } else {
+        let kind = body_kind.clone().unwrap_or_else(|| def.kind.clone());
+        let av = body_av.clone().unwrap_or_else(|| want_av.clone());
+        let body_version = av.rsplit('/').next().unwrap_or(&av).to_string();
+        let refuse = |why: String| {
+            ApiError::bad_request(format!(
+                "{kind} in version {body_version:?} cannot be handled as a {}: {why}",
                 def.kind
-            )));
+            ))
+        };
+        let unregistered = |av: &str| {
+            format!(
+                "no kind {kind:?} is registered for version {av:?} in scheme \"pkg/runtime/scheme.go:110\""
+            )
+        };
+        if !av_ok {
+            return Err(refuse(unregistered(&av)));
         }
-        None if def.custom => {
-            return Err(ApiError::bad_request(format!(
-                "Object 'Kind' is missing in '{}'",
-                truncate(obj)
-            )));
+        if kind != def.kind {
+            if def.group.is_empty() && CORE_V1_KINDS.contains(&kind.as_str()) {
+                return Err(refuse(format!(
+                    "converting ({version}.{kind}) to ({}.{}): unknown conversion",
+                    internal_package(&def.group),
+                    def.kind
+                )));
+            }
+            return Err(refuse(unregistered(&want_av)));
         }
-        _ => {}
     }
     obj["apiVersion"] = json!(want_av);
     obj["kind"] = json!(def.kind);

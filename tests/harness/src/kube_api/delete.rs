@@ -1,5 +1,5 @@
 //! Deletion: preconditions, finalizers (deletionTimestamp until they are gone), owner-reference
-//! garbage collection (background propagation), namespace termination, CRD removal.
+//! garbage collection (background propagation), namespace termination; a CRD's in `controllers`.
 //!
 //! The real garbage collector and namespace controller act asynchronously; here they act within
 //! the deleting request, which orders events the same way but with no delay.
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::controllers;
 use super::meta::{self, meta_mut};
 use super::registry::{CRD_KEY, NAMESPACES, ResourceDef};
 use super::status::ApiError;
@@ -54,11 +55,11 @@ pub fn delete(
     if let Some(uid) = &opts.uid
         && uid != meta::uid_of(&existing)
     {
-        return Err(ApiError::conflict(
+        return Err(ApiError::delete_precondition(
             def,
             &key.name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            format!(
+                "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                 meta::uid_of(&existing)
             ),
         ));
@@ -66,17 +67,20 @@ pub fn delete(
     if let Some(rv) = &opts.resource_version
         && rv != meta::meta_str(&existing, "resourceVersion").unwrap_or_default()
     {
-        return Err(ApiError::conflict(
+        return Err(ApiError::delete_precondition(
             def,
             &key.name,
-            &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+            format!(
+                "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
                 meta::meta_str(&existing, "resourceVersion").unwrap_or_default()
             ),
         ));
     }
     if key.resource == NAMESPACES {
         return Ok(delete_namespace(st, key, &existing));
+    }
+    if key.resource == CRD_KEY {
+        return controllers::delete_crd(st, key, &existing);
     }
     if opts.orphan {
         let uid = meta::uid_of(&existing).to_string();
@@ -120,12 +124,13 @@ pub fn after_removal(st: &mut Store, key: &ObjKey, removed: &Value) {
     }
     if key.resource == CRD_KEY {
         let resource = key.name.clone();
-        // The CRD's instances go with it; their finalizers are not waited for here.
+        // Instances left only if someone removed the cleanup finalizer by hand.
         for k in st.keys_of(&resource) {
             st.remove(&k, None);
         }
         st.unregister(&resource);
     }
+    controllers::removed(st, key);
 }
 
 fn collect_dependent(st: &mut Store, dep: &ObjKey, owner_uid: &str) {
@@ -162,8 +167,8 @@ fn delete_namespace(st: &mut Store, key: &ObjKey, existing: &Arc<Value>) -> Dele
     let mut current = existing.clone();
     if existing["metadata"]["deletionTimestamp"].is_null() {
         let mut marked = (**existing).clone();
+        // The namespace store marks it itself, without a grace period.
         meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-        meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
         marked["status"] = json!({"phase": "Terminating"});
         current = st.commit(key, marked);
     }

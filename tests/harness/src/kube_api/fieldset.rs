@@ -75,8 +75,21 @@ pub fn key_string(item: &Value, keys: &[String]) -> Option<String> {
 }
 
 /// Every owned path of `root` (a top-level object) mapped to its value when it is a leaf, or to
-/// `None` for associative-list items, which are owned as nodes of their own.
+/// `None` for associative-list items, which are owned as nodes of their own: what
+/// structured-merge-diff's `ToFieldSet` gives, the field set of an applied configuration.
 pub fn leaves<'v>(root: &'v Value, shape: &Shape) -> BTreeMap<Path, Option<&'v Value>> {
+    collect(root, shape, false)
+}
+
+/// [`leaves`] plus every granular map and list that holds them (as `None`), except `metadata`
+/// itself and the structs a typed object always has: the paths structured-merge-diff's
+/// `Compare` reports as added or removed, so that an update creating a map owns it too (the
+/// `.` of `f:data: {".": {}, "f:key": {}}`).
+pub fn paths<'v>(root: &'v Value, shape: &Shape) -> BTreeMap<Path, Option<&'v Value>> {
+    collect(root, shape, true)
+}
+
+fn collect<'v>(root: &'v Value, shape: &Shape, nodes: bool) -> BTreeMap<Path, Option<&'v Value>> {
     let mut out = BTreeMap::new();
     if let Some(map) = root.as_object() {
         let mut path = Vec::new();
@@ -84,7 +97,8 @@ pub fn leaves<'v>(root: &'v Value, shape: &Shape) -> BTreeMap<Path, Option<&'v V
         for (k, v) in map {
             path.push(PathEl::Field(k.clone()));
             tpath.push(k.clone());
-            walk(v, shape, &mut path, &mut tpath, &mut out);
+            let walker = Walker { shape, nodes };
+            walker.walk(v, &mut path, &mut tpath, &mut out);
             path.pop();
             tpath.pop();
         }
@@ -92,56 +106,80 @@ pub fn leaves<'v>(root: &'v Value, shape: &Shape) -> BTreeMap<Path, Option<&'v V
     out
 }
 
-fn walk<'v>(
-    value: &'v Value,
-    shape: &Shape,
-    path: &mut Path,
-    tpath: &mut Vec<String>,
-    out: &mut BTreeMap<Path, Option<&'v Value>>,
-) {
-    match value {
-        Value::Object(m) if !m.is_empty() && !shape.atomic_map(tpath) => {
-            for (k, v) in m {
-                path.push(PathEl::Field(k.clone()));
-                tpath.push(k.clone());
-                walk(v, shape, path, tpath, out);
-                path.pop();
-                tpath.pop();
+struct Walker<'s, 'a> {
+    shape: &'s Shape<'a>,
+    nodes: bool,
+}
+
+impl Walker<'_, '_> {
+    fn node(&self, path: &Path, tpath: &[String]) -> bool {
+        self.nodes
+            && !(path.len() == 1 && path[0] == PathEl::Field("metadata".into()))
+            && !self.shape.always_present(tpath)
+    }
+
+    fn walk<'v>(
+        &self,
+        value: &'v Value,
+        path: &mut Path,
+        tpath: &mut Vec<String>,
+        out: &mut BTreeMap<Path, Option<&'v Value>>,
+    ) {
+        let shape = self.shape;
+        match value {
+            Value::Object(m) if !m.is_empty() && !shape.atomic_map(tpath) => {
+                if self.node(path, tpath) {
+                    out.insert(path.clone(), None);
+                }
+                for (k, v) in m {
+                    path.push(PathEl::Field(k.clone()));
+                    tpath.push(k.clone());
+                    self.walk(v, path, tpath, out);
+                    path.pop();
+                    tpath.pop();
+                }
             }
-        }
-        Value::Array(items) if !items.is_empty() => match shape.list_type(tpath) {
-            ListType::Atomic => {
+            Value::Array(items) if !items.is_empty() => match shape.list_type(tpath) {
+                ListType::Atomic => {
+                    out.insert(path.clone(), Some(value));
+                }
+                ListType::Set => {
+                    if self.node(path, tpath) {
+                        out.insert(path.clone(), None);
+                    }
+                    for item in items {
+                        path.push(PathEl::Value(item.to_string()));
+                        out.insert(path.clone(), Some(item));
+                        path.pop();
+                    }
+                }
+                ListType::Map(keys) => {
+                    let Some(key_strings) = items
+                        .iter()
+                        .map(|i| key_string(i, &keys))
+                        .collect::<Option<Vec<_>>>()
+                    else {
+                        // Items without their keys cannot be addressed; own the list as a whole.
+                        out.insert(path.clone(), Some(value));
+                        return;
+                    };
+                    if self.node(path, tpath) {
+                        out.insert(path.clone(), None);
+                    }
+                    tpath.push("[]".into());
+                    for (item, key) in items.iter().zip(key_strings) {
+                        path.push(PathEl::Key(key));
+                        // An item of an atomic struct type is a leaf: the walk replaces this.
+                        out.insert(path.clone(), None);
+                        self.walk(item, path, tpath, out);
+                        path.pop();
+                    }
+                    tpath.pop();
+                }
+            },
+            _ => {
                 out.insert(path.clone(), Some(value));
             }
-            ListType::Set => {
-                for item in items {
-                    path.push(PathEl::Value(item.to_string()));
-                    out.insert(path.clone(), Some(item));
-                    path.pop();
-                }
-            }
-            ListType::Map(keys) => {
-                let Some(key_strings) = items
-                    .iter()
-                    .map(|i| key_string(i, &keys))
-                    .collect::<Option<Vec<_>>>()
-                else {
-                    // Items without their keys cannot be addressed; own the list as a whole.
-                    out.insert(path.clone(), Some(value));
-                    return;
-                };
-                tpath.push("[]".into());
-                for (item, key) in items.iter().zip(key_strings) {
-                    path.push(PathEl::Key(key));
-                    out.insert(path.clone(), None);
-                    walk(item, shape, path, tpath, out);
-                    path.pop();
-                }
-                tpath.pop();
-            }
-        },
-        _ => {
-            out.insert(path.clone(), Some(value));
         }
     }
 }
@@ -298,7 +336,7 @@ mod tests {
                 "f:metadata": {
                     "f:labels": {"f:a": {}},
                     "f:finalizers": {"v:\"x/y\"": {}},
-                    "f:ownerReferences": {"k:{\"uid\":\"u\"}": {".": {}, "f:uid": {}, "f:name": {}}}
+                    "f:ownerReferences": {"k:{\"uid\":\"u\"}": {}}
                 },
                 "f:data": {"f:k": {}}
             })
@@ -308,8 +346,23 @@ mod tests {
             PathEl::Field("metadata".into()),
             PathEl::Field("ownerReferences".into()),
             PathEl::Key("{\"uid\":\"u\"}".into()),
-            PathEl::Field("name".into()),
         ];
-        assert_eq!(display(&owner), ".metadata.ownerReferences[uid=\"u\"].name");
+        assert_eq!(display(&owner), ".metadata.ownerReferences[uid=\"u\"]");
+
+        // What an update that creates these maps and lists owns: each of them too (`.`), but
+        // not `metadata` itself.
+        let updated: FieldSet = paths(&obj, &shape).into_keys().collect();
+        let encoded = to_fields_v1(&updated);
+        assert_eq!(encoded["f:data"], json!({".": {}, "f:k": {}}));
+        assert_eq!(
+            encoded["f:metadata"]["f:labels"],
+            json!({".": {}, "f:a": {}})
+        );
+        assert_eq!(
+            encoded["f:metadata"]["f:finalizers"],
+            json!({".": {}, "v:\"x/y\"": {}})
+        );
+        assert!(encoded["f:metadata"].get(".").is_none());
+        assert_eq!(from_fields_v1(&encoded), updated);
     }
 }

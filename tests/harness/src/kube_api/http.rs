@@ -29,6 +29,8 @@ pub enum Reply {
     Json(u16, Value),
     /// Aggregated discovery needs its own content type.
     Typed(u16, &'static str, Value),
+    /// What the server's mux answers for a path no API serves.
+    NotFoundPage,
     Stream(Body),
 }
 
@@ -43,6 +45,7 @@ impl Reply {
         match self {
             Reply::Json(c, _) | Reply::Typed(c, _, _) => *c,
             Reply::Stream(_) => 200,
+            Reply::NotFoundPage => 404,
         }
     }
 
@@ -51,6 +54,11 @@ impl Reply {
             Reply::Json(code, v) => (code, "application/json", Body::from(v.to_string())),
             Reply::Typed(code, ct, v) => (code, ct, Body::from(v.to_string())),
             Reply::Stream(body) => (200, "application/json", body),
+            Reply::NotFoundPage => (
+                404,
+                "text/plain; charset=utf-8",
+                Body::from("404 page not found\n"),
+            ),
         };
         Response::builder()
             .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -166,7 +174,7 @@ pub async fn handle(State(app): State<AppState>, request: Request) -> Response {
         rec.namespace = t.ns.clone();
         rec.name = t.name.clone();
         rec.subresource = t.sub.clone();
-    } else if let Route::Unknown(key) = &route
+    } else if let Route::Unknown(key) | Route::NotServed(key) = &route
         && !key.is_empty()
         && !key.starts_with('/')
     {
@@ -219,15 +227,16 @@ fn dispatch(app: &AppState, route: Route, req: &Req) -> Reply {
         Route::Groups => Reply::Json(200, discovery::group_list(&defs())),
         Route::Group(g) => match discovery::group(&defs(), &g) {
             Some(doc) => Reply::Json(200, doc),
-            None => ApiError::no_route().into(),
+            None => Reply::NotFoundPage,
         },
         Route::Resources { group, version } => {
             match discovery::resource_list(&defs(), &group, &version) {
                 Some(doc) => Reply::Json(200, doc),
-                None => ApiError::no_route().into(),
+                None => Reply::NotFoundPage,
             }
         }
         Route::Unknown(_) => ApiError::no_route().into(),
+        Route::NotServed(_) => Reply::NotFoundPage,
         Route::Resource(t) => handlers::resource(&app.emu, t, req),
     }
 }

@@ -32,6 +32,20 @@ pub fn render(obj: &Value, def: &ResourceDef, version: &str, metadata_only: bool
     out
 }
 
+/// An object as an item of a list: typed lists of built-in types carry kind and apiVersion only
+/// on the list; custom resources are stored and listed with theirs.
+pub fn item(obj: &Value, def: &ResourceDef, version: &str, metadata_only: bool) -> Value {
+    let mut item = render(obj, def, version, metadata_only);
+    if !def.custom
+        && !metadata_only
+        && let Some(m) = item.as_object_mut()
+    {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    item
+}
+
 fn encode_token(rv: u64, ns: &str, name: &str) -> String {
     let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{ns}/{name}\u{0}")});
     base64::engine::general_purpose::STANDARD.encode(raw.to_string())
@@ -90,7 +104,7 @@ pub fn list(
             continue;
         }
         last = Some((pos.0.to_string(), pos.1.to_string()));
-        items.push(render(&obj, def, version, metadata_only));
+        items.push(item(&obj, def, version, metadata_only));
     }
     let mut meta = Map::new();
     meta.insert("resourceVersion".into(), json!(list_rv.to_string()));

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, FieldSet, Path};
-use super::registry::ResourceDef;
+use super::registry::{NAMESPACES, ResourceDef};
 use super::shape::Shape;
 use super::status::ApiError;
 
@@ -61,10 +61,36 @@ fn parse(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
+/// In the API server's order (`sortEncodedManagedFields`): Apply before Update, then by time
+/// (to the second), manager, apiVersion and subresource.
 fn render(entries: &[Entry]) -> Value {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|p, q| {
+        let time = |e: &Entry| {
+            e.time
+                .as_ref()
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        (
+            &p.operation,
+            time(p),
+            &p.manager,
+            &p.api_version,
+            &p.subresource,
+        )
+            .cmp(&(
+                &q.operation,
+                time(q),
+                &q.manager,
+                &q.api_version,
+                &q.subresource,
+            ))
+    });
     Value::Array(
-        entries
-            .iter()
+        sorted
+            .into_iter()
             .map(|e| {
                 let mut m = Map::new();
                 m.insert("manager".into(), json!(e.manager));
@@ -85,7 +111,9 @@ fn render(entries: &[Entry]) -> Value {
 }
 
 /// The part of `obj` a write through `sub` can change, without server-owned metadata. Resources
-/// with a status subresource reset `.status` on main writes and everything else on `/status`.
+/// with a status subresource reset `.status` on main writes and everything else on `/status`;
+/// a Namespace's `spec` (its finalizers) is set by its strategy and changed only through
+/// `/finalize`, so no writer owns it.
 pub fn scoped(obj: &Value, def: &ResourceDef, sub: Option<&str>) -> Value {
     let mut out = Map::new();
     let Some(map) = obj.as_object() else {
@@ -97,6 +125,7 @@ pub fn scoped(obj: &Value, def: &ResourceDef, sub: Option<&str>) -> Value {
             ("status", Some("status")) => true,
             (_, Some("status")) => false,
             ("status", None) => !def.status_subresource,
+            ("spec", _) => def.key() != NAMESPACES,
             _ => true,
         };
         if !keep {
@@ -130,7 +159,6 @@ pub struct WriteContext<'a> {
     pub def: &'a ResourceDef,
     pub version: &'a str,
     pub sub: Option<&'a str>,
-    pub name: &'a str,
 }
 
 /// Sets `new.metadata.managedFields` for a write from `old` to `new`, or reports apply conflicts.
@@ -145,23 +173,25 @@ pub fn update(
     let empty = json!({});
     let old_scoped = old.map(|o| scoped(o, ctx.def, ctx.sub)).unwrap_or(empty);
     let new_scoped = scoped(new, ctx.def, ctx.sub);
-    let old_leaves = fieldset::leaves(&old_scoped, &shape);
-    let new_leaves = fieldset::leaves(&new_scoped, &shape);
+    // structured-merge-diff's Compare: paths new to the object are added (maps and lists that
+    // hold fields too), leaves with another value are modified, paths gone are removed.
+    let old_paths = fieldset::paths(&old_scoped, &shape);
+    let new_paths = fieldset::paths(&new_scoped, &shape);
     let mut changed = FieldSet::new();
-    for (path, value) in &new_leaves {
-        match old_leaves.get(path) {
-            None => {
+    for (path, value) in &new_paths {
+        match (old_paths.get(path), value) {
+            (None, _) => {
                 changed.insert(path.clone());
             }
-            Some(old_value) if old_value != value => {
+            (Some(Some(old_value)), Some(value)) if old_value != value => {
                 changed.insert(path.clone());
             }
             _ => {}
         }
     }
-    let removed: FieldSet = old_leaves
+    let removed: FieldSet = old_paths
         .keys()
-        .filter(|p| !new_leaves.contains_key(*p))
+        .filter(|p| !new_paths.contains_key(*p))
         .cloned()
         .collect();
 
@@ -189,6 +219,8 @@ pub fn update(
                 .map(|e| e.set.clone())
                 .unwrap_or_default();
             mine.extend(changed.iter().cloned());
+            // What this write removed it no longer owns either.
+            mine.retain(|p| !removed.contains(p));
             mine
         }
         Ownership::Apply { config, force, .. } => {
@@ -200,7 +232,7 @@ pub fn update(
                 }
             }
             if !conflicts.is_empty() && !force {
-                return Err(conflict_error(ctx, &entries, &conflicts));
+                return Err(conflict_error(&entries, &conflicts));
             }
             for (i, paths) in conflicts {
                 entries[i].set.retain(|p| !paths.contains(p));
@@ -236,11 +268,7 @@ pub fn update(
     Ok(())
 }
 
-fn conflict_error(
-    ctx: &WriteContext,
-    entries: &[Entry],
-    conflicts: &BTreeMap<usize, Vec<Path>>,
-) -> ApiError {
+fn conflict_error(entries: &[Entry], conflicts: &BTreeMap<usize, Vec<Path>>) -> ApiError {
     let total: usize = conflicts.values().map(Vec::len).sum();
     let mut causes = Vec::new();
     let mut lines = Vec::new();
@@ -264,7 +292,7 @@ fn conflict_error(
     } else {
         format!("Apply failed with {total} conflicts: {}", lines.join("\n"))
     };
-    ApiError::apply_conflict(ctx.def, ctx.name, message, Value::Array(causes))
+    ApiError::apply_conflict(message, Value::Array(causes))
 }
 
 /// Managed fields with timestamps blanked: two objects differing only here are the same write,

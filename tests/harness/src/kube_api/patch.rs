@@ -55,7 +55,7 @@ pub fn patch(emu: &Emulator, t: &Target, req: &Req) -> Result<Reply, ApiError> {
                 _ => true,
             })
             .collect();
-        json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::unprocessable(&e.to_string()))?;
+        json_patch::patch(&mut doc, &ops).map_err(|_| ApiError::unprocessable())?;
     } else if content_type.starts_with("application/merge-patch+json")
         || content_type.starts_with("application/strategic-merge-patch+json")
     {

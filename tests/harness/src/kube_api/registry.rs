@@ -53,15 +53,6 @@ impl ResourceDef {
         self.key()
     }
 
-    /// How `Invalid` messages name the kind (`Secret`, `EcrPublicPullSecret.ecrpublic.pullsecrets.dev`).
-    pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
-    }
-
     pub fn api_version(&self, version: &str) -> String {
         if self.group.is_empty() {
             version.to_string()
@@ -81,6 +72,12 @@ impl ResourceDef {
     /// Only types whose strategy sets `metadata.generation` get one (CRs and CRDs among ours).
     pub fn tracks_generation(&self) -> bool {
         self.custom || self.key() == CRD_KEY
+    }
+
+    /// Whether a delete answers with the deleted object rather than a Status (the store's
+    /// `ReturnDeletedObject`).
+    pub fn returns_deleted_object(&self) -> bool {
+        !self.custom && self.group.is_empty() && self.plural == "serviceaccounts"
     }
 
     pub fn schema(&self, version: &str) -> Option<&Value> {

@@ -19,6 +19,8 @@ pub enum Route {
     Resource(Target),
     /// Resource key (best guess) of an unknown resource, for the request log.
     Unknown(String),
+    /// The same, in a group version the server does not serve at all: not an API path.
+    NotServed(String),
 }
 
 pub struct Target {
@@ -51,6 +53,14 @@ pub fn parse(st: &Store, path: &str) -> Route {
 }
 
 fn resource(st: &Store, group: &str, version: &str, rest: &[&str]) -> Route {
+    if !st.defs().any(|d| d.group == group && d.serves(version)) {
+        let plural = match rest {
+            ["namespaces", _, plural, ..] => plural,
+            [plural, ..] => plural,
+            [] => "",
+        };
+        return Route::NotServed(key_of(group, plural));
+    }
     let lookup = |plural: &str| st.def(&key_of(group, plural)).filter(|d| d.serves(version));
     let to_owned = |s: Option<&&str>| s.map(|s| (*s).to_string());
     if rest.len() >= 3

@@ -1,9 +1,10 @@
 //! Structural-schema handling for custom resources, in the apiserver's order: prune unknown
 //! fields, apply `default`s, prune again, validate.
 //!
-//! `x-kubernetes-validations` (CEL rules) are skipped silently: evaluating CEL would need a CEL
-//! interpreter, so objects a real server rejects through a CEL rule are accepted here. Tests
-//! that depend on CEL rules must not rely on this emulator.
+//! `x-kubernetes-validations` (CEL rules) are not evaluated: that would need a CEL interpreter, so
+//! objects a real server rejects through a CEL rule are accepted here. Tests that depend on CEL
+//! rules must not rely on this emulator. What the real server says when schema errors keep it
+//! from evaluating the rules is said here too ([`rules_not_checked`]).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -123,6 +124,35 @@ pub fn validate(obj: &Value, schema: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// Errors that keep the API server from evaluating a schema's CEL rules (its `hasBlockingErr`).
+const BLOCKING: &[&str] = &[
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
+
+/// The error the API server appends when the schema has CEL rules and `errs` include one that
+/// keeps it from evaluating them.
+pub fn rules_not_checked(schema: &Value, errs: &[FieldError]) -> Option<FieldError> {
+    (has_rules(schema) && errs.iter().any(|e| BLOCKING.contains(&e.reason))).then(|| {
+        FieldError::new(
+            "FieldValueInvalid",
+            "<nil>",
+            "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        )
+    })
+}
+
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => m.contains_key("x-kubernetes-validations") || m.values().any(has_rules),
+        Value::Array(items) => items.iter().any(has_rules),
+        _ => false,
+    }
+}
+
 fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_string()
@@ -167,16 +197,15 @@ fn check(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
         return;
     }
+    // A value of the wrong type is still checked against the enum, as the API server does.
     if schema["x-kubernetes-int-or-string"].as_bool() == Some(true) {
         if !(v.is_string() || type_name(v) == "integer") {
             type_error(v, "integer or string", path, errs);
-            return;
         }
     } else if let Some(want) = schema["type"].as_str()
         && !type_ok(v, want)
     {
         type_error(v, want, path, errs);
-        return;
     }
     if let Some(options) = schema["enum"].as_array()
         && !options.contains(v)

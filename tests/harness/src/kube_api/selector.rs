@@ -111,33 +111,44 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(Vec<String>, bool, String)>);
 
 /// Fields the real server indexes for each resource beyond `metadata.name`/`metadata.namespace`.
-fn supported(resource: &str, field: &str) -> bool {
-    if matches!(field, "metadata.name" | "metadata.namespace") {
-        return true;
-    }
-    match resource {
-        "secrets" => field == "type",
-        "namespaces" => field == "status.phase",
-        "events" => matches!(
-            field,
-            "involvedObject.kind"
-                | "involvedObject.namespace"
-                | "involvedObject.name"
-                | "involvedObject.uid"
-                | "involvedObject.apiVersion"
-                | "involvedObject.resourceVersion"
-                | "involvedObject.fieldPath"
-                | "reason"
-                | "reportingComponent"
-                | "source"
-                | "type"
-        ),
-        _ => false,
+/// Whether a field selector may use `field`. Secrets, Namespaces, core Events and custom
+/// resources have field label conversions of their own, which refuse others as "not
+/// supported"; every other type takes `metadata.name` and `metadata.namespace` and names them
+/// when refusing.
+fn check_field(resource: &str, custom: bool, field: &str) -> Result<(), String> {
+    let own: Option<&[&str]> = match resource {
+        _ if custom => Some(&["metadata.name", "metadata.namespace"]),
+        "secrets" => Some(&["type", "metadata.namespace", "metadata.name"]),
+        "namespaces" => Some(&["status.phase", "metadata.name"]),
+        "events" => Some(&[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+            "metadata.namespace",
+            "metadata.name",
+        ]),
+        _ => None,
+    };
+    match own {
+        Some(fields) if fields.contains(&field) => Ok(()),
+        Some(_) => Err(format!("field label not supported: {field}")),
+        None if matches!(field, "metadata.name" | "metadata.namespace") => Ok(()),
+        None => Err(format!(
+            "{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        )),
     }
 }
 
 impl FieldSelector {
-    pub fn parse(resource: &str, s: &str) -> Result<Self, String> {
+    pub fn parse(resource: &str, custom: bool, s: &str) -> Result<Self, String> {
         let mut reqs = Vec::new();
         for term in terms(s) {
             let (field, eq, value) = if let Some((f, v)) = term.split_once("!=") {
@@ -152,9 +163,7 @@ impl FieldSelector {
                 ));
             };
             let field = field.trim();
-            if !supported(resource, field) {
-                return Err(format!("field label not supported: {field}"));
-            }
+            check_field(resource, custom, field)?;
             reqs.push((
                 field.split('.').map(String::from).collect(),
                 eq,
@@ -238,18 +247,18 @@ mod tests {
     fn field_selectors_support_indexed_fields_only() {
         let o = obj(json!({}));
         assert!(
-            FieldSelector::parse("secrets", "metadata.name=n,metadata.namespace!=x")
+            FieldSelector::parse("secrets", false, "metadata.name=n,metadata.namespace!=x")
                 .unwrap()
                 .matches(&o)
         );
         assert!(
-            !FieldSelector::parse("secrets", "metadata.name=other")
+            !FieldSelector::parse("secrets", false, "metadata.name=other")
                 .unwrap()
                 .matches(&o)
         );
         assert_eq!(
-            FieldSelector::parse("configmaps", "data.x=1").unwrap_err(),
-            "field label not supported: data.x"
+            FieldSelector::parse("configmaps", false, "data.x=1").unwrap_err(),
+            "\"data.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
         );
     }
 }

@@ -19,7 +19,7 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Binds 127.0.0.1:0 and serves in a background task, with namespaces `default`,
-    /// `kube-system` and `kube-public` already present.
+    /// `kube-system` and `kube-public` (and their `default` ServiceAccounts) already present.
     pub async fn start() -> std::io::Result<ApiServer> {
         let emu = Emulator::new();
         for ns in ["default", "kube-system", "kube-public"] {

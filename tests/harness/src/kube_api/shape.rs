@@ -22,8 +22,8 @@ pub enum ListType {
 ///
 /// ServiceAccount `imagePullSecrets` is `+listType=atomic` in k8s.io/api core/v1 types.go (it
 /// has no patchStrategy/patchMergeKey, unlike `secrets`, which is `+listType=map`
-/// `+listMapKey=name`), so an applier owning it replaces the whole list. Change the entry here
-/// if a test needs the other behaviour.
+/// `+listMapKey=name`), so an applier owning it replaces the whole list. A CRD's `spec.versions`
+/// has no list type either: kube-apiserver records it as one atomic field.
 fn builtin_list_type(resource: &str, path: &str) -> Option<ListType> {
     type Entry = (&'static str, &'static str, fn() -> ListType);
     let table: &[Entry] = &[
@@ -38,11 +38,6 @@ fn builtin_list_type(resource: &str, path: &str) -> Option<ListType> {
         ("namespaces", "spec.finalizers", || ListType::Set),
         (
             "customresourcedefinitions.apiextensions.k8s.io",
-            "spec.versions",
-            || ListType::Map(vec!["name".into()]),
-        ),
-        (
-            "customresourcedefinitions.apiextensions.k8s.io",
             "status.conditions",
             || ListType::Map(vec!["type".into()]),
         ),
@@ -51,6 +46,47 @@ fn builtin_list_type(resource: &str, path: &str) -> Option<ListType> {
         .iter()
         .find(|(r, p, _)| (*r == "*" || *r == resource) && *p == path)
         .map(|(_, _, t)| t())
+}
+
+/// Structs whose fields are one atomic value (`+structType=atomic`): OwnerReference and
+/// ObjectReference, wherever our built-in types use them. Managed fields own such an item or
+/// field as a whole (`k:{"uid":"…"}: {}`), and apply replaces it whole.
+fn builtin_atomic_struct(resource: &str, path: &str) -> bool {
+    const TABLE: &[(&str, &str)] = &[
+        ("*", "metadata.ownerReferences.[]"),
+        ("serviceaccounts", "secrets.[]"),
+        ("events", "involvedObject"),
+        ("events", "related"),
+        ("events.events.k8s.io", "regarding"),
+        ("events.events.k8s.io", "related"),
+    ];
+    TABLE
+        .iter()
+        .any(|(r, p)| (*r == "*" || *r == resource) && *p == path)
+}
+
+/// Struct fields a typed object always has, even in its zero value (no `omitempty` pointer):
+/// the API server compares a create with that zero value, so these are never "added" and never
+/// get a `.` entry of their own in managed fields.
+fn builtin_always_present(resource: &str, path: &str) -> bool {
+    const TABLE: &[(&str, &str)] = &[
+        ("customresourcedefinitions.apiextensions.k8s.io", "spec"),
+        (
+            "customresourcedefinitions.apiextensions.k8s.io",
+            "spec.names",
+        ),
+        ("customresourcedefinitions.apiextensions.k8s.io", "status"),
+        (
+            "customresourcedefinitions.apiextensions.k8s.io",
+            "status.acceptedNames",
+        ),
+        ("namespaces", "spec"),
+        ("namespaces", "status"),
+        ("leases.coordination.k8s.io", "spec"),
+        ("events", "source"),
+        ("events.events.k8s.io", "deprecatedSource"),
+    ];
+    TABLE.iter().any(|(r, p)| *r == resource && *p == path)
 }
 
 pub struct Shape<'a> {
@@ -88,13 +124,22 @@ impl<'a> Shape<'a> {
         }
     }
 
-    /// Maps marked `x-kubernetes-map-type: atomic` (or granular structs otherwise).
+    /// Maps marked `x-kubernetes-map-type: atomic` and atomic built-in structs (granular
+    /// otherwise).
     pub fn atomic_map(&self, tpath: &[String]) -> bool {
+        if builtin_atomic_struct(&self.resource, &tpath.join(".")) {
+            return true;
+        }
         self.schema
             .and_then(|s| schema_at(s, tpath))
             .and_then(|n| n.get("x-kubernetes-map-type"))
             .and_then(Value::as_str)
             == Some("atomic")
+    }
+
+    /// Whether the typed object has this struct even when empty (see `builtin_always_present`).
+    pub fn always_present(&self, tpath: &[String]) -> bool {
+        builtin_always_present(&self.resource, &tpath.join("."))
     }
 }
 

@@ -134,14 +134,72 @@ impl ApiError {
         )
     }
 
-    /// SSA ownership conflicts; `causes` are (manager description, field path).
-    pub fn apply_conflict(def: &ResourceDef, name: &str, message: String, causes: Value) -> Self {
-        let mut details = resource_details(def, name);
-        details["causes"] = causes;
-        Self::new(409, "Conflict", message).with_details(details)
+    /// SSA ownership conflicts; `causes` are (manager description, field path). The details
+    /// name no object, only the causes.
+    pub fn apply_conflict(message: String, causes: Value) -> Self {
+        Self::new(409, "Conflict", message).with_details(json!({ "causes": causes }))
+    }
+
+    /// A delete precondition that does not hold: the store checks them before deleting and names
+    /// the kind, not the resource (`Operation cannot be fulfilled on ConfigMap "c": …`).
+    pub fn delete_precondition(def: &ResourceDef, name: &str, why: String) -> Self {
+        let resource = if def.group.is_empty() {
+            def.kind.clone()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
+        let mut details = Map::new();
+        details.insert("name".into(), json!(name));
+        if !def.group.is_empty() {
+            details.insert("group".into(), json!(def.group));
+        }
+        details.insert("kind".into(), json!(def.kind));
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
+        )
+        .with_details(Value::Object(details))
+    }
+
+    /// A PUT whose `metadata.uid` is not the stored object's: etcd's precondition fails.
+    pub fn uid_precondition(
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        uid: &str,
+        stored: &str,
+    ) -> Self {
+        let prefix = if def.custom || def.key() == super::registry::CRD_KEY {
+            format!("/registry/{}/{}", def.group, def.plural)
+        } else {
+            format!("/registry/{}", def.plural)
+        };
+        let key = match ns {
+            Some(ns) => format!("{prefix}/{ns}/{name}"),
+            None => format!("{prefix}/{name}"),
+        };
+        Self::conflict(
+            def,
+            name,
+            &format!(
+                "StorageError: invalid object, Code: 4, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"
+            ),
+        )
     }
 
     pub fn invalid(def: &ResourceDef, name: &str, errs: &[FieldError]) -> Self {
+        Self::invalid_as(&def.group, &def.kind, name, errs)
+    }
+
+    /// What the generic store answers for an update without a resourceVersion where its strategy
+    /// requires one: the resource stands where the kind would be.
+    pub fn invalid_resource(def: &ResourceDef, name: &str, errs: &[FieldError]) -> Self {
+        Self::invalid_as(&def.group, &def.plural, name, errs)
+    }
+
+    /// `Kind.group "name" is invalid: …`, details without a name when there is none.
+    pub fn invalid_as(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
         let rendered: Vec<String> = errs
             .iter()
             .map(|e| format!("{}: {}", e.field, e.message))
@@ -152,11 +210,13 @@ impl ApiError {
             format!("[{}]", rendered.join(", "))
         };
         let mut details = Map::new();
-        details.insert("name".into(), json!(name));
-        if !def.group.is_empty() {
-            details.insert("group".into(), json!(def.group));
+        if !name.is_empty() {
+            details.insert("name".into(), json!(name));
         }
-        details.insert("kind".into(), json!(def.kind));
+        if !group.is_empty() {
+            details.insert("group".into(), json!(group));
+        }
+        details.insert("kind".into(), json!(kind));
         details.insert(
             "causes".into(),
             Value::Array(
@@ -165,25 +225,28 @@ impl ApiError {
                     .collect(),
             ),
         );
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {joined}", def.qualified_kind()),
+            format!("{qualified} \"{name}\" is invalid: {joined}"),
         )
         .with_details(Value::Object(details))
     }
 
     /// What the apiserver's `NewGenericServerResponse(422, ...)` produces, e.g. for a failed JSON
-    /// patch `test` operation.
-    pub fn unprocessable(server_message: &str) -> Self {
+    /// patch `test` operation: the reason is not passed on (no causes).
+    pub fn unprocessable() -> Self {
         Self::new(
             422,
             "Invalid",
             "the server rejected our request due to an error in our request",
         )
-        .with_details(json!({
-            "causes": [{"reason": "UnexpectedServerResponse", "message": server_message}]
-        }))
+        .with_details(json!({}))
     }
 
     pub fn forbidden_terminating(def: &ResourceDef, name: &str, ns: &str) -> Self {
@@ -302,6 +365,12 @@ fn resource_details(def: &ResourceDef, name: &str) -> Value {
     }
     details.insert("kind".into(), json!(def.plural));
     Value::Object(details)
+}
+
+/// Go's `%#v` of a `[]string`: `[]string{"a", "b"}`.
+pub fn go_string_slice(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
 }
 
 /// The `%v`-ish rendering Go's field errors use for a value: strings quoted, numbers bare.

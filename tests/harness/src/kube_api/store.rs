@@ -65,6 +65,11 @@ pub struct Store {
     history: VecDeque<Arc<Event>>,
     /// Highest resourceVersion no longer in `history`.
     compacted: u64,
+    /// The resourceVersion each resource was registered at: like a watch cache started then,
+    /// watches cannot resume from before it.
+    born: HashMap<String, u64>,
+    /// The resourceVersion of each resource's latest event (what its watch cache has seen).
+    latest: HashMap<String, u64>,
     history_limit: usize,
     watchers: Vec<WatcherReg>,
     changes: watch::Sender<u64>,
@@ -80,6 +85,8 @@ impl Store {
             dependents: HashMap::new(),
             history: VecDeque::new(),
             compacted: 1,
+            born: HashMap::new(),
+            latest: HashMap::new(),
             history_limit: HISTORY_LIMIT,
             watchers: Vec::new(),
             changes,
@@ -99,13 +106,26 @@ impl Store {
     }
 
     pub fn register(&mut self, def: ResourceDef) {
+        self.born.entry(def.key()).or_insert(self.rv);
         self.defs.insert(def.key(), Arc::new(def));
         self.notify();
     }
 
     pub fn unregister(&mut self, key: &str) {
         self.defs.remove(key);
+        self.born.remove(key);
+        self.latest.remove(key);
         self.notify();
+    }
+
+    /// The resourceVersion a watch cache of `resource` would be at: its latest event, or when
+    /// it was registered.
+    pub fn resource_rv(&self, resource: &str) -> u64 {
+        self.latest
+            .get(resource)
+            .or_else(|| self.born.get(resource))
+            .copied()
+            .unwrap_or(self.rv)
     }
 
     pub fn get(&self, key: &ObjKey) -> Option<Arc<Value>> {
@@ -242,6 +262,7 @@ impl Store {
             object,
             prev,
         });
+        self.latest.insert(key.resource.clone(), self.rv);
         self.history.push_back(event.clone());
         self.trim_history();
         self.watchers.retain(|w| {
@@ -253,15 +274,19 @@ impl Store {
         self.notify();
     }
 
-    /// Events of `resource` after `rv`, or `Err(oldest available)` when `rv` was compacted away.
+    /// Events of `resource` after `rv`, or `Err(oldest)` with the oldest resourceVersion a watch
+    /// can start from when `rv` is older: compacted away, or from before the resource existed.
     pub fn events_since(
         &self,
         resource: &str,
         ns: Option<&str>,
         rv: u64,
     ) -> Result<Vec<Arc<Event>>, u64> {
-        if rv < self.compacted {
-            return Err(self.compacted + 1);
+        let oldest = self
+            .compacted
+            .max(self.born.get(resource).copied().unwrap_or(0));
+        if rv < oldest {
+            return Err(oldest);
         }
         let start = self.history.partition_point(|e| e.rv <= rv);
         Ok(self

@@ -4,21 +4,21 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::registry::ResourceDef;
 use super::status::{ApiError, FieldError};
 
 const DEFAULT_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
-pub fn issue(sa_def: &ResourceDef, sa: &Value, request: &Value) -> Result<Value, ApiError> {
+pub fn issue(sa: &Value, request: &Value) -> Result<Value, ApiError> {
     let ns = sa["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = sa["metadata"]["name"].as_str().unwrap_or_default();
     let expiration = request["spec"]["expirationSeconds"]
         .as_i64()
         .unwrap_or(3600);
     if expiration < 600 {
-        return Err(ApiError::invalid(
-            sa_def,
-            name,
+        return Err(ApiError::invalid_as(
+            "authentication.k8s.io",
+            "TokenRequest",
+            "",
             &[FieldError::invalid(
                 "spec.expirationSeconds",
                 &json!(expiration),
@@ -38,6 +38,7 @@ pub fn issue(sa_def: &ResourceDef, sa: &Value, request: &Value) -> Result<Value,
         "iat": now.timestamp(),
         "nbf": now.timestamp(),
         "iss": DEFAULT_AUDIENCE,
+        "jti": super::meta::new_uid(),
         "sub": format!("system:serviceaccount:{ns}:{name}"),
         "kubernetes.io": {
             "namespace": ns,
@@ -55,7 +56,7 @@ pub fn issue(sa_def: &ResourceDef, sa: &Value, request: &Value) -> Result<Value,
     Ok(json!({
         "kind": "TokenRequest",
         "apiVersion": "authentication.k8s.io/v1",
-        "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+        "metadata": {"name": name, "namespace": ns, "uid": sa["metadata"]["uid"], "creationTimestamp": super::meta::now_rfc3339()},
         "spec": {
             "audiences": audiences,
             "expirationSeconds": expiration,

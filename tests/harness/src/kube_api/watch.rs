@@ -19,8 +19,10 @@ use super::selector::Selectors;
 use super::status::ApiError;
 use super::store::{Event, EventType};
 
-/// Idle interval between bookmarks when the client allows them.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+/// How often the watch cache sends a watcher a bookmark; it also sends one 2 s before the
+/// watch's deadline, so that the client resumes from a recent version.
+const BOOKMARK_FREQUENCY: Duration = Duration::from_secs(60);
+const BOOKMARK_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 /// The real server picks 30-60 minutes when the client sets no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -98,8 +100,17 @@ struct WatchState {
     pending: VecDeque<Bytes>,
     rx: Option<mpsc::UnboundedReceiver<Arc<Event>>>,
     deadline: Instant,
-    bookmarks: bool,
-    next_bookmark: Instant,
+    /// The version the watch started from: a bookmark is sent only for a newer one.
+    start_rv: u64,
+    /// When the next bookmark is due; `None` without bookmarks or when none is due any more.
+    next_bookmark: Option<Instant>,
+}
+
+/// The watch cache's schedule (`nextBookmarkTime`): a minute from now, or 2 s before the
+/// deadline if that comes first; none once that moment has passed.
+fn next_bookmark(now: Instant, deadline: Instant) -> Option<Instant> {
+    let at = (now + BOOKMARK_FREQUENCY).min(deadline.checked_sub(BOOKMARK_BEFORE_DEADLINE)?);
+    (at >= now).then_some(at)
 }
 
 /// Opens a watch; the returned stream ends on timeout, `close_watches`, or after an ERROR event.
@@ -125,8 +136,12 @@ pub fn open(
         ),
     };
     let mut pending = VecDeque::new();
+    let mut start_rv = requested.unwrap_or_default();
     let rx = {
         let mut st = emu.store();
+        if requested.is_none() || q.send_initial_events {
+            start_rv = st.resource_rv(&resource);
+        }
         match requested.filter(|_| !q.send_initial_events) {
             None => {
                 for obj in st.list(&resource, ns) {
@@ -158,14 +173,15 @@ pub fn open(
         }
     };
     let now = Instant::now();
+    let deadline = now + q.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let state = WatchState {
         emu: emu.clone(),
         filter,
         pending,
         rx,
-        deadline: now + q.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        bookmarks: q.bookmarks,
-        next_bookmark: now + BOOKMARK_EVERY,
+        deadline,
+        start_rv,
+        next_bookmark: next_bookmark(now, deadline).filter(|_| q.bookmarks),
     };
     Ok(futures::stream::unfold(state, next))
 }
@@ -181,26 +197,37 @@ async fn next(mut st: WatchState) -> Option<(Result<Bytes, Infallible>, WatchSta
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     if let Some(line) = st.filter.event(&ev) {
-                        st.next_bookmark = Instant::now() + BOOKMARK_EVERY;
                         return Some((Ok(line), st));
                     }
                 }
                 None => return None,
             },
             _ = tokio::time::sleep_until(st.deadline) => return None,
-            _ = tokio::time::sleep_until(st.next_bookmark), if st.bookmarks => {
-                // Under the lock every event up to the current resourceVersion is already in
-                // our channel, so the bookmark can claim that version without skipping any.
+            _ = sleep_until_some(st.next_bookmark), if st.next_bookmark.is_some() => {
+                // Under the lock every event up to the resource's current version is already
+                // in our channel, so the bookmark can claim that version without skipping any.
                 let store = st.emu.store();
                 while let Ok(ev) = rx.try_recv() {
                     if let Some(line) = st.filter.event(&ev) {
                         st.pending.push_back(line);
                     }
                 }
-                st.pending.push_back(st.filter.bookmark(store.rv, false));
+                // Like the watch cache, only a version newer than the watch's start is worth
+                // a bookmark (one the client has not seen through this watch yet).
+                let rv = store.resource_rv(&st.filter.def.key());
+                if rv > st.start_rv {
+                    st.pending.push_back(st.filter.bookmark(rv, false));
+                }
                 drop(store);
-                st.next_bookmark = Instant::now() + BOOKMARK_EVERY;
+                st.next_bookmark = next_bookmark(Instant::now(), st.deadline);
             }
         }
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::builtin;
+use super::controllers;
 use super::delete;
 use super::managed::{self, Ownership, WriteContext};
 use super::meta::{self, meta_mut};
 use super::registry::{self, CRD_KEY, NAMESPACES, ResourceDef};
 use super::schema;
-use super::status::{ApiError, FieldError};
+use super::status::{self, ApiError, FieldError};
 use super::store::{ObjKey, Store};
 
 pub struct Write<'a> {
@@ -84,9 +85,14 @@ fn validate(w: &Write, obj: &mut Value, old: Option<&Value>) -> Result<Vec<Field
         errs.extend(schema::validate(obj, schema));
     }
     errs.extend(meta::validate_meta(&obj["metadata"]));
+    if w.def.custom
+        && let Some(schema) = w.def.schema(w.version)
+    {
+        errs.extend(schema::rules_not_checked(schema, &errs));
+    }
     if w.def.key() == CRD_KEY {
         match registry::from_crd(obj) {
-            Ok(_) => builtin::crd_status(obj),
+            Ok(_) => builtin::crd(obj, old, w.sub == Some("status")),
             Err(crd_errs) => errs.extend(crd_errs.into_iter().map(|(f, m)| {
                 let reason = if m.starts_with("Required") {
                     "FieldValueRequired"
@@ -103,12 +109,11 @@ fn validate(w: &Write, obj: &mut Value, old: Option<&Value>) -> Result<Vec<Field
     Ok(errs)
 }
 
-fn ctx<'a>(w: &'a Write, name: &'a str) -> WriteContext<'a> {
+fn ctx<'a>(w: &'a Write) -> WriteContext<'a> {
     WriteContext {
         def: w.def,
         version: w.version,
         sub: w.sub,
-        name,
     }
 }
 
@@ -184,14 +189,26 @@ pub fn create(st: &mut Store, w: &Write, mut obj: Value) -> Result<Arc<Value>, A
     if !errs.is_empty() {
         return Err(ApiError::invalid(w.def, &name, &errs));
     }
-    managed::update(&ctx(w, &name), None, &mut obj, &w.ownership, &now)?;
+    managed::update(&ctx(w), None, &mut obj, &w.ownership, &now)?;
     let stored = st.commit(&key, obj);
-    if resource == CRD_KEY
-        && let Ok(def) = registry::from_crd(&stored)
+    after_commit(st, &key, &stored);
+    Ok(stored)
+}
+
+/// What a real control plane's controllers do next (see `controllers`); the answer to the
+/// request is the object as this write stored it.
+fn after_commit(st: &mut Store, key: &ObjKey, stored: &Value) {
+    if key.resource == CRD_KEY
+        && let Ok(def) = registry::from_crd(stored)
     {
         st.register(def);
+        if let Err(e) = controllers::crd_written(st, &key.name) {
+            tracing::warn!(crd = key.name, error = %e.message, "CRD status not written");
+        }
     }
-    Ok(stored)
+    if key.resource == NAMESPACES {
+        controllers::ensure_default_service_account(st, &key.name);
+    }
 }
 
 pub fn update(
@@ -225,14 +242,12 @@ pub fn update(
     if let Some(uid) = meta::meta_str(&candidate, "uid").filter(|s| !s.is_empty())
         && uid != meta::uid_of(&existing)
     {
-        return Err(ApiError::invalid(
+        return Err(ApiError::uid_precondition(
             w.def,
+            w.ns.filter(|_| w.def.namespaced),
             name,
-            &[FieldError::invalid(
-                "metadata.uid",
-                &json!(uid),
-                "field is immutable",
-            )],
+            uid,
+            meta::uid_of(&existing),
         ));
     }
     let mut new = if w.sub == Some("status") {
@@ -294,7 +309,8 @@ pub fn update(
                 &[FieldError::forbidden(
                     "metadata.finalizers",
                     &format!(
-                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {}",
+                        status::go_string_slice(&added)
                     ),
                 )],
             ));
@@ -305,7 +321,7 @@ pub fn update(
         return Err(ApiError::invalid(w.def, name, &errs));
     }
     let now = meta::now_rfc3339();
-    managed::update(&ctx(w, name), Some(&existing), &mut new, &w.ownership, &now)?;
+    managed::update(&ctx(w), Some(&existing), &mut new, &w.ownership, &now)?;
     if managed::without_times(&new) == managed::without_times(&existing) {
         return Ok(Outcome::Unchanged(existing));
     }
@@ -321,16 +337,13 @@ pub fn update(
         return Ok(Outcome::Deleted(removed));
     }
     let stored = st.commit(&key, new);
-    if resource == CRD_KEY
-        && let Ok(def) = registry::from_crd(&stored)
-    {
-        st.register(def);
-    }
+    after_commit(st, &key, &stored);
     Ok(Outcome::Stored(stored))
 }
 
 /// PUT of a custom resource or CRD must name the version it replaces: their strategies disallow
-/// unconditional updates (other built-ins allow them).
+/// unconditional updates (other built-ins allow them). The generic store words the refusal with
+/// the resource where the kind would be, and the missing version as 0.
 pub fn require_resource_version(
     def: &ResourceDef,
     name: &str,
@@ -338,13 +351,13 @@ pub fn require_resource_version(
 ) -> Result<(), ApiError> {
     let conditional = def.custom || def.key() == CRD_KEY;
     if conditional && meta::meta_str(obj, "resourceVersion").is_none_or(str::is_empty) {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_resource(
             def,
             name,
-            &[FieldError::new(
-                "FieldValueInvalid",
+            &[FieldError::invalid(
                 "metadata.resourceVersion",
-                "Invalid value: 0x0: must be specified for an update",
+                &json!(0),
+                "must be specified for an update",
             )],
         ));
     }

@@ -1,29 +1,34 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use harness::env::Api as Backend;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use tokio::time::timeout;
 
-use crate::common::{self, CR, cr, cr_api, start};
+use crate::common::{Cluster, await_deleted, await_object, status};
 
-#[tokio::test]
-async fn deleting_an_owner_collects_its_dependents() {
-    let (server, client) = start().await;
-    let emu = server.state();
-    emu.install_crd(common::crd()).unwrap();
-    let owner = cr_api(&client, "default")
-        .create(&PostParams::default(), &cr("owner", json!({})))
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+/// Owners are ConfigMaps: a real garbage collector follows owners of the types it knew when it
+/// started (or learned in its 30 s rediscovery), which a test CRD is not.
+async fn deleting_an_owner_collects_its_dependents(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let cms: Api<ConfigMap> = k.api();
+    let owner = cms
+        .create(&PostParams::default(), &cm("owner"))
         .await
         .unwrap();
-    let other = cr_api(&client, "default")
-        .create(&PostParams::default(), &cr("other", json!({})))
+    let other = cms
+        .create(&PostParams::default(), &cm("other"))
         .await
         .unwrap();
-    let reference = |o: &kube::api::DynamicObject| json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "EcrPublicPullSecret", "name": o.metadata.name, "uid": o.metadata.uid, "controller": false});
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    secrets
+    let reference = |o: &ConfigMap| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid, "controller": false});
+    let secrets: Api<Secret> = k.api();
+    let only = secrets
         .create(
             &PostParams::default(),
             &serde_json::from_value(
@@ -35,12 +40,14 @@ async fn deleting_an_owner_collects_its_dependents() {
         .unwrap();
     secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "shared", "ownerReferences": [reference(&owner), reference(&other)]}})).unwrap()).await.unwrap();
 
-    cr_api(&client, "default")
-        .delete("owner", &DeleteParams::default())
-        .await
-        .unwrap();
-    assert!(emu.get("secrets", Some("default"), "only").is_none());
-    let shared = secrets.get("shared").await.unwrap();
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    assert!(cms.get_opt("owner").await.unwrap().is_none());
+    await_deleted(&secrets, "only", only.metadata.uid.as_deref().unwrap()).await;
+    // A dependent with another owner that still exists only loses the reference.
+    let shared = await_object(&secrets, "shared", |s| {
+        s.metadata.owner_references.as_ref().map(Vec::len) == Some(1)
+    })
+    .await;
     let uids: Vec<String> = shared
         .metadata
         .owner_references
@@ -49,13 +56,11 @@ async fn deleting_an_owner_collects_its_dependents() {
         .map(|r| r.uid)
         .collect();
     assert_eq!(uids, vec![other.metadata.uid.unwrap()]);
-    assert!(emu.get(CR, Some("default"), "owner").is_none());
 }
 
-#[tokio::test]
-async fn finalizers_hold_deletion_until_removed() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+async fn finalizers_hold_deletion_until_removed(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
     api.create(
         &PostParams::default(),
         &serde_json::from_value(
@@ -73,11 +78,11 @@ async fn finalizers_hold_deletion_until_removed() {
     let rv = marked.metadata.resource_version.clone().unwrap();
 
     let mut events = api
-        .watch(&WatchParams::default().timeout(5), &rv)
+        .watch(&WatchParams::default().timeout(30), &rv)
         .await
         .unwrap()
         .boxed();
-    let s = crate::common::status(
+    let s = status(
         api.patch(
             "f",
             &PatchParams::default(),
@@ -96,7 +101,7 @@ async fn finalizers_hold_deletion_until_removed() {
         .await
         .unwrap();
     assert!(api.get_opt("f").await.unwrap().is_none());
-    match timeout(Duration::from_secs(5), events.try_next())
+    match timeout(Duration::from_secs(15), events.try_next())
         .await
         .unwrap()
         .unwrap()
@@ -107,23 +112,87 @@ async fn finalizers_hold_deletion_until_removed() {
     }
 }
 
-#[tokio::test]
-async fn deleting_a_namespace_removes_its_content() {
-    let (server, client) = start().await;
-    let emu = server.state();
-    emu.create_namespace("doomed", &[("team", "a")]);
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
+async fn deleting_a_namespace_removes_its_content(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let doomed = format!("{}-doomed", k.ns);
+    let namespaces: Api<Namespace> = Api::all(k.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": doomed, "labels": {"team": "a"}}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(k.client.clone(), &doomed);
+    // A finalizer keeps the namespace terminating until the test removes it.
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "held", "finalizers": ["example.com/cleanup"]}}),
+        )
+        .unwrap(),
     )
     .await
     .unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .delete("doomed", &DeleteParams::default())
+    let free = api
+        .create(&PostParams::default(), &cm("free"))
         .await
         .unwrap();
-    assert!(emu.list("configmaps", Some("doomed")).is_empty());
-    assert!(namespaces.get_opt("doomed").await.unwrap().is_none());
+    let terminating = namespaces
+        .delete(&doomed, &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the namespace stays while its content is deleted");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        terminating.status.unwrap().phase.as_deref(),
+        Some("Terminating")
+    );
+    let s = status(
+        api.create(&PostParams::default(), &cm("late"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.message),
+        (
+            403,
+            "Forbidden",
+            format!(
+                "configmaps \"late\" is forbidden: unable to create new content in namespace {doomed} because it is being terminated"
+            )
+        )
+    );
+    await_deleted(&api, "free", free.metadata.uid.as_deref().unwrap()).await;
+    await_object(&api, "held", |c| c.metadata.deletion_timestamp.is_some()).await;
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("held").await.unwrap().is_none());
+    await_deleted(
+        &namespaces,
+        &doomed,
+        terminating.metadata.uid.as_deref().unwrap(),
+    )
+    .await;
+    assert!(
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing is left of the namespace"
+    );
 }
+
+harness::on_both_apis!(
+    deleting_an_owner_collects_its_dependents,
+    finalizers_hold_deletion_until_removed,
+    deleting_a_namespace_removes_its_content,
+);

@@ -1,9 +1,10 @@
 use futures::{StreamExt, TryStreamExt};
+use harness::env::Api as Backend;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::{Value, json};
 
-use crate::common::{self, cr_api, start, status};
+use crate::common::{Cluster, TestCrd, status};
 
 fn cm(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
@@ -25,10 +26,9 @@ fn managers(obj: &ConfigMap) -> Vec<(String, String, Value)> {
         .collect()
 }
 
-#[tokio::test]
-async fn apply_creates_updates_and_noops_without_a_new_resource_version() {
-    let (server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+async fn apply_creates_updates_and_noops_without_a_new_resource_version(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
     let pp = PatchParams::apply("a");
     let created = api
         .patch("c", &pp, &Patch::Apply(cm("c", json!({"x": "1"}))))
@@ -70,16 +70,17 @@ async fn apply_creates_updates_and_noops_without_a_new_resource_version() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(server.state().count("patch", "configmaps"), 3);
-    assert_eq!(
-        server
-            .state()
-            .requests()
-            .iter()
-            .filter(|r| r.patch_type.as_deref() == Some("apply"))
-            .count(),
-        3
-    );
+    assert_eq!(k.count("patch", "configmaps"), 3);
+    // The audit log does not record the patch type; the emulator's request log does.
+    if let Some(emu) = k.emulator() {
+        assert_eq!(
+            emu.requests()
+                .iter()
+                .filter(|r| r.patch_type.as_deref() == Some("apply"))
+                .count(),
+            3
+        );
+    }
 
     let s = status(
         api.patch(
@@ -98,10 +99,9 @@ async fn apply_creates_updates_and_noops_without_a_new_resource_version() {
     );
 }
 
-#[tokio::test]
-async fn apply_conflicts_force_and_field_removal() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+async fn apply_conflicts_force_and_field_removal(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
     api.create(
         &PostParams {
             field_manager: Some("kubectl".into()),
@@ -147,9 +147,10 @@ async fn apply_conflicts_force_and_field_removal() {
     assert_eq!(forced.data.as_ref().unwrap()["foo"], "2");
     let owners = managers(&forced);
     let kubectl = owners.iter().find(|m| m.0 == "kubectl").unwrap();
+    // The create made `data`, so kubectl owns the map itself too (`.`).
     assert_eq!(
         kubectl.2,
-        json!({"f:data": {"f:keep": {}}}),
+        json!({"f:data": {".": {}, "f:keep": {}}}),
         "force took .data.foo away from kubectl"
     );
 
@@ -167,17 +168,27 @@ async fn apply_conflicts_force_and_field_removal() {
     assert_eq!(data["keep"], "k");
 }
 
-#[tokio::test]
-async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let owner =
-        |uid: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": uid, "uid": uid});
+async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
+    // Owners that exist: a real garbage collector deletes dependents of owners it cannot find.
+    let mut owners = Vec::new();
+    for name in ["o1", "o2"] {
+        let o = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(cm(name, json!({}))).unwrap(),
+            )
+            .await
+            .unwrap();
+        owners.push(o.metadata.uid.unwrap());
+    }
+    let owner = |i: usize| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": format!("o{}", i + 1), "uid": owners[i]});
     let with_meta = |refs: Value, finalizers: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "ownerReferences": refs, "finalizers": finalizers}});
     api.patch(
         "c",
         &PatchParams::apply("a"),
-        &Patch::Apply(with_meta(json!([owner("u1")]), json!(["a/f"]))),
+        &Patch::Apply(with_meta(json!([owner(0)]), json!(["a/f"]))),
     )
     .await
     .unwrap();
@@ -185,7 +196,7 @@ async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole() {
         .patch(
             "c",
             &PatchParams::apply("b"),
-            &Patch::Apply(with_meta(json!([owner("u2")]), json!(["b/f"]))),
+            &Patch::Apply(with_meta(json!([owner(1)]), json!(["b/f"]))),
         )
         .await
         .unwrap();
@@ -196,16 +207,18 @@ async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole() {
         .into_iter()
         .map(|r| r.uid)
         .collect();
-    assert_eq!(uids, vec!["u1", "u2"]);
+    assert_eq!(uids, owners);
     assert_eq!(both.metadata.finalizers.unwrap(), vec!["a/f", "b/f"]);
     let fields = serde_json::to_value(&both.metadata.managed_fields.unwrap()[1].fields_v1).unwrap();
+    // An owner reference is an atomic struct: its item is owned whole, with no fields inside.
     assert_eq!(
-        fields["f:metadata"]["f:ownerReferences"]["k:{\"uid\":\"u2\"}"]["."],
-        json!({})
+        fields["f:metadata"]["f:ownerReferences"][format!("k:{{\"uid\":\"{}\"}}", owners[1])],
+        json!({}),
+        "{fields}"
     );
     assert_eq!(fields["f:metadata"]["f:finalizers"]["v:\"b/f\""], json!({}));
 
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let sas: Api<ServiceAccount> = k.api();
     let sa = |names: &[&str]| json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}, "imagePullSecrets": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()});
     sas.patch("sa", &PatchParams::apply("a"), &Patch::Apply(sa(&["one"])))
         .await
@@ -221,10 +234,9 @@ async fn apply_merges_associative_lists_and_keeps_atomic_ones_whole() {
     );
 }
 
-#[tokio::test]
-async fn merge_and_json_patches() {
-    let (_server, client) = start().await;
-    let api: Api<Secret> = Api::namespaced(client.clone(), "default");
+async fn merge_and_json_patches(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<Secret> = k.api();
     api.create(
         &PostParams::default(),
         &serde_json::from_value(json!({"metadata": {"name": "s", "labels": {"a": "1", "b": "2"}}}))
@@ -311,17 +323,17 @@ async fn merge_and_json_patches() {
     );
 }
 
-#[tokio::test]
-async fn status_apply_on_a_custom_resource() {
-    let (server, client) = start().await;
-    server.state().install_crd(common::crd()).unwrap();
-    let api = cr_api(&client, "default");
+async fn status_apply_on_a_custom_resource(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let crd = TestCrd::new("status-apply");
+    k.install(&crd).await;
+    let api = crd.api(&k.client, &k.ns);
     let applied = api
-        .patch("x", &PatchParams::apply("op"), &Patch::Apply(json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "EcrPublicPullSecret", "metadata": {"name": "x"}, "spec": {"onExpiry": "Keep"}, "status": {"secretName": "dropped"}})))
+        .patch("x", &PatchParams::apply("op"), &Patch::Apply(json!({"apiVersion": crd.api_version(), "kind": "EcrPublicPullSecret", "metadata": {"name": "x"}, "spec": {"onExpiry": "Keep"}, "status": {"secretName": "dropped"}})))
         .await
         .unwrap();
     assert!(applied.data.get("status").is_none());
-    let status_patch = json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1", "kind": "EcrPublicPullSecret", "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "Fresh"}]}});
+    let status_patch = json!({"apiVersion": crd.api_version(), "kind": "EcrPublicPullSecret", "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "Fresh"}]}});
     let with_status = api
         .patch_status("x", &PatchParams::apply("op"), &Patch::Apply(&status_patch))
         .await
@@ -347,3 +359,11 @@ async fn status_apply_on_a_custom_resource() {
                 && m.operation.as_deref() == Some("Apply"))
     );
 }
+
+harness::on_both_apis!(
+    apply_creates_updates_and_noops_without_a_new_resource_version,
+    apply_conflicts_force_and_field_removal,
+    apply_merges_associative_lists_and_keeps_atomic_ones_whole,
+    merge_and_json_patches,
+    status_apply_on_a_custom_resource,
+);

@@ -1,16 +1,16 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
+use harness::env::Api as Backend;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
-use crate::common::{start, status};
-
-const T: Duration = Duration::from_secs(5);
+use crate::common::{Cluster, TestCrd, start, status};
+const T: Duration = Duration::from_secs(15);
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()
@@ -25,10 +25,9 @@ fn name_of(ev: WatchEvent<ConfigMap>) -> (String, String) {
     }
 }
 
-#[tokio::test]
-async fn label_selected_list_and_watch_follow_objects_in_and_out() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+async fn label_selected_list_and_watch_follow_objects_in_and_out(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
     api.create(&PostParams::default(), &cm("in", json!({"app": "x"})))
         .await
         .unwrap();
@@ -85,10 +84,9 @@ async fn label_selected_list_and_watch_follow_objects_in_and_out() {
     );
 }
 
-#[tokio::test]
-async fn paging_with_limit_and_continue() {
-    let (server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+async fn paging_with_limit_and_continue(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
     for i in 0..7 {
         api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
             .await
@@ -105,35 +103,105 @@ async fn paging_with_limit_and_continue() {
         }
     }
     assert_eq!(names, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
-    assert_eq!(server.state().count("list", "configmaps"), 3);
+    assert_eq!(k.count("list", "configmaps"), 3);
     // resourceVersion=0 is served from the watch cache, which ignores the limit. (kube's
     // ListParams never sends both, so this asks by hand.)
-    let request =
-        axum::http::Request::get("/api/v1/namespaces/default/configmaps?limit=3&resourceVersion=0")
-            .body(Vec::new())
-            .unwrap();
-    let any: serde_json::Value = client.request(request).await.unwrap();
+    let request = axum::http::Request::get(format!(
+        "/api/v1/namespaces/{}/configmaps?limit=3&resourceVersion=0",
+        k.ns
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let any: serde_json::Value = k.client.request(request).await.unwrap();
     assert_eq!(any["items"].as_array().map(Vec::len), Some(7));
     assert!(any["metadata"]["continue"].is_null());
 }
 
-#[tokio::test]
-async fn too_old_resource_version_gets_410_expired() {
-    let (server, client) = start().await;
-    server.state().set_history_limit(3);
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let first = api
-        .create(&PostParams::default(), &cm("a", json!({})))
+/// The first event of a watch from `rv`, which must be a 410 Expired naming the oldest
+/// resourceVersion a watch can start from (`too old resource version: <rv> (<oldest>)`); the
+/// stream ends after it.
+pub async fn expired<K>(api: &Api<K>, rv: &str) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut events = api
+        .watch(&WatchParams::default(), rv)
+        .await
+        .unwrap()
+        .boxed();
+    let oldest = match timeout(T, events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}");
+            let prefix = format!("too old resource version: {rv} (");
+            let oldest = e
+                .message
+                .strip_prefix(&prefix)
+                .and_then(|m| m.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("unexpected message {:?}", e.message));
+            assert!(
+                oldest.parse::<u64>().unwrap() > rv.parse::<u64>().unwrap(),
+                "{}",
+                e.message
+            );
+            oldest.to_string()
+        }
+        other => panic!("expected 410, got {other:?}"),
+    };
+    assert!(
+        timeout(T, events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_none(),
+        "stream ends after the error"
+    );
+    oldest
+}
+
+async fn too_old_resource_version_gets_410_expired(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    // A version from before the custom resource existed is older than anything its watch cache
+    // (started when the CRD was established) can replay.
+    let namespaces: Api<Namespace> = Api::all(k.client.clone());
+    let before = namespaces
+        .get(&k.ns)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let crd = TestCrd::new("expired");
+    k.install(&crd).await;
+    let api = crd.api(&k.client, &k.ns);
+    api.create(&PostParams::default(), &crd.object("x", json!({})))
         .await
         .unwrap();
-    for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("b{i}"), json!({})))
-            .await
-            .unwrap();
-    }
-    let rv = first.metadata.resource_version.unwrap();
+    let oldest = expired(&api, &before).await;
+    // The version the error names is one a watch can start from: it replays what came after.
+    assert_eq!(first_added(&api, &oldest).await, "x");
+}
+
+/// The resourceVersion of a list: where a watch of what it showed starts.
+async fn list_version<K>(api: &Api<K>) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let list = api.list(&ListParams::default()).await.unwrap();
+    list.metadata.resource_version.unwrap()
+}
+
+/// The name in the first event of a watch from `rv`, which must be an ADDED.
+async fn first_added<K>(api: &Api<K>, rv: &str) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
     let mut events = api
-        .watch(&WatchParams::default(), &rv)
+        .watch(&WatchParams::default().timeout(5), rv)
         .await
         .unwrap()
         .boxed();
@@ -143,17 +211,9 @@ async fn too_old_resource_version_gets_410_expired() {
         .unwrap()
         .unwrap()
     {
-        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
-        other => panic!("expected 410, got {other:?}"),
+        WatchEvent::Added(o) => o.meta().name.clone().unwrap_or_default(),
+        other => panic!("expected ADDED, got {other:?}"),
     }
-    assert!(
-        timeout(T, events.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .is_none(),
-        "stream ends after the error"
-    );
 }
 
 /// Drains a watcher in the background so it keeps its watch open, forwarding object names.
@@ -247,29 +307,77 @@ async fn runtime_watchers_see_changes_across_closed_watches_and_outages() {
     );
 }
 
-#[tokio::test]
-async fn idle_watches_get_bookmarks() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+async fn quiet_watches_get_a_bookmark_shortly_before_their_timeout(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    let api: Api<ConfigMap> = k.api();
+    let rv = list_version(&api).await;
+    let started = Instant::now();
     let mut events = api
-        .watch(&WatchParams::default().timeout(20), &rv)
+        .watch(&WatchParams::default().labels("app=x").timeout(10), &rv)
         .await
         .unwrap()
         .boxed();
-    match timeout(Duration::from_secs(8), events.try_next())
+    // A change the watch does not show: the resource moves on, the watch stays quiet.
+    api.create(&PostParams::default(), &cm("other", json!({"app": "y"})))
+        .await
+        .unwrap();
+    // The API server's watch cache sends bookmarks about once a minute and 2 s before the
+    // watch's deadline (a real one sometimes twice, its timer ticks by the second), each with
+    // the latest version of the resource if the watch has not seen it yet, so that a client
+    // resumes from there. Nothing else comes, and the watch ends at its timeout.
+    let mut bookmarks = Vec::new();
+    let mut first = None;
+    while let Some(event) = timeout(Duration::from_secs(15), events.try_next())
         .await
         .unwrap()
         .unwrap()
-        .unwrap()
     {
-        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
-        other => panic!("expected a bookmark, got {other:?}"),
+        match event {
+            WatchEvent::Bookmark(b) => {
+                first.get_or_insert(started.elapsed());
+                bookmarks.push(b.metadata.resource_version);
+            }
+            other => panic!("expected a bookmark, got {other:?}"),
+        }
     }
+    let ended = started.elapsed();
+    let first = first.expect("a bookmark before the timeout");
+    assert!(
+        first >= Duration::from_secs(7) && first < Duration::from_secs(10),
+        "first bookmark after {first:?}"
+    );
+    assert!(ended >= Duration::from_secs(9), "ended after {ended:?}");
+    let bookmark = bookmarks.pop().unwrap();
+    // Resuming from the bookmark skips what came before it.
+    api.create(&PostParams::default(), &cm("after", json!({"app": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(first_added(&api, &bookmark).await, "after");
 }
+
+async fn watches_without_news_get_no_bookmark(backend: Backend) {
+    let k = Cluster::start(backend).await;
+    // Its own resource, which nothing else writes: a CRD of the test's own.
+    let crd = TestCrd::new("quiet");
+    k.install(&crd).await;
+    let api = crd.api(&k.client, &k.ns);
+    let rv = list_version(&api).await;
+    let mut events = api
+        .watch(&WatchParams::default().timeout(4), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let next = timeout(Duration::from_secs(10), events.try_next()).await;
+    assert!(
+        matches!(next, Ok(Ok(None))),
+        "nothing newer than the watch's start, no bookmark: {next:?}"
+    );
+}
+
+harness::on_both_apis!(
+    label_selected_list_and_watch_follow_objects_in_and_out,
+    paging_with_limit_and_continue,
+    too_old_resource_version_gets_410_expired,
+    quiet_watches_get_a_bookmark_shortly_before_their_timeout,
+    watches_without_news_get_no_bookmark,
+);
