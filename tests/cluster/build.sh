@@ -47,10 +47,19 @@ fi
 mkdir -p "$bin"
 rm -f "$stamp"
 start=$(date +%s)
-flags=(-trimpath -ldflags "-s -w")
+# The Kubernetes binaries report the pinned release as their version, as Kubernetes' own build
+# sets it (hack/lib/version.sh); without it kube-apiserver's /version says v0.0.0-master, and
+# `helm install` refuses a chart with a kubeVersion constraint.
+kube_version="$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+IFS=. read -r major minor _ <<< "${kube_version#v}"
+version=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    version+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    version+=" -X $pkg.gitTreeState=clean"
+done
 # One `go build` for the four Kubernetes binaries, so shared packages compile once.
-(cd "$here" && go build "${flags[@]}" -o "$bin/" tool ./cmd/etcd)
+(cd "$here" && go build -trimpath -ldflags "-s -w$version" -o "$bin/" tool ./cmd/etcd)
 # Helm has its own module: its k8s.io client libraries are newer than the control plane's.
-(cd "$here/helm" && go build "${flags[@]}" -o "$bin/" tool)
+(cd "$here/helm" && go build -trimpath -ldflags "-s -w" -o "$bin/" tool)
 echo "$fingerprint" > "$stamp"
 echo "control plane built in $(( $(date +%s) - start )) s into $bin"
