@@ -4,6 +4,10 @@
 #
 #     tests/cluster/build.sh            # -> target/cluster/bin/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm}
 #
+# and puts the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from the module
+# pinned in monitoring/go.mod, into target/cluster/monitoring-crds (the chart tests apply them
+# before installing the chart's monitoring objects).
+#
 # Needs Go (1.24 or newer) and the Go module proxy; nothing else. The build cache and the module
 # cache live under target/cluster/, so a rebuild after `cargo clean` starts cold, and a build
 # whose inputs have not changed is skipped (a stamp holds the inputs' fingerprint): a warm run
@@ -25,6 +29,16 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 export GOCACHE="$out/gocache" GOMODCACHE="$out/gomod"
 # Pure-Go binaries: no C toolchain needed, and they run anywhere on this architecture.
 export CGO_ENABLED=0
+
+# The CRDs first: they are not binaries, so the fingerprint below does not cover them, and a
+# cached module makes this instant. `go mod download` checks the module against go.sum.
+monitoring="$out/monitoring-crds"
+module=github.com/prometheus-operator/prometheus-operator
+module_dir="$(cd "$here/monitoring" && go mod download "$module" && go list -m -f '{{.Dir}}' "$module")"
+mkdir -p "$monitoring"
+for kind in servicemonitors prometheusrules; do
+    install -m 0644 "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$monitoring/"
+done
 
 fingerprint="$(
     {
