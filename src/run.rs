@@ -24,6 +24,13 @@ use crate::{
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.
 const FAILURE_TTL: Duration = Duration::from_secs(1);
 
+/// How long the controllers may take after shutdown to finish the reconciles in flight. A
+/// kube-runtime controller waits for its cache to sync before it runs anything, also when asked
+/// to shut down, so one whose list is refused (a Role missing a verb) or never answered would
+/// hold the process until the kubelet's SIGKILL. Nothing of it is in flight then, and every
+/// reconcile can be repeated, so the wait is bounded.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Loads kube and AWS configuration from the environment and runs until `shutdown` resolves.
 pub async fn run(
     args: &RunArgs,
@@ -153,6 +160,9 @@ async fn controllers(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = shutdown.shared();
+    let grace_over = shutdown
+        .clone()
+        .then(|()| tokio::time::sleep(SHUTDOWN_GRACE));
     let mut all = vec![
         controller::run(
             client.clone(),
@@ -180,7 +190,13 @@ async fn controllers(
             .boxed(),
         );
     }
-    futures::future::join_all(all).await;
+    tokio::select! {
+        _ = futures::future::join_all(all) => {}
+        () = grace_over => warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "a controller was still running after shutdown (its cache never synced); stopping it"
+        ),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
