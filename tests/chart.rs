@@ -621,7 +621,7 @@ fn operator_grants() -> BTreeSet<Grant> {
         (
             "ecrpublic.pullsecrets.dev",
             "ecrpublicpullsecrets",
-            &["get", "list", "watch"],
+            &["list", "watch"],
             None,
         ),
         (
@@ -652,12 +652,7 @@ fn service_account_token_grants() -> BTreeSet<Grant> {
 /// serviceAccountPatching: watch ServiceAccounts and JSON-patch their imagePullSecrets (in the
 /// watched namespace only when there is one).
 fn service_account_patching_grants() -> BTreeSet<Grant> {
-    expected(&[(
-        "",
-        "serviceaccounts",
-        &["get", "list", "watch", "patch"],
-        None,
-    )])
+    expected(&[("", "serviceaccounts", &["list", "watch", "patch"], None)])
 }
 
 /// clusterPullSecrets: the cluster kind (finalizer patches, status), the Namespaces its selectors
@@ -668,7 +663,7 @@ fn cluster_pull_secret_grants() -> BTreeSet<Grant> {
         (
             "ecrpublic.pullsecrets.dev",
             "clusterecrpublicpullsecrets",
-            &["get", "list", "watch", "patch"],
+            &["list", "watch", "patch"],
             None,
         ),
         (
@@ -886,7 +881,7 @@ fn cluster_pull_secrets_and_service_account_patching_are_opt_in_and_reach_the_bi
         .collect();
     assert_eq!(all, want);
 
-    // Both, with tenant ServiceAccount tokens: the ServiceAccount grants merge (get from either).
+    // Both, with tenant ServiceAccount tokens: the ServiceAccount grants merge (get from the tokens).
     let r = rendered("cluster-pull-secrets.yaml");
     assert_eq!(r.env_value("CLUSTER_PULL_SECRETS"), Some("true"));
     assert_eq!(r.env_value("PATCH_SERVICE_ACCOUNTS"), Some("true"));
