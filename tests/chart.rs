@@ -1,5 +1,6 @@
-//! The Helm chart and the Dockerfile, checked with real tools from the package registries, since
-//! this machine has no cluster and no Docker engine:
+//! The Helm chart and the Dockerfile, checked with real tools from the package registries, without
+//! a cluster or a Docker engine (`tests/chart_install.rs` installs the chart into the real
+//! kube-apiserver and runs the operator with the RBAC it grants):
 //!
 //! - Helm v4 (the Go SDK inside PyPI `helm-python-sdk`) lints the chart strictly and renders it with
 //!   the defaults and every value set in `tests/chart/values/`;
