@@ -668,28 +668,32 @@ async fn isolation(run: &Run<'_>) -> Result<(), String> {
     // What a user would ask: may this ServiceAccount touch Secrets over there? (kubectl asks
     // the authorizer with a SelfSubjectAccessReview, which everyone may create.)
     let kubeconfig = run.install.kubeconfig_file();
+    // `kubectl auth can-i` prints yes or no, and exits 1 for no.
     let can_i = async |args: &[&str]| {
         let mut all = vec!["auth", "can-i"];
         all.extend_from_slice(args);
-        kubectl_as(&kubeconfig, &all).await
+        let question = format!("`kubectl {}`", all.join(" "));
+        match kubectl_as(&kubeconfig, &all).await {
+            Ok(out) if out.trim() == "yes" => Ok(true),
+            Err(e) if e.trim_end().ends_with("\nno") => Ok(false),
+            Ok(out) => Err(format!("{question}: {out}")),
+            Err(e) => Err(format!("{question}: {e}")),
+        }
     };
-    if can_i(&["patch", "secrets", "-n", watched]).await.is_err() {
+    if !can_i(&["patch", "secrets", "-n", watched]).await? {
         return Err(format!(
             "the ServiceAccount may not patch Secrets in {watched}"
         ));
     }
-    for verb in [
+    let elsewhere = [
         "get", "list", "watch", "create", "update", "patch", "delete",
-    ] {
-        if let Ok(answer) = can_i(&[verb, "secrets", "-n", &other]).await {
-            return Err(format!(
-                "`kubectl auth can-i {verb} secrets -n {other}`: {answer}"
-            ));
-        }
-    }
-    for verb in ["list", "watch"] {
-        if let Ok(answer) = can_i(&[verb, "secrets", "--all-namespaces"]).await {
-            return Err(format!("`kubectl auth can-i {verb} secrets -A`: {answer}"));
+    ]
+    .map(|verb| vec![verb, "secrets", "-n", other.as_str()])
+    .into_iter()
+    .chain(["list", "watch"].map(|verb| vec![verb, "secrets", "--all-namespaces"]));
+    for question in elsewhere {
+        if can_i(&question).await? {
+            return Err(format!("the ServiceAccount may {}", question.join(" ")));
         }
     }
     Ok(())
