@@ -83,7 +83,7 @@ pub struct RunArgs {
     pub cluster_pull_secrets: bool,
 
     /// Add Secrets to the `imagePullSecrets` of the ServiceAccounts resources name in
-    /// spec.serviceAccounts. Needs ServiceAccount get/list/watch/patch (chart value
+    /// spec.serviceAccounts. Needs ServiceAccount list/watch/patch (chart value
     /// serviceAccountPatching.enabled).
     #[arg(long, env = "PATCH_SERVICE_ACCOUNTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub patch_service_accounts: bool,

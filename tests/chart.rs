@@ -1,5 +1,6 @@
-//! The Helm chart and the Dockerfile, checked with real tools from the package registries, since
-//! this machine has no cluster and no Docker engine:
+//! The Helm chart and the Dockerfile, checked with real tools from the package registries, without
+//! a cluster or a Docker engine (`tests/chart_install.rs` installs the chart into the real
+//! kube-apiserver and runs the operator with the RBAC it grants):
 //!
 //! - Helm v4 (the Go SDK inside PyPI `helm-python-sdk`) lints the chart strictly and renders it with
 //!   the defaults and every value set in `tests/chart/values/`;
@@ -622,7 +623,7 @@ fn operator_grants() -> BTreeSet<Grant> {
         (
             "ecrpublic.pullsecrets.dev",
             "ecrpublicpullsecrets",
-            &["get", "list", "watch"],
+            &["list", "watch"],
             None,
         ),
         (
@@ -653,12 +654,7 @@ fn service_account_token_grants() -> BTreeSet<Grant> {
 /// serviceAccountPatching: watch ServiceAccounts and JSON-patch their imagePullSecrets (in the
 /// watched namespace only when there is one).
 fn service_account_patching_grants() -> BTreeSet<Grant> {
-    expected(&[(
-        "",
-        "serviceaccounts",
-        &["get", "list", "watch", "patch"],
-        None,
-    )])
+    expected(&[("", "serviceaccounts", &["list", "watch", "patch"], None)])
 }
 
 /// clusterPullSecrets: the cluster kind (finalizer patches, status), the Namespaces its selectors
@@ -669,7 +665,7 @@ fn cluster_pull_secret_grants() -> BTreeSet<Grant> {
         (
             "ecrpublic.pullsecrets.dev",
             "clusterecrpublicpullsecrets",
-            &["get", "list", "watch", "patch"],
+            &["list", "watch", "patch"],
             None,
         ),
         (
@@ -887,7 +883,7 @@ fn cluster_pull_secrets_and_service_account_patching_are_opt_in_and_reach_the_bi
         .collect();
     assert_eq!(all, want);
 
-    // Both, with tenant ServiceAccount tokens: the ServiceAccount grants merge (get from either).
+    // Both, with tenant ServiceAccount tokens: the ServiceAccount grants merge (get from the tokens).
     let r = rendered("cluster-pull-secrets.yaml");
     assert_eq!(r.env_value("CLUSTER_PULL_SECRETS"), Some("true"));
     assert_eq!(r.env_value("PATCH_SERVICE_ACCOUNTS"), Some("true"));

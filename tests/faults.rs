@@ -699,3 +699,37 @@ async fn refused_service_account_patches_are_retried_at_the_flags_pace() {
     assert_eq!(refused, FAILURES);
     op.stop().await;
 }
+
+/// A Role missing `list` or `watch` on something the operator caches keeps that cache from ever
+/// syncing (the chart's least-privilege test takes each grant away on a real API server). The
+/// operator must still stop promptly on SIGTERM, rather than wait for the kubelet's SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_that_cannot_sync_does_not_hold_up_shutdown() {
+    let case = async |verb: &str, resource: &str, flags: &[&str]| {
+        let env = Env::start().await;
+        env.emulator()
+            .inject(Fault::on(verb, resource, 403, usize::MAX));
+        let op = env.start_operator(flags).await;
+        let refused = |k: &Kube| {
+            k.requests()
+                .iter()
+                .any(|r| r.verb == verb && r.resource == resource && r.code == 403)
+        };
+        assert!(
+            env.k8s.wait_until(T, refused).await,
+            "{verb} {resource} refused"
+        );
+        let stopping = Instant::now();
+        op.stop().await;
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "{verb} {resource} refused: stopped after {:?}",
+            stopping.elapsed()
+        );
+    };
+    futures::join!(
+        case("list", "serviceaccounts", &["--patch-service-accounts"]),
+        case("list", CRS, &[]),
+        case("watch", SECRETS, &[]),
+    );
+}

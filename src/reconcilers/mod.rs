@@ -238,9 +238,25 @@ pub async fn run(
     if let Some(watches) = &mut shared.cluster {
         all.push(cluster::start(&inputs, watches, shutdown.clone()).boxed());
     }
+    let grace_over = shutdown
+        .clone()
+        .then(|()| tokio::time::sleep(SHUTDOWN_GRACE));
     all.push(namespaced::start(inputs, &mut shared, shutdown).boxed());
-    alongside(futures::future::join_all(all), shared.run()).await;
+    tokio::select! {
+        () = alongside(futures::future::join_all(all), shared.run()) => {}
+        () = grace_over => warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "a reconciler was still running after shutdown (its cache never synced); stopping it"
+        ),
+    }
 }
+
+/// How long the reconcilers may take after shutdown to finish the reconciles in flight. A
+/// kube-runtime controller waits for its cache to sync before it runs anything, also when asked
+/// to shut down, so one whose list is refused (a Role missing a verb) or never answered would
+/// hold the process until the kubelet's SIGKILL. Nothing of it is in flight then, and every
+/// reconcile can be repeated, so the wait is bounded.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `main` with the watches it reads, until `main` ends; the watches never end on their own.
 pub(crate) async fn alongside(

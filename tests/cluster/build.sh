@@ -4,6 +4,10 @@
 #
 #     tests/cluster/build.sh            # -> target/cluster/bin/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm}
 #
+# and puts the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from the module
+# pinned in monitoring/go.mod, into target/cluster/monitoring-crds (the chart tests apply them
+# before installing the chart's monitoring objects).
+#
 # Needs Go (1.24 or newer) and the Go module proxy; nothing else. The build cache and the module
 # cache live under target/cluster/, so a rebuild after `cargo clean` starts cold, and a build
 # whose inputs have not changed is skipped (a stamp holds the inputs' fingerprint): a warm run
@@ -26,6 +30,16 @@ export GOCACHE="$out/gocache" GOMODCACHE="$out/gomod"
 # Pure-Go binaries: no C toolchain needed, and they run anywhere on this architecture.
 export CGO_ENABLED=0
 
+# The CRDs first: they are not binaries, so the fingerprint below does not cover them, and a
+# cached module makes this instant. `go mod download` checks the module against go.sum.
+monitoring="$out/monitoring-crds"
+module=github.com/prometheus-operator/prometheus-operator
+module_dir="$(cd "$here/monitoring" && go mod download "$module" && go list -m -f '{{.Dir}}' "$module")"
+mkdir -p "$monitoring"
+for kind in servicemonitors prometheusrules; do
+    install -m 0644 "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$monitoring/"
+done
+
 fingerprint="$(
     {
         go version
@@ -47,10 +61,19 @@ fi
 mkdir -p "$bin"
 rm -f "$stamp"
 start=$(date +%s)
-flags=(-trimpath -ldflags "-s -w")
+# The Kubernetes binaries report the pinned release as their version, as Kubernetes' own build
+# sets it (hack/lib/version.sh); without it kube-apiserver's /version says v0.0.0-master, and
+# `helm install` refuses a chart with a kubeVersion constraint.
+kube_version="$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+IFS=. read -r major minor _ <<< "${kube_version#v}"
+version=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    version+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    version+=" -X $pkg.gitTreeState=clean"
+done
 # One `go build` for the four Kubernetes binaries, so shared packages compile once.
-(cd "$here" && go build "${flags[@]}" -o "$bin/" tool ./cmd/etcd)
+(cd "$here" && go build -trimpath -ldflags "-s -w$version" -o "$bin/" tool ./cmd/etcd)
 # Helm has its own module: its k8s.io client libraries are newer than the control plane's.
-(cd "$here/helm" && go build "${flags[@]}" -o "$bin/" tool)
+(cd "$here/helm" && go build -trimpath -ldflags "-s -w" -o "$bin/" tool)
 echo "$fingerprint" > "$stamp"
 echo "control plane built in $(( $(date +%s) - start )) s into $bin"

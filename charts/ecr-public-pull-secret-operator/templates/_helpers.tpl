@@ -102,9 +102,10 @@ Image reference; the tag defaults to the appVersion so the binary matches the ch
 The operator's permissions, shared by the ClusterRole and the namespaced Role.
 */}}
 {{- define "epps.rules" -}}
+# Resources are read from the watch cache only: list and watch, no get.
 - apiGroups: ["ecrpublic.pullsecrets.dev"]
   resources: ["ecrpublicpullsecrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["ecrpublic.pullsecrets.dev"]
   resources: ["ecrpublicpullsecrets/status"]
   verbs: ["patch"]
@@ -128,19 +129,20 @@ The operator's permissions, shared by the ClusterRole and the namespaced Role.
 {{- end }}
 {{- if .Values.serviceAccountPatching.enabled }}
 # serviceAccountPatching: watch ServiceAccounts and add or remove the operator's own entries in
-# their imagePullSecrets with a JSON patch. Overlaps the get above when both are on.
+# their imagePullSecrets with a JSON patch (read from the watch cache: no get).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 {{- if .Values.clusterPullSecrets.enabled }}
-# clusterPullSecrets (cluster-wide only): the cluster kind with its finalizer (patch) and status,
+# clusterPullSecrets (cluster-wide only): the cluster kind (from the watch cache: no get) with its
+# finalizer (patch) and status,
 # the Namespaces its selectors pick from (metadata only), and delete on Secrets: the kind's Secrets
 # have no namespaced owner to be collected with, so the operator removes them itself when a
 # namespace leaves the selection or the resource is deleted.
 - apiGroups: ["ecrpublic.pullsecrets.dev"]
   resources: ["clusterecrpublicpullsecrets"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["ecrpublic.pullsecrets.dev"]
   resources: ["clusterecrpublicpullsecrets/status"]
   verbs: ["patch"]

@@ -1,6 +1,7 @@
-//! A minimal STS speaking awsQuery for `AssumeRole` only, for the benchmark: many roles without
-//! moto's Python process. Tests of identity behaviour use moto (`crate::moto`); this one checks
-//! nothing but answers like STS does, so aws-config's AssumeRoleProvider parses it.
+//! A minimal STS speaking awsQuery for `AssumeRole` and `AssumeRoleWithWebIdentity`, for the
+//! benchmark (many roles without moto's Python process) and the chart's RBAC tests (a tenant's
+//! ServiceAccount token exchanged for its role). Tests of identity behaviour use moto
+//! (`crate::moto`); this one checks nothing but answers like STS does, so the SDK parses it.
 //!
 //! Each role gets its own access key id (`ASIAFAKE<n>`, by first use), so the fake ECR Public's
 //! `calls_by_access_key` tells which role signed each call.
@@ -65,7 +66,7 @@ impl FakeSts {
         format!("http://{}", self.addr)
     }
 
-    /// AssumeRole calls per role ARN.
+    /// AssumeRole and AssumeRoleWithWebIdentity calls per role ARN.
     pub fn assume_role_calls(&self) -> BTreeMap<String, usize> {
         self.inner
             .lock()
@@ -78,7 +79,8 @@ impl FakeSts {
 async fn handle(State(app): State<App>, body: Bytes) -> Response {
     let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let action = form.get("Action").map(String::as_str).unwrap_or_default();
-    let Some(role) = form.get("RoleArn").filter(|_| action == "AssumeRole") else {
+    let known = ["AssumeRole", "AssumeRoleWithWebIdentity"].contains(&action);
+    let Some(role) = form.get("RoleArn").filter(|_| known) else {
         return (
             StatusCode::BAD_REQUEST,
             [(header::CONTENT_TYPE, "text/xml")],
@@ -108,8 +110,8 @@ async fn handle(State(app): State<App>, body: Bytes) -> Response {
     let expiration = chrono::Utc::now()
         + chrono::Duration::from_std(app.lifetime).unwrap_or(chrono::Duration::hours(1));
     let xml = format!(
-        r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
-  <AssumeRoleResult>
+        r#"<{action}Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <{action}Result>
     <Credentials>
       <AccessKeyId>ASIAFAKE{index:08}</AccessKeyId>
       <SecretAccessKey>fake-secret-{index}</SecretAccessKey>
@@ -120,9 +122,9 @@ async fn handle(State(app): State<App>, body: Bytes) -> Response {
       <AssumedRoleId>AROAFAKE{index:08}:{session}</AssumedRoleId>
       <Arn>arn:aws:sts::123456789012:assumed-role/{role_name}/{session}</Arn>
     </AssumedRoleUser>
-  </AssumeRoleResult>
+  </{action}Result>
   <ResponseMetadata><RequestId>fake-{index}</RequestId></ResponseMetadata>
-</AssumeRoleResponse>"#,
+</{action}Response>"#,
         expiration.format("%Y-%m-%dT%H:%M:%SZ")
     );
     ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()

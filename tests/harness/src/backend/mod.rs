@@ -205,15 +205,16 @@ impl Kube {
                     .delete(name, &DeleteParams::background())
                     .await
                     .map_err(api_error)?;
-                // With finalizers the object stays, marked for deletion; else it is gone.
+                // With finalizers the object stays, marked for deletion; else it is gone (the
+                // server may still answer with the object as it was when deleted).
                 match deleted.left() {
-                    Some(obj) => {
+                    Some(obj) if obj.metadata.deletion_timestamp.is_some() => {
                         let v = serde_json::to_value(obj).unwrap_or_default();
                         let revision = mirror::revision(&v);
                         r.caught_up(resource, namespace, name, revision, false)
                             .await
                     }
-                    None => r.caught_up(resource, namespace, name, 0, true).await,
+                    _ => r.caught_up(resource, namespace, name, 0, true).await,
                 }
                 Ok(())
             }

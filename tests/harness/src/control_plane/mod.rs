@@ -84,6 +84,29 @@ impl ControlPlane {
         Self::bin_dir().join(name)
     }
 
+    /// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, which
+    /// `tests/cluster/build.sh` takes from the module pinned in `tests/cluster/monitoring/`, in
+    /// `target/cluster/monitoring-crds` (`CONTROL_PLANE_DIR` moves it, as it does for the script).
+    /// The error says how to get them.
+    pub fn monitoring_crds() -> Result<Vec<PathBuf>, String> {
+        let dir = std::env::var_os("CONTROL_PLANE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target/cluster"))
+            .join("monitoring-crds");
+        let files: Vec<PathBuf> = ["servicemonitors", "prometheusrules"]
+            .iter()
+            .map(|kind| dir.join(format!("monitoring.coreos.com_{kind}.yaml")))
+            .collect();
+        match files.iter().find(|f| !f.is_file()) {
+            None => Ok(files),
+            Some(missing) => Err(format!(
+                "{} is missing: run tests/cluster/build.sh (it downloads the Prometheus Operator \
+                 module pinned in tests/cluster/monitoring/ with the Go module proxy)",
+                missing.display()
+            )),
+        }
+    }
+
     /// Whether every binary is built; the error says how to build them.
     pub fn available() -> Result<(), String> {
         let dir = Self::bin_dir();

@@ -71,8 +71,23 @@ pub fn spawn_without_keys(
     name: &str,
     extra: &[(&str, &str)],
 ) -> tokio::process::Child {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.kubeconfig_yaml(&env.ns)).unwrap();
+    spawn_with_kubeconfig(bin, env, &env.kubeconfig_yaml(&env.ns), dir, name, extra)
+}
+
+/// Like [`spawn_without_keys`], with the Kubernetes identity `kubeconfig` gives (e.g. a
+/// ServiceAccount's token from TokenRequest) instead of the operator's static user. The file is
+/// written into `dir`, which the caller removes; its contents are never printed.
+pub fn spawn_with_kubeconfig(
+    bin: &str,
+    env: &Env,
+    kubeconfig: &str,
+    dir: &Path,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> tokio::process::Child {
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, kubeconfig).unwrap();
+    let kubeconfig = path;
     let mut cmd = tokio::process::Command::new(bin);
     cmd.env_clear()
         .env("KUBECONFIG", &kubeconfig)
