@@ -115,9 +115,11 @@ async fn one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up(api: A
     )
     .await;
     let first = n("team-0");
-    let mut ns = env.k8s.get("namespaces", None, &first).unwrap();
-    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": first});
-    env.k8s.replace("namespaces", None, ns).await.unwrap();
+    env.k8s
+        .edit("namespaces", None, &first, |ns| {
+            ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": first});
+        })
+        .await;
     env.wait(
         "unlabelled namespace loses it",
         Duration::from_secs(10),
@@ -243,11 +245,12 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
     })
     .await;
     // An operator the API's schema accepts as a string, but no selector knows.
-    let mut bad = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
-    bad["spec"] =
-        cluster_cr(json!({"matchExpressions": [{"key": "team", "operator": "Near"}]}))["spec"]
-            .clone();
-    env.k8s.replace(CLUSTER_CRS, None, bad).await.unwrap();
+    let bad = json!({"matchExpressions": [{"key": "team", "operator": "Near"}]});
+    env.k8s
+        .edit(CLUSTER_CRS, None, "ecr-public", |cr| {
+            cr["spec"] = cluster_cr(bad.clone())["spec"].clone();
+        })
+        .await;
     env.wait("Ready=False InvalidSpec", Duration::from_secs(15), |k| {
         reason(k).is_some_and(|(s, r)| s == "False" && r == "InvalidSpec")
     })
@@ -282,9 +285,11 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
     })
     .await;
     // Fixing the spec brings the token back.
-    let mut fixed = env.k8s.get(CLUSTER_CRS, None, "ecr-public").unwrap();
-    fixed["spec"] = cluster_cr(selected)["spec"].clone();
-    env.k8s.replace(CLUSTER_CRS, None, fixed).await.unwrap();
+    env.k8s
+        .edit(CLUSTER_CRS, None, "ecr-public", |cr| {
+            cr["spec"] = cluster_cr(selected.clone())["spec"].clone();
+        })
+        .await;
     env.wait("Ready again with a token", Duration::from_secs(15), |k| {
         reason(k).is_some_and(|(s, _)| s == "True")
             && k.get(SECRETS, Some(&team), "ecr-public")

@@ -189,9 +189,11 @@ async fn restart_with_fresh_secrets_costs_nothing(api: Api) {
     // the new generation (proof it reconciled) without calling AWS or writing a Secret.
     for i in 0..5 {
         let name = format!("r-{i}");
-        let mut cr = env.k8s.get(CRS, Some(ns), &name).unwrap();
-        cr["spec"]["refreshBefore"] = json!("5h");
-        env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
+        env.k8s
+            .edit(CRS, Some(ns), &name, |cr| {
+                cr["spec"]["refreshBefore"] = json!("5h");
+            })
+            .await;
     }
     env.wait("new generation observed", T, |k| {
         (0..5).all(|i| {
@@ -373,10 +375,12 @@ async fn spec_change_updates_the_secret_without_a_new_aws_call(api: Api) {
     let op = env.start_operator(&[]).await;
     env.create_cr(ns, "reg", json!({})).await;
     env.wait("Ready", T, |k| cr_ready(k, ns, "reg")).await;
-    let mut cr = env.k8s.get(CRS, Some(ns), "reg").unwrap();
-    cr["spec"]["registries"] = json!(["public.ecr.aws", "ecr-public.aws.com"]);
-    cr["spec"]["secretTemplate"] = json!({"labels": {"team": "a"}});
-    env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
+    env.k8s
+        .edit(CRS, Some(ns), "reg", |cr| {
+            cr["spec"]["registries"] = json!(["public.ecr.aws", "ecr-public.aws.com"]);
+            cr["spec"]["secretTemplate"] = json!({"labels": {"team": "a"}});
+        })
+        .await;
     env.wait("both registries", T, |k| {
         k.get(SECRETS, Some(ns), "reg").is_some_and(|s| {
             docker_config(&s)["auths"]["ecr-public.aws.com"].is_object()

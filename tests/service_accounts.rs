@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 const SAS: &str = "serviceaccounts";
 const ADDED: &str = "ecrpublic.pullsecrets.dev/added-image-pull-secrets";
 
-/// Creates a ServiceAccount; one the API already made (a real cluster's controller creates
+/// Creates a ServiceAccount; one the API already made (the ServiceAccount controller creates
 /// `default` in every namespace) is replaced with this content instead.
 async fn create_sa(k: &Kube, ns: &str, name: &str, extra: Value) {
     let mut sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -22,9 +22,13 @@ async fn create_sa(k: &Kube, ns: &str, name: &str, extra: Value) {
     match k.create(SAS, Some(ns), sa.clone()).await {
         Ok(_) => {}
         Err(e) if e["code"] == 409 => {
-            let current = k
-                .get(SAS, Some(ns), name)
-                .expect("the existing ServiceAccount");
+            // The controller's create may not have reached this test's view of the API yet.
+            let seen = |k: &Kube| k.get(SAS, Some(ns), name).is_some();
+            assert!(
+                k.wait_until(Duration::from_secs(10), seen).await,
+                "{ns}/{name} exists (409) but is never seen"
+            );
+            let current = k.get(SAS, Some(ns), name).expect("seen");
             sa["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
             k.replace(SAS, Some(ns), sa).await.unwrap();
         }
@@ -32,8 +36,11 @@ async fn create_sa(k: &Kube, ns: &str, name: &str, extra: Value) {
     }
 }
 
+/// A ServiceAccount's `imagePullSecrets` (null when it has none, or does not exist yet).
 fn pull_secrets(k: &Kube, ns: &str, name: &str) -> Value {
-    k.get(SAS, Some(ns), name).unwrap()["imagePullSecrets"].clone()
+    k.get(SAS, Some(ns), name)
+        .map(|sa| sa["imagePullSecrets"].clone())
+        .unwrap_or_default()
 }
 
 fn names(k: &Kube, ns: &str, name: &str) -> Vec<String> {
@@ -140,9 +147,11 @@ async fn namespaced_resource_adds_keeps_and_removes_only_its_own_entry(api: Api)
     );
 
     // Narrowing the list undoes the entry on the ServiceAccounts that left it, only there.
-    let mut cr = env.k8s.get(CRS, Some(apps), "ecr").unwrap();
-    cr["spec"]["serviceAccounts"] = json!(["default"]);
-    env.k8s.replace(CRS, Some(apps), cr).await.unwrap();
+    env.k8s
+        .edit(CRS, Some(apps), "ecr", |cr| {
+            cr["spec"]["serviceAccounts"] = json!(["default"]);
+        })
+        .await;
     env.wait("builder back as it was", Duration::from_secs(10), |k| {
         pull_secrets(k, apps, "builder") == theirs && names(k, apps, "late").is_empty()
     })
@@ -261,18 +270,20 @@ async fn cluster_resource_patches_service_accounts_in_selected_namespaces(api: A
     .await;
     assert!(names(&env.k8s, &other, "default").is_empty());
 
-    // A new namespace in the selection, with its ServiceAccount created afterwards.
+    // A new namespace in the selection: the `default` ServiceAccount the ServiceAccount
+    // controller gives it is patched too.
     env.create_namespace(&t2, &team).await;
-    create_sa(&env.k8s, &t2, "default", json!({})).await;
     env.wait("t2 default patched", Duration::from_secs(10), |k| {
         names(k, &t2, "default") == ["ecr-public"]
     })
     .await;
 
     // Leaving the selection undoes it.
-    let mut ns = env.k8s.get("namespaces", None, &t1).unwrap();
-    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": t1});
-    env.k8s.replace("namespaces", None, ns).await.unwrap();
+    env.k8s
+        .edit("namespaces", None, &t1, |ns| {
+            ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": t1});
+        })
+        .await;
     env.wait("t1 entry removed", Duration::from_secs(10), |k| {
         names(k, &t1, "default").is_empty()
     })
@@ -332,10 +343,12 @@ async fn one_edit_renaming_the_secret_and_dropping_the_service_account_undoes_th
         pull_secrets(k, apps, "web") == json!([{}, {"name": "ecr"}])
     })
     .await;
-    let mut cr = env.k8s.get(CRS, Some(apps), "ecr").unwrap();
-    cr["spec"]["secretName"] = json!("ecr-renamed");
-    cr["spec"]["serviceAccounts"] = json!(["worker"]);
-    env.k8s.replace(CRS, Some(apps), cr).await.unwrap();
+    env.k8s
+        .edit(CRS, Some(apps), "ecr", |cr| {
+            cr["spec"]["secretName"] = json!("ecr-renamed");
+            cr["spec"]["serviceAccounts"] = json!(["worker"]);
+        })
+        .await;
     env.wait(
         "old entry gone from web, new one on worker",
         Duration::from_secs(15),

@@ -190,6 +190,36 @@ impl Kube {
         }
     }
 
+    /// Changes an object as `kubectl edit` does: read it, change it, replace it with the read
+    /// resourceVersion as precondition; on a conflict (someone wrote in between, the operator's
+    /// status say) read it again once the newer version shows and redo the change. The object
+    /// must exist.
+    pub async fn edit(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        change: impl Fn(&mut Value),
+    ) -> Value {
+        let current = |k: &Kube| k.get(resource, namespace, name);
+        for _ in 0..10 {
+            let mut obj = current(self).unwrap_or_else(|| panic!("{resource} {name} to edit"));
+            let read = obj["metadata"]["resourceVersion"].clone();
+            change(&mut obj);
+            match self.replace(resource, namespace, obj).await {
+                Ok(stored) => return stored,
+                Err(e) if e["code"] == 409 => {
+                    let newer = |k: &Kube| {
+                        current(k).is_none_or(|o| o["metadata"]["resourceVersion"] != read)
+                    };
+                    self.wait_until(Duration::from_secs(5), newer).await;
+                }
+                Err(e) => panic!("edit {resource} {name}: {e}"),
+            }
+        }
+        panic!("edit {resource} {name}: still conflicting after 10 attempts")
+    }
+
     /// Deletes an object (background propagation, as kubectl does).
     pub async fn delete(
         &self,
