@@ -480,6 +480,9 @@ async fn bench(o: Opts) {
         // on the emulator. The request counts above come from its audit log there.
         "server_writes_per_secret_per_rotation": server_rot_writes.map(per_rotation),
         "server_restart_secret_writes": server_restart_writes,
+        // Every request of the operator over the whole run, by verb, resource and answer, as the
+        // API recorded them (the emulator's log, or the real server's audit log).
+        "requests": requests_by_kind(&env),
     });
     if o.json {
         println!("{result}");
@@ -489,6 +492,17 @@ async fn bench(o: Opts) {
             serde_json::to_string_pretty(&result).unwrap_or_default()
         );
     }
+}
+
+/// The operator's requests counted by "verb resource[/subresource] code".
+fn requests_by_kind(env: &Env) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in env.k8s.requests() {
+        let sub = r.subresource.map(|s| format!("/{s}")).unwrap_or_default();
+        let key = format!("{} {}{sub} {}", r.verb, r.resource, r.code);
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Each Secret's token expiry (`expires-at` annotation, RFC 3339), by namespace/name.
