@@ -31,32 +31,61 @@ pub fn bounded_note(mut note: String) -> String {
     note
 }
 
-/// The recorder both kinds publish through: this operator, as reported by this pod.
-pub fn recorder(client: Client, instance: Option<String>) -> Recorder {
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance,
-    };
-    Recorder::new(client, reporter)
+/// Publishes Events for one kind, as this operator reported by this pod.
+///
+/// kube-runtime's `Recorder` keeps every Event it published for six minutes, so that a repeat
+/// (same object, type and reason) becomes a `series` count on the first Event instead of a new
+/// one. That is what Warnings need: a failing resource retried with backoff says so once, with
+/// a count. Normal Events announce one write of one Secret and are not repeated within minutes;
+/// kept, they would cost a cached Event per resource after a cold start of thousands (and a
+/// scan of all of them per publish). So Warnings go through one long-lived `Recorder` and
+/// Normal Events through a fresh one each, which keeps nothing.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    reporter: Reporter,
+    warnings: Recorder,
 }
 
-/// Publishes an Event; a failure is logged, never fatal to the reconcile.
-pub async fn publish(
-    recorder: &Recorder,
-    regarding: &ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(bounded_note(note)),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, regarding).await {
-        warn!(error = %e, "could not publish event");
+impl Publisher {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance,
+        };
+        let warnings = Recorder::new(client.clone(), reporter.clone());
+        Self {
+            client,
+            reporter,
+            warnings,
+        }
+    }
+
+    /// Publishes an Event; a failure is logged, never fatal to the reconcile.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(bounded_note(note)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let published = match type_ {
+            EventType::Warning => self.warnings.publish(&event, regarding).await,
+            EventType::Normal => {
+                let once = Recorder::new(self.client.clone(), self.reporter.clone());
+                once.publish(&event, regarding).await
+            }
+        };
+        if let Err(e) = published {
+            warn!(error = %e, "could not publish event");
+        }
     }
 }
 

@@ -26,12 +26,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client,
     api::PartialObjectMeta,
-    runtime::{
-        controller,
-        events::{EventType, Recorder},
-        reflector::ObjectRef,
-        watcher,
-    },
+    runtime::{controller, events::EventType, reflector::ObjectRef, watcher},
 };
 use tracing::{debug, warn};
 
@@ -43,7 +38,8 @@ use crate::{
     aws::{cache::TokenCache, identity::AllowedRoles},
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, PullSecretSettings},
     k8s::{
-        events,
+        cached_secret::CachedSecret,
+        events::Publisher,
         status::{Reported, StatusWriter},
         watch::Watch,
     },
@@ -123,12 +119,12 @@ pub struct Inputs {
 }
 
 /// What both Secret kinds hold: the Secret core over their own Secret watch, the status writer,
-/// the Event recorder, the settings and the retry backoff.
+/// the Event publisher, the settings and the retry backoff.
 pub struct Kind<K: Reported> {
     pub client: Client,
     pub secrets: Secrets,
     pub status: StatusWriter<K>,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub settings: Settings,
     pub backoff: Backoff<ObjectRef<K>>,
 }
@@ -140,9 +136,10 @@ impl<K: Reported> Kind<K> {
         inputs: &Inputs,
         api: Api<PartialObjectMeta<Secret>>,
         labels: &str,
-    ) -> (Self, Watch<PartialObjectMeta<Secret>>) {
+    ) -> (Self, Watch<CachedSecret>) {
         let (client, settings) = (&inputs.client, &inputs.settings);
-        let watch = Watch::new(api, watcher::Config::default().labels(labels));
+        let config = watcher::Config::default().labels(labels);
+        let watch = Watch::projected(api, config, CachedSecret::from);
         let allowed = settings.allowed_roles.clone();
         let secrets = Secrets::new(
             client.clone(),
@@ -154,7 +151,7 @@ impl<K: Reported> Kind<K> {
             client: client.clone(),
             secrets,
             status: StatusWriter::new(client.clone()),
-            recorder: events::recorder(client.clone(), settings.instance.clone()),
+            events: Publisher::new(client.clone(), settings.instance.clone()),
             settings: settings.clone(),
             backoff: settings.backoff(),
         };
@@ -163,7 +160,8 @@ impl<K: Reported> Kind<K> {
 
     /// Publishes an Event about `obj`; a failure is logged, never fatal to the reconcile.
     pub async fn publish(&self, obj: &K, type_: EventType, reason: &str, note: String) {
-        events::publish(&self.recorder, &obj.object_ref(&()), type_, reason, note).await;
+        let regarding = obj.object_ref(&());
+        self.events.publish(&regarding, type_, reason, note).await;
     }
 }
 
