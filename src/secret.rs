@@ -133,19 +133,6 @@ pub enum Owner {
 }
 
 impl Owner {
-    /// Whether this owner wrote the Secret with `meta`.
-    pub fn owns(&self, meta: &ObjectMeta) -> bool {
-        match self {
-            Owner::Reference(owner) => is_controlled_by(meta, &owner.uid),
-            Owner::Label(uid) => {
-                meta.labels
-                    .as_ref()
-                    .and_then(|l| l.get(CLUSTER_OWNER_LABEL))
-                    == Some(uid)
-            }
-        }
-    }
-
     /// The owning resource's UID.
     pub fn uid(&self) -> &str {
         match self {
@@ -329,24 +316,6 @@ mod tests {
         };
         assert_ne!(config_hash(&role, None), config_hash(&c, None));
         assert_ne!(config_hash(&c, Some("sa")), config_hash(&c, None));
-    }
-
-    #[test]
-    fn each_kind_recognises_only_its_own_secrets() {
-        let settings = PullSecretSettings::default();
-        let reference = Owner::Reference(OwnerReference {
-            uid: "u1".into(),
-            controller: Some(true),
-            ..OwnerReference::default()
-        });
-        let label = Owner::Label("u1".into());
-        let by_reference = build(&reference.spec("s", "ns", &settings, None), None);
-        let by_label = build(&label.spec("s", "ns", &settings, None), None);
-        assert!(reference.owns(&by_reference.metadata));
-        assert!(!reference.owns(&by_label.metadata), "same UID, other kind");
-        assert!(label.owns(&by_label.metadata));
-        assert!(!label.owns(&by_reference.metadata));
-        assert!(!Owner::Label("u2".into()).owns(&by_label.metadata));
     }
 
     #[test]

@@ -10,8 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{api::PartialObjectMeta, runtime::reflector::Store};
+use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -27,7 +26,7 @@ use prometheus_client::{
 use crate::{
     Error,
     aws::{TokenSource, identity::Identity, token::Token},
-    secret::SecretState,
+    k8s::cached_secret::CachedSecret,
 };
 
 /// The `result` of one reconcile, as `epps_reconcile_total` and `epps_reconcile_duration_seconds`
@@ -146,7 +145,7 @@ impl Metrics {
     }
 
     /// Lets the Secret gauges read the controller's Secret cache.
-    pub fn watch_secrets(&self, store: Store<PartialObjectMeta<Secret>>) {
+    pub fn watch_secrets(&self, store: Store<CachedSecret>) {
         *crate::lock(&self.secrets.store) = Some(store);
     }
 
@@ -183,7 +182,7 @@ impl<S: TokenSource> TokenSource for Metered<S> {
 
 #[derive(Debug, Default)]
 struct SecretsCollector {
-    store: Mutex<Option<Store<PartialObjectMeta<Secret>>>>,
+    store: Mutex<Option<Store<CachedSecret>>>,
 }
 
 impl Collector for SecretsCollector {
@@ -207,15 +206,12 @@ impl Collector for SecretsCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for s in &secrets {
-            let Some(expires) = SecretState::from_meta(&s.metadata).expires_at else {
+            let Some(expires) = s.state.expires_at else {
                 continue;
             };
             let labels = [
-                (
-                    "namespace",
-                    s.metadata.namespace.clone().unwrap_or_default(),
-                ),
-                ("name", s.metadata.name.clone().unwrap_or_default()),
+                ("namespace", s.namespace().unwrap_or_default()),
+                ("name", s.name_any()),
             ];
             ConstGauge::new(expires.timestamp()).encode(family.encode_family(&labels)?)?;
         }

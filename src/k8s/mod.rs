@@ -2,12 +2,14 @@
 //!
 //! - [`watch`]: the one watch builder; a resource read by several reconcilers is listed and
 //!   watched once and its stream shared;
+//! - [`cached_secret`]: what the Secret caches keep of a Secret;
 //! - [`synced`]: the gate that opens once each watch has listed;
 //! - [`memo`]: our own writes, remembered until the watch shows them;
 //! - [`status`]: the status writer (server-side apply of the status subresource);
 //! - [`events`]: Events through kube-runtime's `Recorder`;
 //! - [`leader`]: leader election with a Lease.
 
+pub mod cached_secret;
 pub mod events;
 pub mod leader;
 pub mod memo;

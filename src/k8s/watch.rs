@@ -12,17 +12,19 @@
 //!
 //! Every cache drops what the operator never reads: `managedFields` and `kubectl apply`'s
 //! `last-applied-configuration` copy, at thousands of objects most of what a cache would hold.
+//! The Secret caches go further and keep a projection ([`crate::k8s::cached_secret`]): the few
+//! fields a reconcile reads, the token state parsed once.
 
 use std::{fmt::Debug, hash::Hash, sync::Arc};
 
 use futures::{
-    Stream, StreamExt,
+    Stream, StreamExt, TryStreamExt,
     channel::mpsc::{self, UnboundedReceiver, UnboundedSender},
     future,
     stream::BoxStream,
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, Resource,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher, watcher::Event},
 };
 use serde::de::DeserializeOwned;
@@ -51,11 +53,29 @@ where
 {
     /// Lists and watches `api` with `config` (pages of 500, backoff on errors) once it runs.
     pub fn new(api: Api<K>, config: watcher::Config) -> Self {
+        Self::projected(api, config, slim)
+    }
+}
+
+impl<K> Watch<K>
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    /// Lists and watches `api` like [`Watch::new`], caching and passing on `project(object)`
+    /// instead of each object.
+    pub fn projected<S>(api: Api<S>, config: watcher::Config, project: fn(S) -> K) -> Self
+    where
+        S: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+        S::DynamicType: Default,
+    {
         let (store, writer) = reflector::store();
-        let events = reflector(writer, watcher(api, config).default_backoff().modify(slim)).boxed();
+        let watch = watcher(api, config)
+            .default_backoff()
+            .map_ok(move |event| projected(event, project));
         Self {
             store,
-            events,
+            events: reflector(writer, watch).boxed(),
             subscribers: Vec::new(),
         }
     }
@@ -91,6 +111,16 @@ where
     }
 }
 
+fn projected<S, K>(event: Event<S>, project: fn(S) -> K) -> Event<K> {
+    match event {
+        Event::Apply(s) => Event::Apply(project(s)),
+        Event::Delete(s) => Event::Delete(project(s)),
+        Event::Init => Event::Init,
+        Event::InitApply(s) => Event::InitApply(project(s)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 /// The same event with the object behind an `Arc`, cloned once for any number of subscribers.
 fn shared<K>(event: Event<K>) -> Event<Arc<K>> {
     match event {
@@ -102,11 +132,18 @@ fn shared<K>(event: Event<K>) -> Event<Arc<K>> {
     }
 }
 
-fn slim<K: Resource>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
-    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+/// Drops what no reconciler reads. Emptied collections are freed, not just cleared: an empty
+/// `Vec` keeps its buffer and an empty `BTreeMap` its node, per cached object.
+fn slim<K: Resource>(mut obj: K) -> K {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
+    obj
 }
 
 /// One subscriber's view of a [`Watch`].

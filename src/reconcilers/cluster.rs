@@ -94,8 +94,11 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
             all.map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
         })
         .watches_shared_stream(secret_events, move |s| {
-            let uid = s.labels().get(CLUSTER_OWNER_LABEL).cloned();
-            let mine = by_uid.state().into_iter().filter(|cr| cr.uid() == uid);
+            let uid = s.cluster_owner();
+            let mine = by_uid
+                .state()
+                .into_iter()
+                .filter(|cr| cr.uid().as_deref() == uid);
             mine.map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
         })
         .with_config(config)
@@ -143,8 +146,8 @@ async fn cleanup(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Actio
     let owned = Api::<Secret>::all(ctx.client.clone())
         .list_metadata(&ListParams::default().labels(&format!("{CLUSTER_OWNER_LABEL}={uid}")))
         .await?;
-    for meta in &owned.items {
-        ctx.secrets.delete(meta).await?;
+    for meta in owned.items {
+        ctx.secrets.delete(&meta.into()).await?;
     }
     info!("deleted the Secrets of a deleted ClusterEcrPublicPullSecret");
     Ok(Action::await_change())

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions},
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::{
         controller::Action,
         reflector::{ObjectRef, Store},
@@ -25,12 +25,12 @@ use crate::{
         token::Token,
     },
     crd::{MANAGER, OnExpiry, PullSecretSettings},
-    k8s::memo::Memo,
+    k8s::{cached_secret::CachedSecret, memo::Memo},
     schedule::{self, Rotation},
     secret::{self, Owner, SecretState},
 };
 
-type Meta = PartialObjectMeta<Secret>;
+type Meta = CachedSecret;
 
 /// What a resource wants its Secrets to hold, worked out once per reconcile.
 pub struct Desired<'a> {
@@ -147,14 +147,14 @@ impl Secrets {
         let meta = match self.cache.get(&at.key()) {
             Some(meta) => meta,
             None => match self.api(at.namespace).get_metadata_opt(at.name).await? {
-                Some(meta) => Arc::new(meta),
+                Some(meta) => Arc::new(CachedSecret::from(meta)),
                 None => {
                     self.written.forget(&at.key());
                     return Ok(Observed::Absent);
                 }
             },
         };
-        if !desired.owner.owns(&meta.metadata) {
+        if !meta.owned_by(&desired.owner) {
             return Ok(Observed::Theirs);
         }
         Ok(Observed::Ours(self.state_of(&meta)))
@@ -162,13 +162,13 @@ impl Secrets {
 
     /// The token state of a Secret: as read, or our own newer write.
     pub fn state_of(&self, meta: &Meta) -> SecretState {
-        let observed = SecretState::from_meta(&meta.metadata);
+        let observed = &meta.state;
         let shown = |w: &Written| {
-            w.resource_version == meta.metadata.resource_version || w.state == observed
+            w.resource_version == meta.meta().resource_version || w.state == *observed
         };
         match self.written.unseen(&ObjectRef::from_obj(meta), shown) {
             Some(ours) => ours.state,
-            None => observed,
+            None => observed.clone(),
         }
     }
 
@@ -298,7 +298,7 @@ impl Secrets {
             .state()
             .into_iter()
             .filter(|s| namespace.is_none() || s.namespace().as_deref() == namespace)
-            .filter(|s| owner.owns(&s.metadata))
+            .filter(|s| s.owned_by(owner))
             .collect()
     }
 
