@@ -1,5 +1,5 @@
-//! Benchmark: the real operator (this example's own executable re-run in operator mode, so it is a
-//! separate process whose memory can be read from /proc) against a Kubernetes API and the fake ECR
+//! Benchmark: the operator binary itself (built by the bench with the bench's own profile, run as a
+//! separate process whose memory is read from /proc) against a Kubernetes API and the fake ECR
 //! Public on 127.0.0.1. The API is the in-repo emulator (default) or, with `--api real`, the real
 //! kube-apiserver + etcd built by `tests/cluster/build.sh`, whose audit log and `/metrics` then
 //! count the requests (the server's own view, not the operator's).
@@ -24,9 +24,6 @@ use futures::StreamExt;
 use harness::env::*;
 use harness::fake_sts::FakeSts;
 use serde_json::json;
-
-/// Environment variable that switches this executable into operator mode.
-const OPERATOR_MODE: &str = "EPPS_BENCH_OPERATOR";
 
 #[derive(Debug, Parser)]
 struct Opts {
@@ -59,12 +56,13 @@ struct Opts {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// `restart_rss_mib` of a run with `--crs 100` (same other settings): the JSON then also
+    /// carries `bytes_per_resource` = (restart RSS here − this) / (N − 100).
+    #[arg(long)]
+    baseline_rss_mib: Option<f64>,
 }
 
 fn main() {
-    if std::env::var_os(OPERATOR_MODE).is_some() {
-        return operator_mode();
-    }
     let opts = Opts::parse();
     if opts.identities == 0 {
         eprintln!("--identities must be at least 1");
@@ -77,19 +75,25 @@ fn main() {
     rt.block_on(bench(opts));
 }
 
-/// The operator process: exactly the binary's `run`, configured from the environment.
-fn operator_mode() {
-    use ecr_public_pull_secret_operator::{config::Cli, run, telemetry};
-    let cli = Cli::parse_from(["ecr-public-pull-secret-operator"]);
-    telemetry::init(cli.run.log_format, &cli.run.log_filter);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if let Err(e) = rt.block_on(run::run(&cli.run, run::shutdown_signal())) {
-        eprintln!("{e}");
-        std::process::exit(1);
-    }
+/// The operator binary of the bench's own profile (`target/<profile>/`), built now if needed: the
+/// figures are the shipped binary's, its allocator and all, never a stale build's.
+fn operator_binary() -> std::path::PathBuf {
+    const BIN: &str = env!("CARGO_PKG_NAME");
+    let exe = std::env::current_exe().expect("own executable");
+    // target/<profile dir>/examples/bench
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+        None => panic!("unexpected bench location {}", exe.display()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--profile", &profile, "--bin", BIN])
+        .status()
+        .expect("run cargo build for the operator binary");
+    assert!(status.success(), "cargo build --bin {BIN} failed");
+    profile_dir.join(BIN)
 }
 
 struct Child {
@@ -135,7 +139,12 @@ fn cr_spec(i: usize, identities: usize) -> serde_json::Value {
 
 const ROLE_PREFIX: &str = "arn:aws:iam::123456789012:role/bench-";
 
-fn spawn_operator(env: &Env, kubeconfig: &std::path::Path, sts: Option<&FakeSts>) -> Child {
+fn spawn_operator(
+    exe: &std::path::Path,
+    env: &Env,
+    kubeconfig: &std::path::Path,
+    sts: Option<&FakeSts>,
+) -> Child {
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -143,21 +152,19 @@ fn spawn_operator(env: &Env, kubeconfig: &std::path::Path, sts: Option<&FakeSts>
     // BENCH_OPERATOR_WRAPPER runs the operator under a profiler, e.g.
     // "/usr/bin/valgrind --tool=massif --massif-out-file=/tmp/massif.out" (RSS then is the
     // profiler's, not the operator's).
-    let exe = std::env::current_exe().expect("own executable");
     let wrapper: Vec<String> = std::env::var("BENCH_OPERATOR_WRAPPER")
         .map(|w| w.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = tokio::process::Command::new(program);
-            c.args(args).arg(&exe);
+            c.args(args).arg(exe);
             c
         }
-        None => tokio::process::Command::new(&exe),
+        None => tokio::process::Command::new(exe),
     };
     let proc = command
         .env_clear()
-        .env(OPERATOR_MODE, "1")
         .env("KUBECONFIG", kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
         .envs(sts.map(|sts| ("AWS_ENDPOINT_URL_STS", sts.url())))
@@ -272,6 +279,7 @@ async fn server_count(env: &Env, resource: &str, subresource: &str, verb: &str) 
 }
 
 async fn bench(o: Opts) {
+    let exe = operator_binary();
     let env = Env::start_on(o.api).await;
     env.ecr
         .set_token_lifetime(Duration::from_secs(o.token_lifetime));
@@ -315,7 +323,7 @@ async fn bench(o: Opts) {
 
     // Cold start.
     let started = Instant::now();
-    let op = spawn_operator(&env, &kubeconfig, sts.as_ref());
+    let op = spawn_operator(&exe, &env, &kubeconfig, sts.as_ref());
     assert!(
         wait_ready(&env, o.crs, Duration::from_secs(600)).await,
         "cold start did not finish"
@@ -431,7 +439,7 @@ async fn bench(o: Opts) {
     let calls1 = env.ecr.calls();
     let writes1 = writes(&env);
     let server_writes1 = server_count(&env, "secrets", "", "APPLY").await;
-    let op = spawn_operator(&env, &kubeconfig, sts.as_ref());
+    let op = spawn_operator(&exe, &env, &kubeconfig, sts.as_ref());
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(300) {
         let seen = op.metric(r#"epps_reconcile_total{result="fresh"}"#).await
@@ -473,6 +481,10 @@ async fn bench(o: Opts) {
         "restart_secret_writes": restart_secret_writes,
         "rss_mib": round(rss_mib, 1),
         "restart_rss_mib": round(restart_rss_mib, 1),
+        // What each resource beyond the first 100 costs in the steady state (BENCHMARKS.md).
+        "bytes_per_resource": o.baseline_rss_mib.filter(|_| o.crs > 100).map(|base| {
+            ((restart_rss_mib - base) * 1024.0 * 1024.0 / (o.crs - 100) as f64).round()
+        }),
         // AssumeRole calls (several identities only): one per role per session lifetime.
         "sts_calls": sts.as_ref().map_or(0, |s| s.assume_role_calls().values().sum::<usize>()),
         "max_ecr_calls_per_identity": env.ecr.calls_by_access_key().values().max().copied().unwrap_or(0),
