@@ -90,6 +90,8 @@ fn operator_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--quiet", "--profile", &profile, "--bin", BIN])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .status()
         .expect("run cargo build for the operator binary");
     assert!(status.success(), "cargo build --bin {BIN} failed");
@@ -176,11 +178,12 @@ fn spawn_operator(
         .env("HTTP_ADDR", http.to_string())
         .env("RUST_LOG", "warn")
         .env("CONCURRENCY", "64")
-        // Allocator tuning experiments: pass MALLOC_ARENA_MAX through when the caller sets it.
+        // Allocator tuning experiments, and the PATH a profiler wrapper's script needs: passed
+        // through when the caller sets them.
         .envs(
-            std::env::var("MALLOC_ARENA_MAX")
-                .ok()
-                .map(|v| ("MALLOC_ARENA_MAX", v)),
+            ["MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "PATH"]
+                .into_iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
