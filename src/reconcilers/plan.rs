@@ -159,8 +159,7 @@ impl Write {
 
 /// Whether a Secret write deserves a Normal Event: the first write, a rewrite for a changed spec
 /// and a recovery always; a routine rotation only when asked for. Those come for every resource
-/// every rotation: at 10,000 resources, 10,000 Events for the API server to store, and
-/// kube-runtime's `Recorder` keeps each in memory for six minutes (about 4 KiB apiece, measured).
+/// every rotation: at 10,000 resources, 10,000 Events for the API server to write and store.
 /// The status and metrics show rotations.
 pub fn worth_an_event(why: Write, was_ready: bool, rotation_events: bool) -> bool {
     why != Write::Rotation || !was_ready || rotation_events
