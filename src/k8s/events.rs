@@ -31,20 +31,30 @@ pub fn bounded_note(mut note: String) -> String {
     note
 }
 
-/// Publishes Events for one kind, as this operator reported by this pod.
+/// Whether a repeat of an Event is counted on the first one.
 ///
 /// kube-runtime's `Recorder` keeps every Event it published for six minutes, so that a repeat
 /// (same object, type and reason) becomes a `series` count on the first Event instead of a new
-/// one. That is what Warnings need: a failing resource retried with backoff says so once, with
-/// a count. Normal Events announce one write of one Secret and are not repeated within minutes;
-/// kept, they would cost a cached Event per resource after a cold start of thousands (and a
-/// scan of all of them per publish). So Warnings go through one long-lived `Recorder` and
-/// Normal Events through a fresh one each, which keeps nothing.
+/// one. That is worth it only for what can repeat within minutes; kept for Events that come for
+/// every resource at once, it would hold one cached Event per resource after a cold start of
+/// thousands (and scan all of them on each publish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeats {
+    /// It may come again within minutes (a failure retried with backoff, spec edits in a row):
+    /// the repeat is counted on the first Event.
+    Counted,
+    /// It comes again after hours if ever (a first write, a rotation), and for every resource
+    /// at once: nothing is kept.
+    Rare,
+}
+
+/// Publishes Events for one kind, as this operator reported by this pod.
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
     reporter: Reporter,
-    warnings: Recorder,
+    /// For [`Repeats::Counted`]: long-lived, it keeps what it published.
+    counted: Recorder,
 }
 
 impl Publisher {
@@ -53,11 +63,11 @@ impl Publisher {
             controller: MANAGER.into(),
             instance,
         };
-        let warnings = Recorder::new(client.clone(), reporter.clone());
+        let counted = Recorder::new(client.clone(), reporter.clone());
         Self {
             client,
             reporter,
-            warnings,
+            counted,
         }
     }
 
@@ -68,6 +78,7 @@ impl Publisher {
         type_: EventType,
         reason: &str,
         note: String,
+        repeats: Repeats,
     ) {
         let event = Event {
             type_,
@@ -76,9 +87,10 @@ impl Publisher {
             action: "Reconcile".into(),
             secondary: None,
         };
-        let published = match type_ {
-            EventType::Warning => self.warnings.publish(&event, regarding).await,
-            EventType::Normal => {
+        let published = match repeats {
+            Repeats::Counted => self.counted.publish(&event, regarding).await,
+            // A Recorder of its own, dropped with all it would have kept.
+            Repeats::Rare => {
                 let once = Recorder::new(self.client.clone(), self.reporter.clone());
                 once.publish(&event, regarding).await
             }

@@ -35,7 +35,7 @@ use super::{
 use crate::{
     Error,
     crd::{ClusterEcrPublicPullSecret, ClusterEcrPublicPullSecretStatus},
-    k8s::synced::Synced,
+    k8s::{events::Repeats, synced::Synced},
     schedule::{self, Rotation},
     secret::{CLUSTER_OWNER_LABEL, Owner},
 };
@@ -337,7 +337,9 @@ async fn write_status(
         } else {
             EventType::Warning
         };
-        ctx.publish(cr, type_, &ready.reason, ready.message).await;
+        // One resource's Ready changes: few, and a flapping one is counted, not repeated.
+        let (reason, note) = (&ready.reason, ready.message);
+        ctx.publish(cr, type_, reason, note, Repeats::Counted).await;
     }
     Ok(())
 }

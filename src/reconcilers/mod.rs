@@ -39,7 +39,7 @@ use crate::{
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, PullSecretSettings},
     k8s::{
         cached_secret::CachedSecret,
-        events::Publisher,
+        events::{Publisher, Repeats},
         status::{Reported, StatusWriter},
         watch::Watch,
     },
@@ -159,9 +159,18 @@ impl<K: Reported> Kind<K> {
     }
 
     /// Publishes an Event about `obj`; a failure is logged, never fatal to the reconcile.
-    pub async fn publish(&self, obj: &K, type_: EventType, reason: &str, note: String) {
+    pub async fn publish(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        repeats: Repeats,
+    ) {
         let regarding = obj.object_ref(&());
-        self.events.publish(&regarding, type_, reason, note).await;
+        self.events
+            .publish(&regarding, type_, reason, note, repeats)
+            .await;
     }
 }
 

@@ -38,7 +38,7 @@ use crate::{
     admin::metrics::{Metrics, Reconciled},
     aws::token::Token,
     crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus},
-    k8s::synced::Synced,
+    k8s::{events::Repeats, synced::Synced},
     schedule,
     secret::{self, Owner},
 };
@@ -264,7 +264,13 @@ async fn announce_write(
     if plan::worth_an_event(why, was_ready, ctx.settings.rotation_events) {
         let until = token.expires_at.to_rfc3339();
         let note = format!("Secret {secret_name} {verb}; token valid until {until}");
-        ctx.publish(cr, EventType::Normal, reason, note).await;
+        // Spec edits can come in a row; first writes and rotations come for every resource.
+        let repeats = match why {
+            Write::Reconfigured => Repeats::Counted,
+            Write::First | Write::Rotation => Repeats::Rare,
+        };
+        ctx.publish(cr, EventType::Normal, reason, note, repeats)
+            .await;
     }
 }
 
@@ -279,7 +285,8 @@ async fn failed(
     let (error, reason) = (&failure.error, failure.error.label());
     if report::ready_reason(ctx.status.current(cr).as_ref()) != Some(reason) || failure.removed {
         let note = report.message.clone();
-        ctx.publish(cr, EventType::Warning, reason, note).await;
+        ctx.publish(cr, EventType::Warning, reason, note, Repeats::Counted)
+            .await;
     }
     warn!(reason, %error, "token refresh failed");
     let wait = ctx.backoff.next(&ObjectRef::from_obj(cr));
@@ -301,8 +308,15 @@ async fn report_problem(
 ) -> Result<(), Error> {
     let current = ctx.status.current(cr);
     if report::ready_reason(current.as_ref()) != Some(error.label()) {
-        ctx.publish(cr, EventType::Warning, error.label(), error.to_string())
-            .await;
+        let note = error.to_string();
+        ctx.publish(
+            cr,
+            EventType::Warning,
+            error.label(),
+            note,
+            Repeats::Counted,
+        )
+        .await;
     }
     let report = report::problem(error, &cr.secret_name(), current.as_ref());
     write_status(cr, ctx, &report, now).await

@@ -5,7 +5,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::discovery::Discovery;
 use serde_json::{Value, json};
 
-use crate::common::{Cluster, TestCrd, await_deleted, await_object, status};
+use crate::common::{Cluster, TestCrd, await_deleted, await_object, status, within};
 
 async fn custom_resource_crud_with_status_subresource(backend: Backend) {
     let k = Cluster::start(backend).await;
@@ -536,8 +536,18 @@ async fn custom_resource_puts_are_conditional_and_crd_deletion_removes_the_type(
         ("True", Some("InstanceDeletionPending"))
     );
     await_deleted(&crds, &crd.name(), &uid).await;
-    let s = status(api.list(&ListParams::default()).await.unwrap_err());
-    assert_eq!(s.code, 404);
+    // The real server stops serving the type when its CRD handler has seen the deletion, a
+    // moment after the CRD object is gone; there is nothing to watch for that but the list.
+    let gone = within("the type to stop being served", async {
+        loop {
+            match api.list(&ListParams::default()).await {
+                Err(e) => break e,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(status(gone).code, 404);
     // The instances went with their CRD: a new CRD of the same name starts empty.
     k.install(&crd).await;
     assert!(
