@@ -33,7 +33,12 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
 
     /// `key` succeeded (or is gone): its next failure waits the base delay again.
     pub fn reset(&self, key: &K) {
-        lock(&self.attempts).remove(key);
+        let mut attempts = lock(&self.attempts);
+        if attempts.remove(key).is_some() && attempts.len() < attempts.capacity() / 4 {
+            // A burst of failures across thousands of resources (AWS down) grows the table; it
+            // gives the memory back once most of them have recovered.
+            attempts.shrink_to_fit();
+        }
     }
 }
 
@@ -56,5 +61,19 @@ mod tests {
         );
         backoff.reset(&"a");
         assert!(backoff.next(&"a") <= Duration::from_millis(200), "reset");
+    }
+
+    #[test]
+    fn the_table_gives_memory_back_once_a_burst_of_failures_has_recovered() {
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
+        for key in 0..10_000 {
+            backoff.next(&key);
+        }
+        let grown = lock(&backoff.attempts).capacity();
+        for key in 0..10_000 {
+            backoff.reset(&key);
+        }
+        let after = lock(&backoff.attempts).capacity();
+        assert!(grown >= 10_000 && after < 100, "{grown} -> {after}");
     }
 }
