@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use kube::{ResourceExt, runtime::reflector::Store};
+use kube::runtime::reflector::Store;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -209,10 +209,7 @@ impl Collector for SecretsCollector {
             let Some(expires) = s.state.expires_at else {
                 continue;
             };
-            let labels = [
-                ("namespace", s.namespace().unwrap_or_default()),
-                ("name", s.name_any()),
-            ];
+            let labels = [("namespace", s.namespace()), ("name", s.name())];
             ConstGauge::new(expires.timestamp()).encode(family.encode_family(&labels)?)?;
         }
         Ok(())

@@ -9,36 +9,69 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
-use kube::{Resource, api::PartialObjectMeta, core::NamespaceResourceScope};
-use serde::Deserialize;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Resource,
+    api::PartialObjectMeta,
+    runtime::reflector::{Lookup, ObjectRef},
+};
 
-use crate::secret::{self, CLUSTER_OWNER_LABEL, Owner, SecretState};
+use crate::{
+    crd::EcrPublicPullSecret,
+    secret::{CLUSTER_OWNER_LABEL, Owner, SecretState},
+};
 
-/// One Secret as the caches hold it. It deserializes from a Secret's metadata, as
-/// kube-runtime's `watches` bounds ask, though the watches build it with [`From`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "PartialObjectMeta<Secret>")]
+/// One Secret as the caches hold it: plain fields rather than an `ObjectMeta` (360 bytes of
+/// mostly empty options per Secret). Not a `Resource`, only what kube-runtime's store needs to
+/// key it ([`Lookup`]); the reconcilers are triggered from its [`CachedSecret::controller`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachedSecret {
-    /// Name, namespace, uid, resourceVersion and the controller ownerReference, nothing else:
-    /// kube-runtime finds the resource a Secret event concerns through that reference.
-    metadata: ObjectMeta,
-    /// The token state its annotations describe.
-    pub state: SecretState,
+    name: String,
+    namespace: String,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    /// Name and UID of the `EcrPublicPullSecret` its controller ownerReference names.
+    controller: Option<(String, String)>,
     /// The UID in its cluster-owner label (Secrets of a `ClusterEcrPublicPullSecret`).
     cluster_owner: Option<String>,
+    /// The token state its annotations describe.
+    pub state: SecretState,
 }
 
 impl CachedSecret {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
     /// The UID in its cluster-owner label.
     pub fn cluster_owner(&self) -> Option<&str> {
         self.cluster_owner.as_deref()
     }
 
+    /// The `EcrPublicPullSecret` that controls it, if one does.
+    pub fn controller(&self) -> Option<ObjectRef<EcrPublicPullSecret>> {
+        let (name, _) = self.controller.as_ref()?;
+        Some(ObjectRef::new(name).within(&self.namespace))
+    }
+
     /// Whether `owner` wrote this Secret.
     pub fn owned_by(&self, owner: &Owner) -> bool {
         match owner {
-            Owner::Reference(reference) => secret::is_controlled_by(&self.metadata, &reference.uid),
+            Owner::Reference(reference) => {
+                self.controller.as_ref().map(|(_, uid)| uid) == Some(&reference.uid)
+            }
             Owner::Label(uid) => self.cluster_owner.as_ref() == Some(uid),
         }
     }
@@ -49,52 +82,64 @@ impl From<PartialObjectMeta<Secret>> for CachedSecret {
         let meta = secret.metadata;
         let state = SecretState::from_meta(&meta);
         let cluster_owner = meta.labels.and_then(|mut l| l.remove(CLUSTER_OWNER_LABEL));
+        let (kind, api_version) = (
+            <EcrPublicPullSecret as Resource>::kind(&()),
+            <EcrPublicPullSecret as Resource>::api_version(&()),
+        );
         let controller = meta
             .owner_references
             .into_iter()
             .flatten()
-            .find(|o| o.controller == Some(true));
+            .find(|o| o.controller == Some(true))
+            .filter(|o| o.kind == kind && o.api_version == api_version)
+            .map(|o| (o.name, o.uid));
         Self {
-            metadata: ObjectMeta {
-                name: meta.name,
-                namespace: meta.namespace,
-                uid: meta.uid,
-                resource_version: meta.resource_version,
-                owner_references: controller.map(|o| vec![o]),
-                ..ObjectMeta::default()
-            },
-            state,
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace.unwrap_or_default(),
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            controller,
             cluster_owner,
+            state,
         }
     }
 }
 
-impl Resource for CachedSecret {
+/// What kube-runtime's store keys a Secret by. Without resourceVersion and UID: the store copies
+/// them into each key, where nothing reads them (a key compares name and namespace only).
+impl Lookup for CachedSecret {
     type DynamicType = ();
-    type Scope = NamespaceResourceScope;
 
     fn kind(_: &()) -> Cow<'_, str> {
-        Secret::kind(&())
+        <Secret as Resource>::kind(&())
     }
 
     fn group(_: &()) -> Cow<'_, str> {
-        Secret::group(&())
+        <Secret as Resource>::group(&())
     }
 
     fn version(_: &()) -> Cow<'_, str> {
-        Secret::version(&())
+        <Secret as Resource>::version(&())
     }
 
     fn plural(_: &()) -> Cow<'_, str> {
-        Secret::plural(&())
+        <Secret as Resource>::plural(&())
     }
 
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.name))
     }
 
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.namespace))
+    }
+
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
     }
 }
 
@@ -102,7 +147,6 @@ impl Resource for CachedSecret {
 mod tests {
     use chrono::{DateTime, Duration};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-    use kube::api::ObjectMeta as Meta;
 
     use super::*;
     use crate::{aws::token::test_token, crd::PullSecretSettings, secret::build};
@@ -115,14 +159,22 @@ mod tests {
         })
     }
 
+    /// The ownerReference the namespaced kind writes.
+    fn reference(name: &str, uid: &str) -> Owner {
+        Owner::Reference(OwnerReference {
+            api_version: <EcrPublicPullSecret as Resource>::api_version(&()).into(),
+            kind: <EcrPublicPullSecret as Resource>::kind(&()).into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        })
+    }
+
     #[test]
     fn each_kind_recognises_only_its_own_secrets() {
         let settings = PullSecretSettings::default();
-        let reference = Owner::Reference(OwnerReference {
-            uid: "u1".into(),
-            controller: Some(true),
-            ..OwnerReference::default()
-        });
+        let reference = reference("cr", "u1");
         let label = Owner::Label("u1".into());
         let by_reference = cached(build(&reference.spec("s", "ns", &settings, None), None));
         let by_label = cached(build(&label.spec("s", "ns", &settings, None), None));
@@ -134,40 +186,50 @@ mod tests {
     }
 
     #[test]
-    fn keeps_what_reconciles_read_and_nothing_else() {
-        let owner = Owner::Reference(OwnerReference {
-            uid: "u1".into(),
-            controller: Some(true),
-            ..OwnerReference::default()
-        });
+    fn a_secret_triggers_the_resource_that_controls_it() {
+        let settings = PullSecretSettings::default();
+        let ours = cached(build(
+            &reference("cr", "u1").spec("s", "ns", &settings, None),
+            None,
+        ));
+        assert_eq!(ours.controller(), Some(ObjectRef::new("cr").within("ns")));
+        let mut secret = build(
+            &reference("cr", "u1").spec("s", "ns", &settings, None),
+            None,
+        );
+        for o in secret.metadata.owner_references.iter_mut().flatten() {
+            o.kind = "Deployment".into();
+        }
+        let foreign = cached(secret);
+        assert_eq!(foreign.controller(), None, "a controller of another kind");
+        assert!(!foreign.owned_by(&reference("cr", "u1")));
+        let label = Owner::Label("u1".into());
+        let cluster = cached(build(&label.spec("s", "ns", &settings, None), None));
+        assert_eq!(cluster.controller(), None);
+        assert_eq!(cluster.cluster_owner(), Some("u1"));
+    }
+
+    #[test]
+    fn keeps_what_reconciles_read() {
         let settings = PullSecretSettings::default();
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let token = test_token("pw", now, Duration::hours(12));
-        let mut secret = build(&owner.spec("s", "ns", &settings, None), Some(&token));
+        let spec = reference("cr", "u1");
+        let mut secret = build(&spec.spec("s", "ns", &settings, None), Some(&token));
         let full = secret.metadata.clone();
         secret.metadata.uid = Some("secret-uid".into());
         secret.metadata.resource_version = Some("42".into());
-        secret.metadata.finalizers = Some(vec!["someone/else".into()]);
         let cached = cached(secret);
         assert_eq!(cached.state, SecretState::from_meta(&full), "token state");
-        let meta = cached.meta();
-        assert_eq!(meta.name.as_deref(), Some("s"));
-        assert_eq!(meta.namespace.as_deref(), Some("ns"));
-        assert_eq!(meta.uid.as_deref(), Some("secret-uid"));
-        assert_eq!(meta.resource_version.as_deref(), Some("42"));
-        assert_eq!(meta.owner_references, full.owner_references);
-        let dropped = Meta {
-            name: None,
-            namespace: None,
-            uid: None,
-            resource_version: None,
-            owner_references: None,
-            ..meta.clone()
-        };
+        assert_eq!((cached.name(), cached.namespace()), ("s", "ns"));
+        assert_eq!(cached.uid(), Some("secret-uid"));
+        assert_eq!(cached.resource_version(), Some("42"));
+        let key = ObjectRef::from_obj(&cached);
+        assert_eq!(key, ObjectRef::new("s").within("ns"));
         assert_eq!(
-            dropped,
-            Meta::default(),
-            "labels, annotations and the rest are not kept"
+            (key.extra.uid, key.extra.resource_version),
+            (None, None),
+            "store keys are name and namespace only"
         );
     }
 }

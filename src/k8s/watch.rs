@@ -13,7 +13,7 @@
 //! Every cache drops what the operator never reads: `managedFields` and `kubectl apply`'s
 //! `last-applied-configuration` copy, at thousands of objects most of what a cache would hold.
 //! The Secret caches go further and keep a projection ([`crate::k8s::cached_secret`]): the few
-//! fields a reconcile reads, the token state parsed once.
+//! fields a reconcile reads, the token state parsed once, keyed by name and namespace alone.
 
 use std::{fmt::Debug, hash::Hash, sync::Arc};
 
@@ -25,7 +25,12 @@ use futures::{
 };
 use kube::{
     Api, Resource,
-    runtime::{WatchStreamExt, reflector, reflector::Store, watcher, watcher::Event},
+    runtime::{
+        WatchStreamExt, reflector,
+        reflector::{Lookup, Store},
+        watcher,
+        watcher::Event,
+    },
 };
 use serde::de::DeserializeOwned;
 use tracing::warn;
@@ -38,7 +43,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// One list-and-watch of `K`: a cache, and a stream of changes for each subscriber.
 pub struct Watch<K>
 where
-    K: Resource + 'static,
+    K: Lookup + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     store: Store<K>,
@@ -55,12 +60,23 @@ where
     pub fn new(api: Api<K>, config: watcher::Config) -> Self {
         Self::projected(api, config, slim)
     }
+
+    /// Lists and watches `api` like [`Watch::new`], and drops each object's resourceVersion
+    /// too: for the operator's own resources, whose version nothing reads, while kube-runtime
+    /// copies it into the key of each cache entry and of each scheduled reconcile.
+    pub fn unversioned(api: Api<K>, config: watcher::Config) -> Self {
+        Self::projected(api, config, |obj| {
+            let mut obj = slim(obj);
+            obj.meta_mut().resource_version = None;
+            obj
+        })
+    }
 }
 
 impl<K> Watch<K>
 where
-    K: Resource + Clone + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
+    K: Lookup + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     /// Lists and watches `api` like [`Watch::new`], caching and passing on `project(object)`
     /// instead of each object.

@@ -93,14 +93,16 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
             let all = all.state().into_iter();
             all.map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
         })
-        .watches_shared_stream(secret_events, move |s| {
+        // A changed or deleted Secret reconciles the resource its owner label names.
+        .reconcile_on(secret_events.flat_map(move |s| {
             let uid = s.cluster_owner();
             let mine = by_uid
                 .state()
                 .into_iter()
                 .filter(|cr| cr.uid().as_deref() == uid);
-            mine.map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
-        })
+            let refs = mine.map(|cr| ObjectRef::from_obj(&*cr));
+            stream::iter(refs.collect::<Vec<_>>())
+        }))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(ctx))
@@ -179,8 +181,7 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
     let namespaces = keep(&pass, &selected).await;
     // Secrets in namespaces that left the selection (or under an old secretName) go.
     for meta in owned {
-        let ns = meta.namespace().unwrap_or_default();
-        if !namespaces.contains_key(&ns) || meta.name_any() != pass.name {
+        if !namespaces.contains_key(meta.namespace()) || meta.name() != pass.name {
             ctx.secrets.delete(&meta).await?;
         }
     }

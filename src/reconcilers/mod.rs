@@ -193,11 +193,11 @@ impl Shared {
     fn new(client: &Client, watch_namespace: Option<&str>, cluster: bool) -> Self {
         let all = watcher::Config::default;
         let cluster = cluster.then(|| ClusterWatches {
-            crs: Watch::new(Api::all(client.clone()), all()),
+            crs: Watch::unversioned(Api::all(client.clone()), all()),
             namespaces: Watch::new(Api::all(client.clone()), all()),
         });
         Self {
-            crs: Watch::new(scoped(client, watch_namespace), all()),
+            crs: Watch::unversioned(scoped(client, watch_namespace), all()),
             cluster,
         }
     }

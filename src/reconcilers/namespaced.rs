@@ -13,7 +13,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, future};
 use kube::{
     Resource, ResourceExt,
     runtime::{
@@ -78,7 +78,8 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     let config = controller::Config::default().concurrency(inputs.settings.concurrency);
     let metrics = inputs.metrics;
     let controller = Controller::for_shared_stream(crs, shared.crs.store())
-        .owns_shared_stream(secret_events)
+        // A changed or deleted Secret reconciles the resource that controls it.
+        .reconcile_on(secret_events.filter_map(|s| future::ready(s.controller())))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(Context { kind, metrics }))

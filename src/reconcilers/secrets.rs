@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::{
         controller::Action,
@@ -164,7 +164,7 @@ impl Secrets {
     pub fn state_of(&self, meta: &Meta) -> SecretState {
         let observed = &meta.state;
         let shown = |w: &Written| {
-            w.resource_version == meta.meta().resource_version || w.state == *observed
+            w.resource_version.as_deref() == meta.resource_version() || w.state == *observed
         };
         match self.written.unseen(&ObjectRef::from_obj(meta), shown) {
             Some(ours) => ours.state,
@@ -278,13 +278,16 @@ impl Secrets {
     pub async fn delete(&self, meta: &Meta) -> Result<(), Error> {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: meta.uid(),
+                uid: meta.uid().map(str::to_owned),
                 resource_version: None,
             }),
             ..DeleteParams::default()
         };
-        let ns = meta.namespace().unwrap_or_default();
-        match self.api(&ns).delete(&meta.name_any(), &params).await {
+        match self
+            .api(meta.namespace())
+            .delete(meta.name(), &params)
+            .await
+        {
             Ok(_) => Ok(()),
             // Gone already, or replaced (409): the next reconcile looks at the new one.
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -297,7 +300,7 @@ impl Secrets {
         self.cache
             .state()
             .into_iter()
-            .filter(|s| namespace.is_none() || s.namespace().as_deref() == namespace)
+            .filter(|s| namespace.is_none_or(|ns| s.namespace() == ns))
             .filter(|s| s.owned_by(owner))
             .collect()
     }
@@ -319,10 +322,9 @@ impl Secrets {
             if expires > now {
                 next = Some(next.map_or(expires, |n| n.min(expires)));
             } else if desired.settings.on_expiry == OnExpiry::RemoveAuth {
-                let (name, namespace) = (meta.name_any(), meta.namespace().unwrap_or_default());
                 let at = At {
-                    namespace: &namespace,
-                    name: &name,
+                    namespace: meta.namespace(),
+                    name: meta.name(),
                 };
                 self.write(desired, at, None).await?;
             }
