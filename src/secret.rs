@@ -113,14 +113,6 @@ impl SecretState {
     }
 }
 
-/// Whether `meta` is controlled by the owner with `owner_uid`.
-pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == owner_uid)
-}
-
 /// How a Secret belongs to the resource that writes it. A Secret that does not is never touched.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Owner {
@@ -282,8 +274,11 @@ mod tests {
         let labels = secret.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
         assert_eq!(labels["team"], "a");
-        assert!(is_controlled_by(&secret.metadata, "u1"));
-        assert!(!is_controlled_by(&secret.metadata, "u2"));
+        let controllers: Vec<_> = (secret.metadata.owner_references.iter().flatten())
+            .filter(|o| o.controller == Some(true))
+            .map(|o| o.uid.as_str())
+            .collect();
+        assert_eq!(controllers, ["u1"], "controlled by its resource alone");
         let state = SecretState::from_meta(&secret.metadata);
         assert_eq!(
             state,
