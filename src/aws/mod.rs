@@ -77,6 +77,10 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
         .identity_cache(
             IdentityCache::lazy()
                 .buffer_time(settings.credentials_refresh_before)
+                // The SDK's default of 5 s is short for a ServiceAccount identity (a TokenRequest
+                // to the API server, then STS): a load cut off is started again, which costs
+                // a second STS exchange for the same identity. One attempt's time bounds it.
+                .load_timeout(attempt_timeout)
                 .build(),
         )
         .load()

@@ -17,7 +17,10 @@ use std::{sync::Arc, time::Duration};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
-use ecr_public_pull_secret_operator::crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret};
+use ecr_public_pull_secret_operator::{
+    aws::AwsSettings,
+    crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret},
+};
 use kube::CustomResourceExt;
 use serde_json::json;
 
@@ -284,6 +287,12 @@ impl aws_types::service_config::LoadServiceConfig for Endpoints {
     }
 }
 
+/// One attempt of an AWS call by the operator with its default settings (10 s).
+fn identity_timeout() -> Duration {
+    let settings = AwsSettings::default();
+    settings.operation_timeout / settings.max_attempts
+}
+
 /// AWS config for identity tests: `credentials` as the operator's own identity, ECR Public and
 /// STS at their own endpoints.
 pub fn sdk_config_with(
@@ -295,7 +304,20 @@ pub fn sdk_config_with(
     builder
         .service_config(endpoints)
         .credentials_provider(SharedCredentialsProvider::new(credentials))
-        .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+        // An identity's first call also resolves its credentials: a TokenRequest to the API
+        // server and an exchange with moto. On a loaded machine that outlasts
+        // `sdk_config_for`'s 2 s, and a cut-off exchange is started again (a second STS call
+        // where the tests count one), so identity tests get the operator's own bound.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(identity_timeout())
+                .build(),
+        )
+        .identity_cache(
+            aws_config::identity::IdentityCache::lazy()
+                .load_timeout(identity_timeout())
+                .build(),
+        )
         .build()
 }
 
