@@ -46,6 +46,14 @@ pub struct AwsSettings {
     pub credentials_refresh_before: Duration,
 }
 
+impl AwsSettings {
+    /// The bound on one attempt: the operation's time shared by its attempts. Also what a
+    /// credentials load may take (it runs inside an attempt).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.operation_timeout / self.max_attempts.max(1)
+    }
+}
+
 impl Default for AwsSettings {
     fn default() -> Self {
         Self {
@@ -63,7 +71,7 @@ impl Default for AwsSettings {
 pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
     let region =
         RegionProviderChain::default_provider().or_else(Region::from_static(ECR_PUBLIC_REGION));
-    let attempt_timeout = settings.operation_timeout / settings.max_attempts.max(1);
+    let attempt_timeout = settings.attempt_timeout();
     aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .timeout_config(
@@ -128,5 +136,21 @@ impl TokenSource for EcrPublic {
                 Utc::now(),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_gets_its_share_of_the_operation() {
+        let defaults = AwsSettings::default();
+        assert_eq!(defaults.attempt_timeout(), Duration::from_secs(10));
+        let no_retries = AwsSettings {
+            max_attempts: 0,
+            ..defaults
+        };
+        assert_eq!(no_retries.attempt_timeout(), Duration::from_secs(30));
     }
 }

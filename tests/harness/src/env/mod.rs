@@ -287,12 +287,6 @@ impl aws_types::service_config::LoadServiceConfig for Endpoints {
     }
 }
 
-/// One attempt of an AWS call by the operator with its default settings (10 s).
-fn identity_timeout() -> Duration {
-    let settings = AwsSettings::default();
-    settings.operation_timeout / settings.max_attempts
-}
-
 /// AWS config for identity tests: `credentials` as the operator's own identity, ECR Public and
 /// STS at their own endpoints.
 pub fn sdk_config_with(
@@ -301,21 +295,19 @@ pub fn sdk_config_with(
 ) -> SdkConfig {
     let mut builder = sdk_config_for("http://unused.invalid", "unused").into_builder();
     builder.set_endpoint_url(None);
+    let attempt = AwsSettings::default().attempt_timeout();
     builder
         .service_config(endpoints)
         .credentials_provider(SharedCredentialsProvider::new(credentials))
         // An identity's first call also resolves its credentials: a TokenRequest to the API
         // server and an exchange with moto. On a loaded machine that outlasts
         // `sdk_config_for`'s 2 s, and a cut-off exchange is started again (a second STS call
-        // where the tests count one), so identity tests get the operator's own bound.
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(identity_timeout())
-                .build(),
-        )
+        // where the tests count one), so identity tests get the operator's own bound: one attempt
+        // with its default settings (10 s).
+        .timeout_config(TimeoutConfig::builder().operation_timeout(attempt).build())
         .identity_cache(
             aws_config::identity::IdentityCache::lazy()
-                .load_timeout(identity_timeout())
+                .load_timeout(attempt)
                 .build(),
         )
         .build()
