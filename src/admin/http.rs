@@ -8,7 +8,9 @@ use std::{
     },
 };
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Router, body::Body, extract::State, http::StatusCode, response::IntoResponse, routing::get,
+};
 use tracing::{info, warn};
 
 use super::metrics::Metrics;
@@ -74,13 +76,19 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// Streams the answer: each chunk is made when the connection can take it, so an answer of
+/// 100,000 Secrets' lines never sits in memory whole.
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    let chunks = s
+        .metrics
+        .exposition()
+        .map(Ok::<_, std::convert::Infallible>);
     (
         [(
             "content-type",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(),
+        Body::from_stream(futures::stream::iter(chunks)),
     )
 }
 

@@ -6,8 +6,16 @@
 //!   calls), reason is the error label or `none`;
 //! - `epps_secret_token_expiry_timestamp_seconds{namespace,name}` and `epps_managed_secrets`: read
 //!   from the Secret watch cache at scrape time, so deleted Secrets never leave stale series.
+//!
+//! The per-Secret family is one line per managed Secret (about 10 MB at 100,000 Secrets), so an
+//! answer is produced in chunks as the client reads it ([`Metrics::exposition`]) rather than in
+//! one buffer that grows by doubling (BENCHMARKS.md "Memory").
 
-use std::sync::{Arc, Mutex};
+use std::{
+    borrow::Cow,
+    fmt::Write,
+    sync::{Arc, Mutex},
+};
 
 use futures::future::BoxFuture;
 use kube::runtime::reflector::Store;
@@ -149,12 +157,44 @@ impl Metrics {
         *crate::lock(&self.secrets.store) = Some(store);
     }
 
-    /// Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
+    /// The OpenMetrics text exposition in chunks, each made when it is asked for: the registry,
+    /// then the per-Secret family [`EXPIRY_LINES_PER_CHUNK`] lines at a time from a snapshot of
+    /// the Secret cache, then `# EOF`.
+    pub fn exposition(&self) -> impl Iterator<Item = String> + Send + 'static {
+        let mut head = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ = prometheus_client::encoding::text::encode_registry(&mut head, &self.registry);
+        let _ = write!(
+            head,
+            "# HELP {EXPIRY} {EXPIRY_HELP}\n# TYPE {EXPIRY} gauge\n"
+        );
+        let mut expiries = self
+            .secrets
+            .snapshot()
+            .into_iter()
+            .filter_map(|s| s.state.expires_at.map(|t| (s, t.timestamp())))
+            .peekable();
+        let lines = std::iter::from_fn(move || {
+            expiries.peek()?;
+            let mut chunk = String::with_capacity(EXPIRY_LINES_PER_CHUNK * 100);
+            for (secret, expires) in expiries.by_ref().take(EXPIRY_LINES_PER_CHUNK) {
+                let _ = writeln!(
+                    chunk,
+                    r#"{EXPIRY}{{namespace="{}",name="{}"}} {expires}"#,
+                    label_value(secret.namespace()),
+                    label_value(secret.name()),
+                );
+            }
+            Some(chunk)
+        });
+        std::iter::once(head)
+            .chain(lines)
+            .chain(std::iter::once("# EOF\n".to_owned()))
+    }
+
+    /// The whole exposition in one `String` (tests; the server streams [`Metrics::exposition`]).
+    pub fn encode(&self) -> String {
+        self.exposition().collect()
     }
 }
 
@@ -180,39 +220,50 @@ impl<S: TokenSource> TokenSource for Metered<S> {
     }
 }
 
+/// The per-Secret expiry family, written by [`Metrics::exposition`] rather than the registry.
+const EXPIRY: &str = "epps_secret_token_expiry_timestamp_seconds";
+const EXPIRY_HELP: &str = "When the token in each managed Secret expires (unix seconds)";
+/// About 60 KB of text per chunk of a `/metrics` answer.
+pub const EXPIRY_LINES_PER_CHUNK: usize = 500;
+
+/// A label value in the text format: `\`, `"` and line feeds escaped. Names and namespaces never
+/// hold them (Kubernetes validates both), but the format must not break if one ever did.
+fn label_value(v: &str) -> Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(v);
+    }
+    Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
+}
+
+/// `epps_managed_secrets`, and the snapshot the per-Secret family is written from.
 #[derive(Debug, Default)]
 struct SecretsCollector {
     store: Mutex<Option<Store<CachedSecret>>>,
 }
 
+impl SecretsCollector {
+    fn snapshot(&self) -> Vec<Arc<CachedSecret>> {
+        crate::lock(&self.store)
+            .as_ref()
+            .map_or_else(Vec::new, Store::state)
+    }
+}
+
 impl Collector for SecretsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let secrets = match &*crate::lock(&self.store) {
-            Some(store) => store.state(),
-            None => Vec::new(),
-        };
-        let count = ConstGauge::new(secrets.len() as i64);
+        let managed = crate::lock(&self.store).as_ref().map_or(0, Store::len);
+        let count = ConstGauge::new(i64::try_from(managed).unwrap_or(i64::MAX));
         let metric = encoder.encode_descriptor(
             "epps_managed_secrets",
             "Secrets managed by this operator",
             None,
             count.metric_type(),
         )?;
-        count.encode(metric)?;
-        let mut family = encoder.encode_descriptor(
-            "epps_secret_token_expiry_timestamp_seconds",
-            "When the token in each managed Secret expires (unix seconds)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for s in &secrets {
-            let Some(expires) = s.state.expires_at else {
-                continue;
-            };
-            let labels = [("namespace", s.namespace()), ("name", s.name())];
-            ConstGauge::new(expires.timestamp()).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        count.encode(metric)
     }
 }
 
@@ -245,5 +296,77 @@ mod tests {
             text.contains("# TYPE epps_secret_token_expiry_timestamp_seconds gauge"),
             "{text}"
         );
+    }
+
+    /// A Secret cache holding `n` Secrets of the namespaced kind with tokens expiring at `expires`.
+    fn store_of(n: usize, expires: chrono::DateTime<chrono::Utc>) -> Store<CachedSecret> {
+        use kube::{api::PartialObjectMeta, runtime::watcher::Event};
+
+        use crate::{
+            aws::token::test_token,
+            crd::PullSecretSettings,
+            secret::{Owner, build},
+        };
+        let (store, mut writer) = kube::runtime::reflector::store();
+        let token = test_token(
+            "pw",
+            expires - chrono::Duration::hours(12),
+            chrono::Duration::hours(12),
+        );
+        let settings = PullSecretSettings::default();
+        let owner = Owner::Label("u1".into());
+        for i in 0..n {
+            let secret = build(
+                &owner.spec(&format!("s{i}"), "ns", &settings, None),
+                Some(&token),
+            );
+            let meta = PartialObjectMeta::<k8s_openapi::api::core::v1::Secret> {
+                types: None,
+                metadata: secret.metadata,
+                _phantom: Default::default(),
+            };
+            writer.apply_watcher_event(&Event::Apply(CachedSecret::from(meta)));
+        }
+        store
+    }
+
+    #[test]
+    fn the_answer_comes_in_chunks_with_one_line_per_secret_and_ends_with_eof() {
+        let expires = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let m = Metrics::default();
+        let n = 2 * EXPIRY_LINES_PER_CHUNK + 1;
+        m.watch_secrets(store_of(n, expires));
+        let chunks: Vec<String> = m.exposition().collect();
+        // The registry, two full chunks and one of a single line, then `# EOF`.
+        assert_eq!(chunks.len(), 5, "chunks");
+        assert!(
+            chunks[0].contains(&format!("epps_managed_secrets {n}\n")),
+            "{}",
+            chunks[0]
+        );
+        assert!(
+            chunks[0].ends_with(&format!("# TYPE {EXPIRY} gauge\n")),
+            "{}",
+            chunks[0]
+        );
+        assert_eq!(chunks[4], "# EOF\n");
+        let text = chunks.concat();
+        assert_eq!(text.matches("# EOF").count(), 1);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(EXPIRY)).collect();
+        assert_eq!(lines.len(), n);
+        assert!(
+            lines.contains(&r#"epps_secret_token_expiry_timestamp_seconds{namespace="ns",name="s7"} 1800000000"#),
+            "{lines:?}"
+        );
+        assert_eq!(chunks[1].lines().count(), EXPIRY_LINES_PER_CHUNK);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert!(matches!(
+            label_value("kube-system"),
+            Cow::Borrowed("kube-system")
+        ));
+        assert_eq!(label_value("a\\b\"c\nd"), r#"a\\b\"c\nd"#);
     }
 }
