@@ -27,7 +27,7 @@ use kube::{
     Api, Resource,
     runtime::{
         WatchStreamExt, reflector,
-        reflector::{Lookup, Store},
+        reflector::{Lookup, ObjectRef, Store},
         watcher,
         watcher::Event,
     },
@@ -162,6 +162,13 @@ fn slim<K: Resource>(mut obj: K) -> K {
     obj
 }
 
+/// `obj`'s cache key with nothing but its name and namespace.
+fn bare_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
+    let mut key = ObjectRef::new(obj.meta().name.as_deref().unwrap_or_default());
+    key.namespace.clone_from(&obj.meta().namespace);
+    key
+}
+
 /// One subscriber's view of a [`Watch`].
 pub struct Subscription<K>(UnboundedReceiver<Event<Arc<K>>>);
 
@@ -175,6 +182,19 @@ impl<K: Send + Sync + 'static> Subscription<K> {
     /// The first full list counts towards `synced`.
     pub fn applied(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
         self.objects(synced, false)
+    }
+
+    /// Like [`Subscription::applied`], as references by name and namespace only, for
+    /// `Controller::reconcile_on`. kube-runtime keeps the reference of each trigger in its
+    /// scheduler (in a map and in a queue) until the reconcile it causes, and between a
+    /// reconcile and the rotation it schedules; one made from the object would carry the
+    /// object's UID into both, a string copy per resource the controller never reads (it looks
+    /// the object up by name and namespace).
+    pub fn applied_refs(self, synced: &Synced) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.applied(synced).map(|obj| bare_ref(&*obj))
     }
 
     fn objects(
@@ -192,5 +212,36 @@ impl<K: Send + Sync + 'static> Subscription<K> {
             events.applied_objects()
         };
         objects.filter_map(|o| future::ready(o.ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::crd::{EcrPublicPullSecret, EcrPublicPullSecretSpec};
+
+    #[test]
+    fn a_bare_reference_finds_the_same_object_without_its_uid() {
+        let mut cr = EcrPublicPullSecret::new("pull", EcrPublicPullSecretSpec::default());
+        cr.metadata = ObjectMeta {
+            name: Some("pull".into()),
+            namespace: Some("team-a".into()),
+            uid: Some("8d6b3f0e-0000-4000-8000-000000000001".into()),
+            resource_version: Some("7".into()),
+            ..ObjectMeta::default()
+        };
+        let key = bare_ref(&cr);
+        assert_eq!(
+            key,
+            ObjectRef::from_obj(&cr),
+            "the store's key for the object"
+        );
+        assert_eq!(
+            (key.name.as_str(), key.namespace.as_deref()),
+            ("pull", Some("team-a"))
+        );
+        assert_eq!((key.extra.uid, key.extra.resource_version), (None, None));
     }
 }
