@@ -19,7 +19,7 @@ use std::{fmt::Debug, hash::Hash, sync::Arc};
 
 use futures::{
     Stream, StreamExt, TryStreamExt,
-    channel::mpsc::{self, UnboundedReceiver, UnboundedSender},
+    channel::mpsc::{self, UnboundedReceiver},
     future,
     stream::BoxStream,
 };
@@ -48,8 +48,11 @@ where
 {
     store: Store<K>,
     events: BoxStream<'static, Result<Event<K>, watcher::Error>>,
-    subscribers: Vec<UnboundedSender<Event<Arc<K>>>>,
+    subscribers: Vec<Subscriber<K>>,
 }
+
+/// Hands one event to one subscriber; false once that subscriber has gone.
+type Subscriber<K> = Box<dyn FnMut(&Event<Arc<K>>) -> bool + Send>;
 
 impl<K> Watch<K>
 where
@@ -88,7 +91,7 @@ where
         let (store, writer) = reflector::store();
         let watch = watcher(api, config)
             .default_backoff()
-            .map_ok(move |event| projected(event, project));
+            .map_ok(move |event| map(event, project));
         Self {
             store,
             events: reflector(writer, watch).boxed(),
@@ -102,9 +105,31 @@ where
     }
 
     /// A stream of every change from the first list on. Subscribe before [`Watch::run`].
-    pub fn subscribe(&mut self) -> Subscription<K> {
+    pub fn subscribe(&mut self) -> Subscription<Arc<K>> {
         let (tx, rx) = mpsc::unbounded();
-        self.subscribers.push(tx);
+        self.subscribers.push(Box::new(move |event| {
+            tx.unbounded_send(event.clone()).is_ok()
+        }));
+        Subscription(rx)
+    }
+
+    /// Like [`Watch::subscribe`], with each object as a reference by name and namespace only,
+    /// for `Controller::reconcile_on`. What a subscriber has not read yet waits in its queue (at
+    /// a cold start, most of a list page while the controller is busy): as references, not as
+    /// copies of whole objects. And kube-runtime keeps each trigger's reference in its scheduler
+    /// (a map and a queue) until the reconcile it causes, and then until the rotation that
+    /// reconcile schedules; one made from the object would carry the object's UID into both, a
+    /// string per resource the controller never reads (it finds the object by name and
+    /// namespace).
+    pub fn subscribe_refs(&mut self) -> Subscription<ObjectRef<K>>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let (tx, rx) = mpsc::unbounded();
+        self.subscribers.push(Box::new(move |event| {
+            let event = map(event.clone(), |obj| bare_ref(&*obj));
+            tx.unbounded_send(event).is_ok()
+        }));
         Subscription(rx)
     }
 
@@ -113,7 +138,8 @@ where
     pub async fn run(mut self) {
         while let Some(event) = self.events.next().await {
             let event = match event {
-                Ok(event) => shared(event),
+                // The object behind an `Arc`, cloned once for any number of subscribers.
+                Ok(event) => map(event, Arc::new),
                 // Said once here rather than by every reconciler reading the stream.
                 Err(error) => {
                     warn!(kind = %K::kind(&K::DynamicType::default()), %error, "watch failed; retrying");
@@ -121,29 +147,18 @@ where
                 }
             };
             // A subscriber whose reconciler has stopped is dropped.
-            self.subscribers
-                .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+            self.subscribers.retain_mut(|send| send(&event));
         }
     }
 }
 
-fn projected<S, K>(event: Event<S>, project: fn(S) -> K) -> Event<K> {
+/// The same event with `f` applied to its object.
+fn map<A, B>(event: Event<A>, f: impl FnOnce(A) -> B) -> Event<B> {
     match event {
-        Event::Apply(s) => Event::Apply(project(s)),
-        Event::Delete(s) => Event::Delete(project(s)),
+        Event::Apply(a) => Event::Apply(f(a)),
+        Event::Delete(a) => Event::Delete(f(a)),
         Event::Init => Event::Init,
-        Event::InitApply(s) => Event::InitApply(project(s)),
-        Event::InitDone => Event::InitDone,
-    }
-}
-
-/// The same event with the object behind an `Arc`, cloned once for any number of subscribers.
-fn shared<K>(event: Event<K>) -> Event<Arc<K>> {
-    match event {
-        Event::Apply(k) => Event::Apply(Arc::new(k)),
-        Event::Delete(k) => Event::Delete(Arc::new(k)),
-        Event::Init => Event::Init,
-        Event::InitApply(k) => Event::InitApply(Arc::new(k)),
+        Event::InitApply(a) => Event::InitApply(f(a)),
         Event::InitDone => Event::InitDone,
     }
 }
@@ -169,39 +184,22 @@ fn bare_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
     key
 }
 
-/// One subscriber's view of a [`Watch`].
-pub struct Subscription<K>(UnboundedReceiver<Event<Arc<K>>>);
+/// One subscriber's view of a [`Watch`]: objects (`Arc<K>`) or references (`ObjectRef<K>`).
+pub struct Subscription<T>(UnboundedReceiver<Event<T>>);
 
-impl<K: Send + Sync + 'static> Subscription<K> {
+impl<T: Send + 'static> Subscription<T> {
     /// Objects added, changed or deleted. The first full list counts towards `synced`.
-    pub fn touched(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    pub fn touched(self, synced: &Synced) -> impl Stream<Item = T> + Send + 'static {
         self.objects(synced, true)
     }
 
     /// Objects added or changed: deletions are left to the garbage collector or a finalizer.
     /// The first full list counts towards `synced`.
-    pub fn applied(self, synced: &Synced) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    pub fn applied(self, synced: &Synced) -> impl Stream<Item = T> + Send + 'static {
         self.objects(synced, false)
     }
 
-    /// Like [`Subscription::applied`], as references by name and namespace only, for
-    /// `Controller::reconcile_on`. kube-runtime keeps the reference of each trigger in its
-    /// scheduler (in a map and in a queue) until the reconcile it causes, and between a
-    /// reconcile and the rotation it schedules; one made from the object would carry the
-    /// object's UID into both, a string copy per resource the controller never reads (it looks
-    /// the object up by name and namespace).
-    pub fn applied_refs(self, synced: &Synced) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
-    where
-        K: Resource<DynamicType = ()>,
-    {
-        self.applied(synced).map(|obj| bare_ref(&*obj))
-    }
-
-    fn objects(
-        self,
-        synced: &Synced,
-        deleted: bool,
-    ) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    fn objects(self, synced: &Synced, deleted: bool) -> impl Stream<Item = T> + Send + 'static {
         let events = self
             .0
             .map(Ok::<_, watcher::Error>)

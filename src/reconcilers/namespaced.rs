@@ -70,15 +70,15 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     // single waker), which made /readyz stay 503.
     let synced = Synced::new(2);
     inputs.health.ready_when(synced.ready());
-    let crs = shared.crs.subscribe().applied_refs(&synced);
+    let crs = shared.crs.subscribe_refs().applied(&synced);
     let api = scoped(&inputs.client, inputs.settings.watch_namespace.as_deref());
     let (kind, mut secrets) = Kind::new(&inputs, api, &secret::managed_selector());
     let secret_events = secrets.subscribe().touched(&synced);
     inputs.metrics.watch_secrets(secrets.store());
     let config = controller::Config::default().concurrency(inputs.settings.concurrency);
     let metrics = inputs.metrics;
-    // Triggered by references rather than objects (see `applied_refs`): a resource added or
-    // changed reconciles itself.
+    // Triggered by references rather than objects (see `Watch::subscribe_refs`): a resource
+    // added or changed reconciles itself.
     let controller = Controller::for_shared_stream(stream::empty(), shared.crs.store())
         .reconcile_on(crs)
         // A changed or deleted Secret reconciles the resource that controls it.
