@@ -158,8 +158,8 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition in chunks, each made when it is asked for: the registry,
-    /// then the per-Secret family [`EXPIRY_LINES_PER_CHUNK`] lines at a time from a snapshot of
-    /// the Secret cache, then `# EOF`.
+    /// then the per-Secret family `EXPIRY_LINES_PER_CHUNK` lines at a time from a snapshot of the
+    /// Secret cache, then `# EOF`.
     pub fn exposition(&self) -> impl Iterator<Item = String> + Send + 'static {
         let mut head = String::new();
         // Writing into a String cannot fail.
@@ -224,7 +224,7 @@ impl<S: TokenSource> TokenSource for Metered<S> {
 const EXPIRY: &str = "epps_secret_token_expiry_timestamp_seconds";
 const EXPIRY_HELP: &str = "When the token in each managed Secret expires (unix seconds)";
 /// About 60 KB of text per chunk of a `/metrics` answer.
-pub const EXPIRY_LINES_PER_CHUNK: usize = 500;
+const EXPIRY_LINES_PER_CHUNK: usize = 500;
 
 /// A label value in the text format: `\`, `"` and line feeds escaped. Names and namespaces never
 /// hold them (Kubernetes validates both), but the format must not break if one ever did.

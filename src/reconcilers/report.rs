@@ -357,6 +357,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ready_message_leaves_the_times_to_the_status_fields() {
+        let t = |s| DateTime::from_timestamp(s, 0).unwrap();
+        let first = ready(
+            "s",
+            Some(t(1_800_043_200)),
+            Some(t(1_800_000_000)),
+            t(1_800_021_600),
+        );
+        let rotated = ready(
+            "s",
+            Some(t(1_800_064_800)),
+            Some(t(1_800_021_600)),
+            t(1_800_043_200),
+        );
+        assert_eq!(first.message, "Secret s holds a valid token");
+        assert_eq!(
+            first.message, rotated.message,
+            "a rotation changes the fields only"
+        );
+        assert_ne!(first.expires_at, rotated.expires_at);
+    }
+
+    #[test]
     fn transition_moves_the_transition_time() {
         let t1 = DateTime::from_timestamp(1_800_000_010, 0).unwrap();
         let t2 = DateTime::from_timestamp(1_800_000_500, 0).unwrap();
