@@ -92,8 +92,11 @@ pub struct PullSecretSettings {
     #[serde(default)]
     pub on_expiry: OnExpiry,
 
-    /// Labels and annotations copied onto the Secret.
+    /// Labels and annotations copied onto the Secret. Keys under `ecrpublic.pullsecrets.dev/` and
+    /// the `app.kubernetes.io/managed-by` label are the operator's own and are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.labels) || self.labels.all(k, !k.startsWith('ecrpublic.pullsecrets.dev/') && k != 'app.kubernetes.io/managed-by')").message("secretTemplate.labels may not set the operator's own keys: ecrpublic.pullsecrets.dev/* and app.kubernetes.io/managed-by"))]
+    #[x_kube(validation = Rule::new("!has(self.annotations) || self.annotations.all(k, !k.startsWith('ecrpublic.pullsecrets.dev/'))").message("secretTemplate.annotations may not set the operator's own keys: ecrpublic.pullsecrets.dev/*"))]
     pub secret_template: Option<SecretTemplate>,
 
     /// IAM role whose token is written, for example
@@ -192,11 +195,14 @@ pub enum OnExpiry {
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
-    /// Labels added to the Secret. The operator's own `app.kubernetes.io/managed-by` label wins.
+    /// Labels added to the Secret (at most 64; values at most 63 characters, as Kubernetes
+    /// allows).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the Secret. Keys under `ecrpublic.pullsecrets.dev/` are reserved.
+    /// Annotations added to the Secret (at most 64, values at most 4096 characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -264,13 +270,28 @@ pub struct ClusterEcrPublicPullSecretSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 
-    /// Namespaces selected by name, in addition to those the selector matches.
+    /// Namespaces selected by name, in addition to those the selector matches (at most 1000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 1000),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub namespaces: Vec<String>,
 
-    /// Namespaces never selected, whatever their labels (for example `kube-system`).
+    /// Namespaces never selected, whatever their labels (for example `kube-system`; at most
+    /// 1000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 1000),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub exclude_namespaces: Vec<String>,
 

@@ -173,7 +173,13 @@ pub struct SecretSpec<'a> {
 /// The full Secret to server-side apply. With `token: None` it holds `{"auths":{}}`.
 pub fn build(spec: &SecretSpec<'_>, token: Option<&Token>) -> Secret {
     let template = spec.settings.secret_template.clone().unwrap_or_default();
-    let mut labels = template.labels;
+    // The schema refuses the operator's own keys; an old CRD might not. A forged owner label
+    // would make another resource's Secret look like this one's.
+    let mut labels: BTreeMap<String, String> = template
+        .labels
+        .into_iter()
+        .filter(|(k, _)| !reserved_label(k))
+        .collect();
     labels.extend(spec.extra_labels.clone());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
     let mut annotations: BTreeMap<String, String> = template
@@ -205,6 +211,11 @@ pub fn build(spec: &SecretSpec<'_>, token: Option<&Token>) -> Secret {
         )])),
         ..Secret::default()
     }
+}
+
+/// A label key only the operator sets.
+fn reserved_label(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -247,6 +258,7 @@ mod tests {
                 labels: BTreeMap::from([
                     ("team".into(), "a".into()),
                     (MANAGED_BY_LABEL.into(), "me".into()),
+                    (CLUSTER_OWNER_LABEL.into(), "another-resource".into()),
                 ]),
                 annotations: BTreeMap::from([
                     ("note".into(), "x".into()),
@@ -274,6 +286,10 @@ mod tests {
         let labels = secret.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
         assert_eq!(labels["team"], "a");
+        assert!(
+            !labels.contains_key(CLUSTER_OWNER_LABEL),
+            "a template cannot forge the cluster kind's owner label"
+        );
         let controllers: Vec<_> = (secret.metadata.owner_references.iter().flatten())
             .filter(|o| o.controller == Some(true))
             .map(|o| o.uid.as_str())
