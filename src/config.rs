@@ -6,7 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    aws::{AwsSettings, identity::AllowedRoles},
+    aws::{
+        AwsSettings,
+        permissions::{RolePattern, RolePermissions, RoleRules, parse_role_rules},
+    },
     duration,
     k8s::leader::LeaseSettings,
     reconcilers,
@@ -71,6 +74,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
 }
 
+fn parse_role_pattern(s: &str) -> Result<RolePattern, String> {
+    s.parse()
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Only watch EcrPublicPullSecrets and Secrets in this namespace (default: all namespaces).
@@ -126,10 +133,31 @@ pub struct RunArgs {
     #[arg(long, env = "AWS_CREDENTIALS_REFRESH_BEFORE", value_parser = parse_duration, default_value = "5m")]
     pub aws_credentials_refresh_before: Duration,
 
-    /// Role ARN patterns (`*` matches anything) that resources may ask for with spec.roleArn or
-    /// spec.serviceAccountName, comma-separated. Empty: every resource uses the operator's identity.
-    #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',')]
-    pub allowed_role_arns: Vec<String>,
+    /// Role ARN patterns that resources in every namespace may ask for with spec.roleArn or
+    /// spec.serviceAccountName, comma-separated. `{namespace}` stands for the resource's own
+    /// namespace (`arn:aws:iam::123456789012:role/ecr-public-{namespace}`); `*` matches within one
+    /// segment of the role's path and name. Empty: no per-resource roles but those of
+    /// --role-rules.
+    #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',', value_parser = parse_role_pattern)]
+    pub allowed_role_arns: Vec<RolePattern>,
+
+    /// Role ARN patterns for some namespaces only, as a JSON list of rules:
+    /// `[{"namespaces": ["team-a"], "namespaceSelector": {"matchLabels": {"tier": "prod"}},
+    /// "roleArns": ["arn:aws:iam::123456789012:role/prod-puller"]}]`. A rule applies to the
+    /// namespaces it names and those its selector matches (which makes the operator watch
+    /// Namespaces).
+    #[arg(long, env = "ROLE_RULES", value_parser = parse_role_rules, default_value = "[]")]
+    pub role_rules: RoleRules,
+
+    /// Role ARN patterns that ClusterEcrPublicPullSecrets may ask for with spec.roleArn,
+    /// comma-separated. Empty: cluster resources use the operator's own identity.
+    #[arg(long, env = "CLUSTER_ALLOWED_ROLE_ARNS", value_delimiter = ',', value_parser = parse_role_pattern)]
+    pub cluster_allowed_role_arns: Vec<RolePattern>,
+
+    /// Distinct IAM identities (roles, ServiceAccounts) the resources of one namespace may use;
+    /// more report TooManyIdentities. Each identity costs memory and AWS calls.
+    #[arg(long, env = "MAX_IDENTITIES_PER_NAMESPACE", default_value_t = 10)]
+    pub max_identities_per_namespace: usize,
 
     /// Bound on one AWS operation including its retries.
     #[arg(long, env = "AWS_OPERATION_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
@@ -183,19 +211,38 @@ impl RunArgs {
         }
     }
 
+    /// Which roles resources may use; an error names the flag that is wrong.
+    pub fn role_permissions(&self) -> Result<RolePermissions, String> {
+        let permissions = RolePermissions::new(
+            self.allowed_role_arns.clone(),
+            self.role_rules.0.clone(),
+            self.cluster_allowed_role_arns.clone(),
+        )?;
+        if self.watch_namespace.is_some() && permissions.selects_by_label() {
+            return Err(
+                "--role-rules with a namespaceSelector needs cluster-wide list/watch on \
+                        Namespaces, which --watch-namespace rules out: name the namespaces in \
+                        the rule instead"
+                    .into(),
+            );
+        }
+        Ok(permissions)
+    }
+
     /// Settings for the reconcilers.
-    pub fn reconcilers(&self) -> reconcilers::Settings {
-        reconcilers::Settings {
+    pub fn reconcilers(&self) -> Result<reconcilers::Settings, String> {
+        Ok(reconcilers::Settings {
             watch_namespace: self.watch_namespace.clone(),
             default_refresh_before: self.default_refresh_before,
             backoff_base: self.retry_backoff_base,
             backoff_max: self.retry_backoff_max,
             concurrency: self.concurrency,
             instance: self.pod_name.clone(),
-            allowed_roles: AllowedRoles::new(self.allowed_role_arns.clone()),
+            role_permissions: self.role_permissions()?,
+            max_identities_per_namespace: self.max_identities_per_namespace,
             patch_service_accounts: self.patch_service_accounts,
             rotation_events: self.rotation_events,
-        }
+        })
     }
 }
 
@@ -254,5 +301,38 @@ mod tests {
         assert_eq!(cli.run.lease().unwrap().namespace, "ops");
         let cli = Cli::try_parse_from(["op", "--leader-election", "false"]).unwrap();
         assert!(!cli.run.leader_election);
+    }
+
+    #[test]
+    fn role_permissions_are_checked_before_the_operator_starts() {
+        let role = "arn:aws:iam::123456789012:role/ecr-public-{namespace}";
+        let cli = Cli::try_parse_from(["op", "--allowed-role-arns", role]).unwrap();
+        let permissions = cli.run.role_permissions().unwrap();
+        assert!(permissions.shared_patterns().next().is_none());
+        assert_eq!(cli.run.max_identities_per_namespace, 10);
+        let err = Cli::try_parse_from(["op", "--allowed-role-arns", "arn:aws:iam::*:role/x"]);
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("must name one account")
+        );
+        let rules = r#"[{"namespaceSelector": {"matchLabels": {"tier": "prod"}},
+                        "roleArns": ["arn:aws:iam::123456789012:role/prod"]}]"#;
+        let cli = Cli::try_parse_from(["op", "--role-rules", rules]).unwrap();
+        assert!(cli.run.role_permissions().unwrap().selects_by_label());
+        let cli =
+            Cli::try_parse_from(["op", "--role-rules", rules, "--watch-namespace", "a"]).unwrap();
+        assert!(
+            cli.run
+                .role_permissions()
+                .unwrap_err()
+                .contains("--watch-namespace")
+        );
+        let cluster = ["op", "--cluster-allowed-role-arns", role];
+        let cli = Cli::try_parse_from(cluster).unwrap();
+        assert!(
+            cli.run.reconcilers().is_err(),
+            "no {{namespace}} for the cluster kind"
+        );
     }
 }

@@ -50,13 +50,24 @@ pub enum Error {
     )]
     AssumeRoleDenied { detail: String },
 
-    /// The resource asks for a role the operator's allow-list does not contain.
+    /// The resource asks for a role its namespace (or, for a cluster resource, the cluster kind)
+    /// may not use. The message says how to allow it, never which roles others may use.
+    #[error("{}", role_not_allowed(role_arn, namespace.as_deref()))]
+    RoleNotAllowed {
+        role_arn: String,
+        /// The requesting resource's namespace; `None` for a cluster resource.
+        namespace: Option<String>,
+    },
+
+    /// A namespace already uses as many distinct IAM identities as one namespace may: each costs
+    /// the operator memory and AWS calls, so one tenant cannot exhaust it for everyone.
     #[error(
-        "role {role_arn} is not allowed by this operator (allowed patterns: {patterns}). An \
-         administrator can add a matching pattern with --allowed-role-arns (Helm value \
-         identity.allowedRoleArns)"
+        "namespace {namespace} already uses {limit} distinct IAM identities (roles or \
+         ServiceAccounts) in other resources, the most one namespace may use. Let resources share \
+         a role, or ask an administrator to raise --max-identities-per-namespace (Helm value \
+         identity.maxIdentitiesPerNamespace)"
     )]
-    RoleNotAllowed { role_arn: String, patterns: String },
+    TooManyIdentities { namespace: String, limit: usize },
 
     /// `spec.serviceAccountName` names a ServiceAccount that does not exist in the namespace.
     #[error(
@@ -103,6 +114,15 @@ pub enum Error {
     )]
     SecretConflict { namespace: String, name: String },
 
+    /// The Secret changed (or was deleted and created again) between the operator reading it and
+    /// writing it: the write was refused rather than made over what it did not see. The watch
+    /// brings the new version and the Secret is planned again.
+    #[error(
+        "Secret {namespace}/{name} changed after the operator read it; it is read again and \
+         written on the next pass"
+    )]
+    SecretChanged { namespace: String, name: String },
+
     /// A Kubernetes API call failed. The client's error is kept as the source (shared, so the
     /// error stays cheap to clone for the token cache and the cluster kind's per-namespace list).
     #[error("Kubernetes API error: {0}")]
@@ -147,6 +167,7 @@ labels!(
     WebIdentityDenied,
     AssumeRoleDenied,
     RoleNotAllowed,
+    TooManyIdentities,
     ServiceAccountMissing,
     ServiceAccountNotAnnotated,
     AccessDenied,
@@ -155,10 +176,27 @@ labels!(
     InvalidToken,
     InvalidSpec,
     SecretConflict,
+    SecretChanged,
     Kube => "KubeError",
     KubeRefused => "KubeError",
     Internal,
 );
+
+fn role_not_allowed(role_arn: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!(
+            "role {role_arn} is not allowed for resources in namespace {ns}. A cluster \
+             administrator can allow it with a pattern in identity.allowedRoleArns \
+             (--allowed-role-arns, where {{namespace}} stands for the resource's namespace) or a \
+             rule in identity.roleRules (--role-rules) that selects this namespace"
+        ),
+        None => format!(
+            "role {role_arn} is not allowed for ClusterEcrPublicPullSecrets. A cluster \
+             administrator can allow it with a pattern in identity.clusterAllowedRoleArns \
+             (--cluster-allowed-role-arns)"
+        ),
+    }
+}
 
 impl Error {
     /// Whether a Kubernetes API call failed: the reconcile stops and is retried with backoff,
@@ -229,9 +267,16 @@ mod tests {
             (
                 Error::RoleNotAllowed {
                     role_arn: d(),
-                    patterns: d(),
+                    namespace: None,
                 },
                 "RoleNotAllowed",
+            ),
+            (
+                Error::TooManyIdentities {
+                    namespace: d(),
+                    limit: 1,
+                },
+                "TooManyIdentities",
             ),
             (
                 Error::ServiceAccountMissing {
@@ -264,6 +309,13 @@ mod tests {
                     name: d(),
                 },
                 "SecretConflict",
+            ),
+            (
+                Error::SecretChanged {
+                    namespace: d(),
+                    name: d(),
+                },
+                "SecretChanged",
             ),
             (Error::Kube(api()), "KubeError"),
             (

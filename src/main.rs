@@ -48,7 +48,7 @@ async fn main() -> ExitCode {
                 role_arn: args.role_arn,
                 show_token: args.show_token,
             };
-            match diagnose::token(&sdk, &options, &mut std::io::stdout()).await {
+            match diagnose::token(&sdk, &settings, &options, &mut std::io::stdout()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error [{}]: {e}", e.label());

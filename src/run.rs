@@ -65,6 +65,7 @@ pub async fn start(
     args: &RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<Running, String> {
+    let settings = args.reconcilers()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -81,12 +82,17 @@ pub async fn start(
     let http_addr = http::serve(args.http_addr, metrics.clone(), health.clone(), stopped())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
-    let clients = Clients::new(sdk, Some(client.clone()));
+    for pattern in settings.role_permissions.shared_patterns() {
+        warn!(%pattern, "this --allowed-role-arns pattern has no {{namespace}}: resources in every namespace may use every role it matches");
+    }
+    let clients = Clients::new(sdk, &args.aws(), Some(client.clone()));
     let source = Metered::new(EcrPublic::new(clients), metrics.clone());
+    let tokens = TokenCache::new(Arc::new(source), FAILURE_TTL)
+        .with_namespace_limit(settings.max_identities_per_namespace);
     let inputs = Inputs {
-        tokens: Arc::new(TokenCache::new(Arc::new(source), FAILURE_TTL)),
+        tokens: Arc::new(tokens),
         client,
-        settings: args.reconcilers(),
+        settings,
         metrics,
         health,
     };

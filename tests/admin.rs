@@ -32,6 +32,25 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
         None
     );
     assert_eq!(metric(&before, "epps_managed_secrets"), Some(0.0));
+    // Secrets labelled as the operator labels its own, one even controlled by a resource named
+    // "m" (not the one created below): no live resource wrote them, so they feed no metric (and
+    // no alert). Created first, so the watch has them by the time "m"'s Secret shows.
+    let spoof = |name: &str, owner: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": name, "ownerReferences": owner,
+                            "labels": {"app.kubernetes.io/managed-by": "ecr-public-pull-secret-operator"},
+                            "annotations": {"ecrpublic.pullsecrets.dev/expires-at": "2020-01-01T00:00:00Z"}},
+               "data": {".dockerconfigjson": base64_of(r#"{"auths":{}}"#)}})
+    };
+    let not_m = json!([{"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                        "kind": "EcrPublicPullSecret", "name": "m", "uid": "not-m",
+                        "controller": true}]);
+    for secret in [spoof("spoof", json!([])), spoof("not-m", not_m)] {
+        env.k8s
+            .create(SECRETS, Some("default"), secret)
+            .await
+            .unwrap();
+    }
     env.create_cr("default", "m", json!({})).await;
     env.wait("Ready", T, |k| cr_ready(k, "default", "m")).await;
     // The reconcile is counted when it returns, just after its status write: await it.
@@ -80,6 +99,11 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
         ),
         Some(expires)
     );
+    assert!(
+        !text.contains(r#"name="spoof""#) && !text.contains(r#"name="not-m""#),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "epps_managed_secrets"), Some(1.0));
     op.stop().await;
     assert_no_token_leak(&env);
 }

@@ -48,7 +48,8 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration(api: Api) {
     let ns = env.ns.as_str();
     env.ecr.set_token_lifetime(Duration::from_secs(8));
     let dir = Scratch::new("binary");
-    let mut child = spawn(BIN, &env, &dir.0, "op", &[]);
+    // As a user turning logging all the way up to debug a problem: still no token in the logs.
+    let mut child = spawn(BIN, &env, &dir.0, "op", &[("RUST_LOG", "trace")]);
     let http = admin_addr(&dir.0, "op").await;
 
     env.create_cr(ns, "bin", json!({"refreshBefore": "4s"}))
@@ -86,12 +87,30 @@ async fn binary_writes_and_rotates_a_secret_from_env_configuration(api: Api) {
         "LOG_FORMAT=json gives JSON lines"
     );
     assert!(stderr.contains("shutdown signal received"));
-    for pw in env.ecr.issued_passwords() {
+    let secret = env.k8s.get(SECRETS, Some(ns), "bin").unwrap();
+    let data = secret["data"][".dockerconfigjson"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let passwords = env.ecr.issued_passwords();
+    assert_eq!(passwords.len(), 2, "a first token and a rotation");
+    for pw in passwords {
         assert!(
             !stderr.contains(&pw) && !stderr.contains(&base64_auth(&pw)),
             "token in the binary's logs"
         );
     }
+    assert!(!stderr.contains(&data), "Secret data in the binary's logs");
+    // The trace level was on, and the AWS SDK still logged up to debug.
+    let at = |level: &str, target: &str| {
+        stderr.lines().any(|l| {
+            l.contains(&format!(r#""level":"{level}""#))
+                && l.contains(&format!(r#""target":"{target}"#))
+        })
+    };
+    assert!(at("TRACE", "ecr_public_pull_secret_operator") || at("TRACE", "kube"));
+    assert!(at("DEBUG", "aws_smithy_runtime"));
+    assert!(!at("TRACE", "aws_"), "the SDK never logs at trace");
 }
 
 async fn two_replicas_elect_one_writer_and_hand_over_when_it_is_killed(api: Api) {

@@ -383,6 +383,8 @@ async fn failing_credentials_keep_the_last_good_secret_and_say_why() {
 async fn conflict_on_the_secret_write_is_retried_without_a_new_aws_call() {
     let (env, audit, op) = ready_env().await;
     let before = secret(&env, "pull");
+    // Every Secret write names the version it was planned from: a 409 says the Secret changed
+    // since (someone edited it, or deleted it and made another). Nothing is written over it.
     env.emulator().inject(Fault::on("patch", SECRETS, 409, 3));
     // Three 409s within the first backoff steps (0.1-0.2 s, 0.2-0.4 s, 0.4-0.8 s), then success.
     assert_recovers(&env, &before, Instant::now(), Duration::from_secs(8)).await;
@@ -398,13 +400,12 @@ async fn conflict_on_the_secret_write_is_retried_without_a_new_aws_call() {
     let reasons = audit.reasons(NS, "pull");
     assert!(audit.finish() >= 2);
     assert_no_token_leak(&env);
-    // A refused write is said, not hidden; the recovery above brought Ready back.
+    // A lost race is nobody's problem to fix: the Secret is read again and written, quietly.
     assert!(
-        reasons
-            .iter()
-            .any(|(s, r)| s == "False" && r == "KubeError"),
-        "while the Secret cannot be written, Ready says so (KubeError); saw {reasons:?}"
+        reasons.iter().all(|(s, _)| s == "True"),
+        "Ready stays True through a race lost to a concurrent change; saw {reasons:?}"
     );
+    assert!(!warning_event(&env, "SecretChanged") && !warning_event(&env, "KubeError"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

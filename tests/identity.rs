@@ -185,6 +185,170 @@ async fn service_account_token_is_exchanged_for_the_annotated_role(api: Api) {
     op.stop().await;
 }
 
+/// A role is allowed for a namespace, not for the cluster: a pattern with `{namespace}` gives each
+/// namespace its own role, rules give named or labelled namespaces theirs, and no namespace can
+/// borrow another's.
+async fn a_namespace_uses_only_the_roles_allowed_for_it(api: Api) {
+    let env = Env::start_on(api).await;
+    let moto = moto().await;
+    let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
+    let own = env.ns.clone();
+    let prod = format!("{own}-prod");
+    env.create_namespace(&prod, &[("tier", "prod")]).await;
+    let rules = json!([
+        {"namespaces": [own], "roleArns": [role("shared-puller")]},
+        {"namespaceSelector": {"matchLabels": {"tier": "prod"}}, "roleArns": [role("prod-puller")]},
+    ]);
+    let per_namespace = role("ecr-public-{namespace}");
+    let platform = role("platform-puller");
+    let flags = [
+        "--allowed-role-arns",
+        &per_namespace,
+        "--role-rules",
+        &rules.to_string(),
+        "--cluster-pull-secrets",
+        "--cluster-allowed-role-arns",
+        &platform,
+    ];
+    let op = env.start_operator_with_sdk(&sdk, &flags).await;
+    let cases = [
+        (&own, "own", role(&format!("ecr-public-{own}")), true),
+        (
+            &own,
+            "neighbours",
+            role(&format!("ecr-public-{prod}")),
+            false,
+        ),
+        (&own, "by-name", role("shared-puller"), true),
+        (&own, "by-label", role("prod-puller"), false),
+        (&prod, "labelled", role("prod-puller"), true),
+        (&prod, "unnamed", role("shared-puller"), false),
+    ];
+    for (ns, name, role_arn, _) in &cases {
+        env.create_cr(ns, name, json!({"roleArn": role_arn})).await;
+    }
+    // A cluster resource has its own list: a namespace's pattern does not reach it.
+    for (name, role_arn) in [
+        ("cluster-platform", &platform),
+        ("cluster-own", &cases[0].2),
+    ] {
+        let cr = json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                        "kind": "ClusterEcrPublicPullSecret", "metadata": {"name": name},
+                        "spec": {"namespaces": [own], "roleArn": role_arn}});
+        env.k8s.create(CLUSTER_CRS, None, cr).await.expect(name);
+    }
+    for (ns, name, _, allowed) in &cases {
+        let reason = if *allowed {
+            "TokenValid"
+        } else {
+            "RoleNotAllowed"
+        };
+        env.wait(
+            &format!("{ns}/{name}: {reason}"),
+            Duration::from_secs(20),
+            |k| cr_reason(k, ns, name).as_deref() == Some(reason),
+        )
+        .await;
+    }
+    let cluster_reason = |k: &Kube, name: &str| {
+        let cr = k.get(CLUSTER_CRS, None, name).unwrap_or_default();
+        ready(&cr).map(|(_, reason)| reason)
+    };
+    env.wait(
+        "cluster resources: their own list",
+        Duration::from_secs(20),
+        |k| {
+            cluster_reason(k, "cluster-platform").as_deref() == Some("TokenValid")
+                && cluster_reason(k, "cluster-own").as_deref() == Some("RoleNotAllowed")
+        },
+    )
+    .await;
+    let cluster = env.k8s.get(CLUSTER_CRS, None, "cluster-own").unwrap();
+    let message = cluster["status"]["conditions"][0]["message"].to_string();
+    assert!(
+        message.contains("identity.clusterAllowedRoleArns"),
+        "{message}"
+    );
+    // Told how to allow it, never what other namespaces may use.
+    let message = cr_message(&env.k8s, &own, "neighbours");
+    assert!(message.contains(&format!("namespace {own}")), "{message}");
+    for other in ["shared-puller", "prod-puller", "{namespace}"] {
+        let other = other.replace("{namespace}", "ecr-public-{namespace}");
+        assert!(!message.contains(&other), "{message}");
+    }
+    let mut assumed: Vec<String> = (moto.requests("AssumeRole").await.unwrap().iter())
+        .map(|r| r["RoleArn"].clone())
+        .collect();
+    assumed.sort();
+    let mut expected = [
+        role("prod-puller"),
+        role("shared-puller"),
+        role(&format!("ecr-public-{own}")),
+        platform.clone(),
+    ];
+    expected.sort();
+    assert_eq!(assumed, expected, "only allowed roles are ever assumed");
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
+/// A tenant cycling through roles is held to `--max-identities-per-namespace` at a time, and
+/// what a deleted resource's identity held no longer counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_is_held_to_its_identity_limit() {
+    let env = Env::start().await;
+    let moto = moto().await;
+    let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
+    let flags = [
+        "--allowed-role-arns",
+        ALLOW,
+        "--max-identities-per-namespace",
+        "2",
+    ];
+    let op = env.start_operator_with_sdk(&sdk, &flags).await;
+    let ns = env.ns.as_str();
+    for (name, role_name) in [("r1", "ecr-public-1"), ("r2", "ecr-public-2"), ("own", "")] {
+        let spec = match role_name {
+            "" => json!({}),
+            r => json!({"roleArn": role(r)}),
+        };
+        env.create_cr(ns, name, spec).await;
+    }
+    env.wait(
+        "two roles and the operator's identity",
+        Duration::from_secs(20),
+        |k| ["r1", "r2", "own"].iter().all(|n| cr_ready(k, ns, n)),
+    )
+    .await;
+    env.create_cr(ns, "r3", json!({"roleArn": role("ecr-public-3")}))
+        .await;
+    env.wait(
+        "a third role is one too many",
+        Duration::from_secs(20),
+        |k| cr_reason(k, ns, "r3").as_deref() == Some("TooManyIdentities"),
+    )
+    .await;
+    let message = cr_message(&env.k8s, ns, "r3");
+    assert!(
+        message.contains("--max-identities-per-namespace"),
+        "{message}"
+    );
+    // Another resource on a role already in use costs nothing more.
+    env.create_cr(ns, "r1-too", json!({"roleArn": role("ecr-public-1")}))
+        .await;
+    env.wait("a shared role", Duration::from_secs(20), |k| {
+        cr_ready(k, ns, "r1-too")
+    })
+    .await;
+    env.k8s.delete(CRS, Some(ns), "r2").await.unwrap();
+    env.wait("r2's place taken by r3", Duration::from_secs(30), |k| {
+        cr_ready(k, ns, "r3")
+    })
+    .await;
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_identity_failure_names_its_fix_and_recovers() {
     let env = Env::start().await;
@@ -244,8 +408,10 @@ async fn each_identity_failure_names_its_fix_and_recovers() {
         .await;
     }
     let message = |name: &str| cr_message(&env.k8s, "t", name);
-    assert!(message("not-allowed").contains(ALLOW));
+    // How to allow it, not what is allowed: that would list other tenants' roles.
+    assert!(!message("not-allowed").contains(ALLOW));
     assert!(message("not-allowed").contains("identity.allowedRoleArns"));
+    assert!(message("not-allowed").contains("namespace t"));
     assert!(message("bare").contains("eks.amazonaws.com/role-arn"));
     assert!(message("assume-denied").contains("sts:AssumeRole"));
     assert!(message("web-denied").contains("system:serviceaccount:"));
@@ -458,4 +624,7 @@ async fn token_subcommand_explains_the_identity_and_hides_the_token() {
     assert!(err.contains(file.to_str().unwrap()), "{err}");
 }
 
-on_both_apis!(service_account_token_is_exchanged_for_the_annotated_role);
+on_both_apis!(
+    service_account_token_is_exchanged_for_the_annotated_role,
+    a_namespace_uses_only_the_roles_allowed_for_it,
+);

@@ -396,7 +396,91 @@ async fn spec_change_updates_the_secret_without_a_new_aws_call(api: Api) {
     })
     .await;
     assert_eq!(env.ecr.calls(), 1);
+    // Taking the label out of the template takes it off the Secret (server-side apply prunes
+    // what only its manager set: the first write must not leave a second owner behind).
+    env.k8s
+        .edit(CRS, Some(ns), "reg", |cr| {
+            cr["spec"]["secretTemplate"] = json!({"annotations": {"note": "x"}});
+        })
+        .await;
+    env.wait("the label gone, the annotation there", T, |k| {
+        k.get(SECRETS, Some(ns), "reg").is_some_and(|s| {
+            s["metadata"]["labels"].get("team").is_none()
+                && s["metadata"]["annotations"]["note"] == "x"
+        })
+    })
+    .await;
     op.stop().await;
+}
+
+/// Someone else's pull Secret: what a take-over would give an ownerReference and overwrite.
+fn their_pull_secret(name: &str) -> serde_json::Value {
+    let config = r#"{"auths":{"registry.example.com":{"auth":"dGhlaXI6b3du"}}}"#;
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+           "type": "kubernetes.io/dockerconfigjson",
+           "data": {".dockerconfigjson": base64_of(config)}})
+}
+
+/// The Secret a new resource is about to create appears while its token is being fetched. It is
+/// someone else's: the write that would have created the Secret fails, and theirs stays exactly
+/// as they made it.
+async fn a_secret_created_during_the_fetch_is_never_taken_over(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    let op = env.start_operator(&[]).await;
+    env.ecr.hold();
+    env.create_cr(ns, "racy", json!({})).await;
+    assert!(env.ecr.wait_for_held(T).await, "the fetch is in flight");
+    let theirs = env.k8s.create(SECRETS, Some(ns), their_pull_secret("racy"));
+    let theirs = theirs.await.expect("create their Secret");
+    env.ecr.release();
+    env.wait("SecretConflict", T, |k| {
+        cr_reason(k, ns, "racy").as_deref() == Some("SecretConflict")
+    })
+    .await;
+    op.stop().await;
+    assert_eq!(
+        env.k8s.get(SECRETS, Some(ns), "racy").unwrap(),
+        theirs,
+        "byte-for-byte theirs: no ownerReference, their data"
+    );
+    assert_eq!(env.ecr.calls(), 1);
+}
+
+/// A due Secret is deleted and someone else creates one of the same name while the rotation's
+/// token is being fetched: the write names the version that was read, so the new Secret is
+/// never adopted.
+async fn a_secret_replaced_during_a_rotation_is_never_adopted(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    env.ecr.set_token_lifetime(Duration::from_secs(8));
+    let op = env.start_operator(&[]).await;
+    env.create_cr(ns, "swap", json!({"refreshBefore": "6s"}))
+        .await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "swap")).await;
+    // The rotation is due 2 s after the first token: its fetch is held.
+    env.ecr.hold();
+    assert!(
+        env.ecr.wait_for_held(T).await,
+        "the rotation's fetch is in flight"
+    );
+    env.k8s.delete(SECRETS, Some(ns), "swap").await.unwrap();
+    let theirs = env.k8s.create(SECRETS, Some(ns), their_pull_secret("swap"));
+    let theirs = theirs.await.expect("create their Secret");
+    env.ecr.release();
+    env.wait("SecretConflict", T, |k| {
+        cr_reason(k, ns, "swap").as_deref() == Some("SecretConflict")
+    })
+    .await;
+    op.stop().await;
+    assert_eq!(
+        env.k8s.get(SECRETS, Some(ns), "swap").unwrap(),
+        theirs,
+        "byte-for-byte theirs"
+    );
+    assert_no_token_leak(&env);
 }
 
 async fn deleting_the_resource_garbage_collects_the_secret(api: Api) {
@@ -412,6 +496,39 @@ async fn deleting_the_resource_garbage_collects_the_secret(api: Api) {
         k.get(SECRETS, Some(ns), "bye").is_none()
     })
     .await;
+    op.stop().await;
+}
+
+/// The emulator leaves CEL out, like an API server with an old CRD: the operator's own keys get
+/// past the schema, and the operator leaves them out of the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_own_keys_in_a_template_never_reach_the_secret() {
+    capture_logs();
+    let env = Env::start().await;
+    let ns = env.ns.as_str();
+    let op = env.start_operator(&[]).await;
+    let template = json!({
+        "labels": {"ecrpublic.pullsecrets.dev/cluster-owner": "8d6b3f0e",
+                   "app.kubernetes.io/managed-by": "someone", "team": "a"},
+        "annotations": {"ecrpublic.pullsecrets.dev/expires-at": "2099-01-01T00:00:00Z"},
+    });
+    env.create_cr(ns, "forged", json!({"secretTemplate": template}))
+        .await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "forged")).await;
+    let secret = env.k8s.get(SECRETS, Some(ns), "forged").unwrap();
+    let labels = &secret["metadata"]["labels"];
+    assert_eq!(labels["team"], "a");
+    assert_eq!(
+        labels["app.kubernetes.io/managed-by"],
+        "ecr-public-pull-secret-operator"
+    );
+    assert!(
+        labels
+            .get("ecrpublic.pullsecrets.dev/cluster-owner")
+            .is_none()
+    );
+    let expires = &secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"];
+    assert_ne!(expires, "2099-01-01T00:00:00Z");
     op.stop().await;
 }
 
@@ -478,6 +595,8 @@ on_both_apis!(
     failures_keep_the_last_good_secret_and_recover,
     expired_token_is_removed_with_remove_auth_and_kept_with_keep,
     foreign_secret_with_the_same_name_is_never_touched,
+    a_secret_created_during_the_fetch_is_never_taken_over,
+    a_secret_replaced_during_a_rotation_is_never_adopted,
     spec_change_updates_the_secret_without_a_new_aws_call,
     deleting_the_resource_garbage_collects_the_secret,
 );

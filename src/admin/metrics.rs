@@ -5,7 +5,9 @@
 //! - `epps_token_fetch_total{result,reason}`: real GetAuthorizationToken calls (cache hits are not
 //!   calls), reason is the error label or `none`;
 //! - `epps_secret_token_expiry_timestamp_seconds{namespace,name}` and `epps_managed_secrets`: read
-//!   from the Secret watch cache at scrape time, so deleted Secrets never leave stale series.
+//!   from the Secret watch cache at scrape time, so deleted Secrets never leave stale series, and
+//!   only for Secrets a live resource of this operator owns: a Secret anyone labels like ours
+//!   cannot feed the expiry alert.
 //!
 //! The per-Secret family is one line per managed Secret (about 10 MB at 100,000 Secrets), so an
 //! answer is produced in chunks as the client reads it ([`Metrics::exposition`]) rather than in
@@ -152,9 +154,9 @@ impl Metrics {
         self.fetches.get_or_create(&labels).inc();
     }
 
-    /// Lets the Secret gauges read the controller's Secret cache.
-    pub fn watch_secrets(&self, store: Store<CachedSecret>) {
-        *crate::lock(&self.secrets.store) = Some(store);
+    /// Lets the Secret gauges read a Secret cache, counting the Secrets `owned` accepts.
+    pub fn watch_secrets(&self, store: Store<CachedSecret>, owned: Owned) {
+        *crate::lock(&self.secrets.store) = Some((store, owned));
     }
 
     /// The OpenMetrics text exposition in chunks, each made when it is asked for: the registry,
@@ -218,6 +220,10 @@ impl<S: TokenSource> TokenSource for Metered<S> {
             outcome
         })
     }
+
+    fn forget(&self, identity: &Identity) {
+        self.inner.forget(identity);
+    }
 }
 
 /// The per-Secret expiry family, written by [`Metrics::exposition`] rather than the registry.
@@ -239,23 +245,36 @@ fn label_value(v: &str) -> Cow<'_, str> {
     )
 }
 
+/// Whether a cached Secret belongs to a live resource of this operator.
+pub type Owned = Arc<dyn Fn(&CachedSecret) -> bool + Send + Sync>;
+
 /// `epps_managed_secrets`, and the snapshot the per-Secret family is written from.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct SecretsCollector {
-    store: Mutex<Option<Store<CachedSecret>>>,
+    store: Mutex<Option<(Store<CachedSecret>, Owned)>>,
+}
+
+impl std::fmt::Debug for SecretsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsCollector").finish_non_exhaustive()
+    }
 }
 
 impl SecretsCollector {
+    /// The owned Secrets of the cache.
     fn snapshot(&self) -> Vec<Arc<CachedSecret>> {
-        crate::lock(&self.store)
-            .as_ref()
-            .map_or_else(Vec::new, Store::state)
+        let Some((store, owned)) = crate::lock(&self.store).clone() else {
+            return Vec::new();
+        };
+        let mut secrets = store.state();
+        secrets.retain(|s| owned(s));
+        secrets
     }
 }
 
 impl Collector for SecretsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let managed = crate::lock(&self.store).as_ref().map_or(0, Store::len);
+        let managed = self.snapshot().len();
         let count = ConstGauge::new(i64::try_from(managed).unwrap_or(i64::MAX));
         let metric = encoder.encode_descriptor(
             "epps_managed_secrets",
@@ -298,8 +317,13 @@ mod tests {
         );
     }
 
-    /// A Secret cache holding `n` Secrets of the namespaced kind with tokens expiring at `expires`.
-    fn store_of(n: usize, expires: chrono::DateTime<chrono::Utc>) -> Store<CachedSecret> {
+    /// A Secret cache holding `n` Secrets of a cluster resource with UID `u1`, tokens expiring at
+    /// `expires`, and `foreign` more labelled the same way for a resource `gone`.
+    fn store_of(
+        n: usize,
+        foreign: usize,
+        expires: chrono::DateTime<chrono::Utc>,
+    ) -> Store<CachedSecret> {
         use kube::{api::PartialObjectMeta, runtime::watcher::Event};
 
         use crate::{
@@ -314,12 +338,11 @@ mod tests {
             chrono::Duration::hours(12),
         );
         let settings = PullSecretSettings::default();
-        let owner = Owner::Label("u1".into());
-        for i in 0..n {
-            let secret = build(
-                &owner.spec(&format!("s{i}"), "ns", &settings, None),
-                Some(&token),
-            );
+        let secrets = (0..n).map(|i| (format!("s{i}"), "u1"));
+        let secrets = secrets.chain((0..foreign).map(|i| (format!("f{i}"), "gone")));
+        for (name, uid) in secrets {
+            let owner = Owner::Label(uid.into());
+            let secret = build(&owner.spec(&name, "ns", &settings, None), Some(&token));
             let meta = PartialObjectMeta::<k8s_openapi::api::core::v1::Secret> {
                 types: None,
                 metadata: secret.metadata,
@@ -335,7 +358,9 @@ mod tests {
         let expires = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let m = Metrics::default();
         let n = 2 * EXPIRY_LINES_PER_CHUNK + 1;
-        m.watch_secrets(store_of(n, expires));
+        // The cache also holds Secrets no live resource owns: they are not counted.
+        let owned: Owned = Arc::new(|s| s.cluster_owner() == Some("u1"));
+        m.watch_secrets(store_of(n, 10, expires), owned);
         let chunks: Vec<String> = m.exposition().collect();
         // The registry, two full chunks and one of a single line, then `# EOF`.
         assert_eq!(chunks.len(), 5, "chunks");

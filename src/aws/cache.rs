@@ -5,6 +5,12 @@
 //! slot lock; callers arriving meanwhile wait on that lock and then find the new token (or the
 //! failure, remembered for a short time so an outage costs one call per identity per retry window,
 //! not one per resource).
+//!
+//! What an identity holds (its token, its credentials and client in the [`TokenSource`]) lives as
+//! long as a resource uses it. Resources that use a role or a ServiceAccount are remembered as its
+//! [`User`]s; once none is left (the resources were deleted or now ask for another identity),
+//! the identity's state is dropped, so a tenant cycling through roles cannot grow the operator
+//! without bound. The same bookkeeping caps the identities one namespace may use at a time.
 
 use std::{
     collections::HashMap,
@@ -14,7 +20,7 @@ use std::{
 
 pub use super::identity::Identity;
 use super::{TokenSource, token::Token};
-use crate::Error;
+use crate::{Error, lock};
 
 #[derive(Default)]
 struct Slot {
@@ -29,11 +35,100 @@ pub struct Fetched {
     pub fresh: bool,
 }
 
+/// A resource that asks for a token: namespaced (`namespace` set) or cluster-scoped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct User {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// Whether a user still exists (its resource is in the watch cache).
+pub type Liveness = Arc<dyn Fn(&User) -> bool + Send + Sync>;
+
+/// One identity's token slot and how many users it has (the operator's own identity, shared by
+/// every resource that names no role, is never counted and never dropped).
+struct Held {
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    users: usize,
+}
+
+#[derive(Default)]
+struct Books {
+    held: HashMap<Identity, Held>,
+    /// Users of identities other than the operator's.
+    users: HashMap<User, Identity>,
+    /// Per namespace: its users' identities, with how many users each.
+    namespaces: HashMap<String, HashMap<Identity, usize>>,
+}
+
+impl Books {
+    /// Forgets `user`; returns its identity if that has no user left (it is then dropped).
+    fn release(&mut self, user: &User) -> Option<Identity> {
+        let identity = self.users.remove(user)?;
+        if let Some(ns) = &user.namespace
+            && let Some(counts) = self.namespaces.get_mut(ns)
+        {
+            if let Some(n) = counts.get_mut(&identity) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&identity);
+                }
+            }
+            if counts.is_empty() {
+                self.namespaces.remove(ns);
+            }
+        }
+        let held = self.held.get_mut(&identity)?;
+        held.users = held.users.saturating_sub(1);
+        if held.users > 0 {
+            return None;
+        }
+        self.held.remove(&identity);
+        Some(identity)
+    }
+
+    /// Remembers that `user` uses `identity` (not the operator's own).
+    fn add(&mut self, user: &User, identity: &Identity) {
+        self.users.insert(user.clone(), identity.clone());
+        if let Some(ns) = &user.namespace {
+            let counts = self.namespaces.entry(ns.clone()).or_default();
+            *counts.entry(identity.clone()).or_default() += 1;
+        }
+        self.slot_of(identity).users += 1;
+    }
+
+    fn slot_of(&mut self, identity: &Identity) -> &mut Held {
+        self.held.entry(identity.clone()).or_insert_with(|| Held {
+            slot: Arc::default(),
+            users: 0,
+        })
+    }
+
+    /// The distinct identities `namespace`'s users hold, `user` aside.
+    fn used_in(&self, namespace: &str, user: &User) -> usize {
+        let Some(counts) = self.namespaces.get(namespace) else {
+            return 0;
+        };
+        let own = self.users.get(user);
+        counts.len() - usize::from(own.is_some_and(|o| counts.get(o) == Some(&1)))
+    }
+
+    /// Users that no longer exist, in `namespace` only when given.
+    fn gone(&self, alive: &Liveness, namespace: Option<&str>) -> Vec<User> {
+        let users = self.users.keys();
+        let users = users.filter(|u| namespace.is_none() || u.namespace.as_deref() == namespace);
+        users.filter(|u| !alive(u)).cloned().collect()
+    }
+}
+
 /// Per-identity token cache with single-flight fetches.
 pub struct TokenCache {
     source: Arc<dyn TokenSource>,
-    slots: Mutex<HashMap<Identity, Arc<tokio::sync::Mutex<Slot>>>>,
+    books: Mutex<Books>,
     failure_ttl: Duration,
+    /// Distinct identities (other than the operator's) one namespace's users may hold.
+    per_namespace: Option<usize>,
+    alive: Mutex<Liveness>,
 }
 
 impl TokenCache {
@@ -41,23 +136,34 @@ impl TokenCache {
     pub fn new(source: Arc<dyn TokenSource>, failure_ttl: Duration) -> Self {
         Self {
             source,
-            slots: Mutex::default(),
+            books: Mutex::default(),
             failure_ttl,
+            per_namespace: None,
+            alive: Mutex::new(Arc::new(|_| true)),
         }
     }
 
-    fn slot(&self, identity: &Identity) -> Arc<tokio::sync::Mutex<Slot>> {
-        let mut slots = crate::lock(&self.slots);
-        slots.entry(identity.clone()).or_default().clone()
+    /// Refuses a namespace's users more than `limit` distinct identities at a time.
+    pub fn with_namespace_limit(mut self, limit: usize) -> Self {
+        self.per_namespace = Some(limit);
+        self
     }
 
-    /// A token for `identity` for which `usable` holds, fetching one if the cached token is not.
+    /// How to tell a departed user (deleted resource) from a live one; until set, all are live.
+    pub fn set_liveness(&self, alive: Liveness) {
+        *lock(&self.alive) = alive;
+    }
+
+    /// A token for `user`, from `identity`, for which `usable` holds, fetching one if the cached
+    /// token is not. `TooManyIdentities` when `identity` would be one too many for the user's
+    /// namespace.
     pub async fn get(
         &self,
+        user: &User,
         identity: &Identity,
         usable: impl Fn(&Token) -> bool,
     ) -> Result<Fetched, Error> {
-        let slot = self.slot(identity);
+        let slot = self.claim(user, identity)?;
         let mut slot = slot.lock().await;
         if let Some(token) = slot.token.as_ref().filter(|t| usable(t)) {
             return Ok(Fetched {
@@ -83,9 +189,77 @@ impl TokenCache {
         }
     }
 
-    /// The cached token for `identity`, if any, without fetching.
-    pub async fn peek(&self, identity: &Identity) -> Option<Token> {
-        self.slot(identity).lock().await.token.clone()
+    /// Records that `user` uses `identity` (dropping what its previous identity held if it was
+    /// the last user) and returns the identity's slot.
+    fn claim(
+        &self,
+        user: &User,
+        identity: &Identity,
+    ) -> Result<Arc<tokio::sync::Mutex<Slot>>, Error> {
+        let mut books = lock(&self.books);
+        if *identity == Identity::Operator {
+            let dropped = books.release(user);
+            let slot = books.slot_of(identity).slot.clone();
+            drop(books);
+            self.forget(dropped);
+            return Ok(slot);
+        }
+        if books.users.get(user) == Some(identity) {
+            return Ok(books.slot_of(identity).slot.clone());
+        }
+        let mut dropped = Vec::new();
+        if let (Some(ns), Some(limit)) = (user.namespace.as_deref(), self.per_namespace) {
+            let new = |b: &Books| {
+                b.namespaces
+                    .get(ns)
+                    .is_none_or(|c| !c.contains_key(identity))
+            };
+            if new(&books) && books.used_in(ns, user) >= limit {
+                // At the limit: users deleted since the last sweep may still count.
+                let alive = lock(&self.alive).clone();
+                for gone in books.gone(&alive, Some(ns)) {
+                    dropped.extend(books.release(&gone));
+                }
+                if books.used_in(ns, user) >= limit {
+                    drop(books);
+                    self.forget(dropped);
+                    return Err(Error::TooManyIdentities {
+                        namespace: ns.to_owned(),
+                        limit,
+                    });
+                }
+            }
+        }
+        dropped.extend(books.release(user));
+        books.add(user, identity);
+        let slot = books.slot_of(identity).slot.clone();
+        drop(books);
+        self.forget(dropped);
+        Ok(slot)
+    }
+
+    /// Drops the users whose resources are gone, and what identities no user is left for hold.
+    /// Returns how many identities were dropped.
+    pub fn sweep(&self) -> usize {
+        let alive = lock(&self.alive).clone();
+        let mut books = lock(&self.books);
+        let gone = books.gone(&alive, None);
+        let dropped: Vec<_> = gone.iter().filter_map(|u| books.release(u)).collect();
+        drop(books);
+        let n = dropped.len();
+        self.forget(dropped);
+        n
+    }
+
+    /// Identities with state held (the operator's own included once it has been used).
+    pub fn identities(&self) -> usize {
+        lock(&self.books).held.len()
+    }
+
+    fn forget(&self, identities: impl IntoIterator<Item = Identity>) {
+        for identity in identities {
+            self.source.forget(&identity);
+        }
     }
 }
 
@@ -95,11 +269,16 @@ mod tests {
     use crate::aws::token::test_token;
     use chrono::Utc;
     use futures::future::BoxFuture;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::{
+        collections::HashSet,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
 
+    #[derive(Default)]
     struct Counting {
         calls: AtomicUsize,
         fail: Mutex<Option<Error>>,
+        forgotten: Mutex<Vec<Identity>>,
     }
 
     impl TokenSource for Counting {
@@ -118,23 +297,40 @@ mod tests {
                 ))
             })
         }
+
+        fn forget(&self, identity: &Identity) {
+            self.forgotten.lock().unwrap().push(identity.clone());
+        }
     }
 
     fn source() -> Arc<Counting> {
-        Arc::new(Counting {
-            calls: AtomicUsize::new(0),
-            fail: Mutex::new(None),
-        })
+        Arc::new(Counting::default())
     }
+
+    fn user(namespace: &str, name: &str) -> User {
+        User {
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
+    }
+
+    fn role(name: &str) -> Identity {
+        Identity::Role {
+            role_arn: format!("arn:aws:iam::123456789012:role/{name}"),
+        }
+    }
+
+    const OPERATOR: Identity = Identity::Operator;
 
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch() {
         let src = source();
         let cache = Arc::new(TokenCache::new(src.clone(), Duration::from_secs(1)));
         let tasks: Vec<_> = (0..50)
-            .map(|_| {
+            .map(|i| {
                 let cache = cache.clone();
-                tokio::spawn(async move { cache.get(&Identity::Operator, |_| true).await.unwrap() })
+                let u = user("ns", &format!("r{i}"));
+                tokio::spawn(async move { cache.get(&u, &OPERATOR, |_| true).await.unwrap() })
             })
             .collect();
         let mut fresh = 0;
@@ -151,21 +347,11 @@ mod tests {
     async fn unusable_token_is_replaced_once() {
         let src = source();
         let cache = TokenCache::new(src.clone(), Duration::from_secs(1));
-        let first = cache
-            .get(&Identity::Operator, |_| true)
-            .await
-            .unwrap()
-            .token;
-        let second = cache
-            .get(&Identity::Operator, |t| *t != first)
-            .await
-            .unwrap()
-            .token;
-        assert_ne!(first, second);
-        cache
-            .get(&Identity::Operator, |t| *t != first)
-            .await
-            .unwrap();
+        let u = user("ns", "r");
+        let first = cache.get(&u, &OPERATOR, |_| true).await.unwrap().token;
+        let second = cache.get(&u, &OPERATOR, |t| *t != first).await;
+        assert_ne!(first, second.unwrap().token);
+        cache.get(&u, &OPERATOR, |t| *t != first).await.unwrap();
         assert_eq!(src.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -176,19 +362,89 @@ mod tests {
             detail: "503".into(),
         });
         let cache = TokenCache::new(src.clone(), Duration::from_secs(60));
-        for _ in 0..10 {
-            assert_eq!(
-                cache
-                    .get(&Identity::Operator, |_| true)
-                    .await
-                    .unwrap_err()
-                    .label(),
-                "Transient"
-            );
+        for i in 0..10 {
+            let u = user("ns", &format!("r{i}"));
+            let err = cache.get(&u, &OPERATOR, |_| true).await.unwrap_err();
+            assert_eq!(err.label(), "Transient");
         }
         assert_eq!(src.calls.load(Ordering::SeqCst), 1);
         let cache = TokenCache::new(src.clone(), Duration::ZERO);
         *src.fail.lock().unwrap() = None;
-        assert!(cache.get(&Identity::Operator, |_| true).await.is_ok());
+        assert!(
+            cache
+                .get(&user("ns", "r"), &OPERATOR, |_| true)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_identity_is_dropped_with_its_last_user() {
+        let src = source();
+        let cache = TokenCache::new(src.clone(), Duration::from_secs(1));
+        let (a, b) = (user("ns", "a"), user("ns", "b"));
+        cache.get(&a, &role("r"), |_| true).await.unwrap();
+        cache.get(&b, &role("r"), |_| true).await.unwrap();
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1, "shared by both users");
+        // `a` moves to another role: `r` still has `b`.
+        cache.get(&a, &role("s"), |_| true).await.unwrap();
+        assert!(src.forgotten.lock().unwrap().is_empty());
+        // `b` moves to the operator's identity: `r` has no user left.
+        cache.get(&b, &OPERATOR, |_| true).await.unwrap();
+        assert_eq!(*src.forgotten.lock().unwrap(), [role("r")]);
+        // `a` is deleted: the sweep drops `s`; the operator's identity stays.
+        let live: HashSet<User> = HashSet::from([b.clone()]);
+        cache.set_liveness(Arc::new(move |u| live.contains(u)));
+        assert_eq!(cache.sweep(), 1);
+        assert_eq!(*src.forgotten.lock().unwrap(), [role("r"), role("s")]);
+        assert_eq!(cache.identities(), 1, "the operator's own");
+        // A dropped identity starts afresh: a new fetch.
+        cache.get(&a, &role("r"), |_| true).await.unwrap();
+        assert_eq!(src.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_holds_at_most_its_limit_of_identities() {
+        let src = source();
+        let cache = TokenCache::new(src.clone(), Duration::from_secs(1)).with_namespace_limit(2);
+        cache
+            .get(&user("t", "a"), &role("1"), |_| true)
+            .await
+            .unwrap();
+        cache
+            .get(&user("t", "b"), &role("2"), |_| true)
+            .await
+            .unwrap();
+        // A third role is one too many; a role already held, the operator's own identity, and
+        // another namespace are not.
+        let err = cache.get(&user("t", "c"), &role("3"), |_| true).await;
+        let err = err.unwrap_err();
+        assert_eq!(err.label(), "TooManyIdentities");
+        assert!(err.to_string().contains("--max-identities-per-namespace"));
+        cache
+            .get(&user("t", "c"), &role("1"), |_| true)
+            .await
+            .unwrap();
+        cache
+            .get(&user("t", "d"), &OPERATOR, |_| true)
+            .await
+            .unwrap();
+        cache
+            .get(&user("u", "a"), &role("3"), |_| true)
+            .await
+            .unwrap();
+        // A user switching its one identity stays within the limit.
+        cache
+            .get(&user("t", "b"), &role("4"), |_| true)
+            .await
+            .unwrap();
+        // Once a user is gone, its identity no longer counts, sweep or not.
+        let gone = user("t", "b");
+        cache.set_liveness(Arc::new(move |u| *u != gone));
+        cache
+            .get(&user("t", "e"), &role("5"), |_| true)
+            .await
+            .unwrap();
+        assert!(src.forgotten.lock().unwrap().contains(&role("4")));
     }
 }

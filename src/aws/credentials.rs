@@ -1,25 +1,35 @@
-//! AWS credentials per [`Identity`], and an ECR Public client for each.
+//! AWS credentials per [`Identity`], and the ECR Public and STS clients they are used with.
 //!
-//! Every identity gets exactly one [`SharedCredentialsProvider`], built once and reused by every
-//! client of that identity. This matters: the SDK's identity cache is partitioned per
-//! `SharedCredentialsProvider` value, and `Builder::credentials_provider(p)` wraps `p` in a new
-//! one (a new partition) each time, so building clients afresh would fetch credentials afresh.
-//! Credentials are refreshed by the cache a configurable margin before they expire.
+//! Identities come and go with the resources that name them, and a tenant may name many, so an
+//! identity holds as little as possible: a credentials provider and an identity cache of its own.
+//! Everything heavy is shared by all of them: one ECR Public client and one STS client, each with
+//! one HTTP client, its connection pool and its TLS configuration (a client per identity cost
+//! about 160 KB: BENCHMARKS.md "Hostile identities"). A call as another identity than the
+//! operator's own overrides the shared client's credentials and identity cache for that call.
+//!
+//! The identity cache is the identity's own because the SDK never drops a partition of a shared
+//! one: each provider would leave its cached credentials behind for the life of the process. It
+//! keeps the credentials a configurable margin before they expire, and is dropped with the
+//! identity ([`Clients::forget`]). The provider is wrapped once: the override takes it with
+//! `set_credentials_provider`, which keeps its cache partition, where `credentials_provider`
+//! would wrap it anew and fetch credentials on every call.
 
 use std::{collections::HashMap, time::SystemTime};
 
-use aws_config::{Region, SdkConfig, sts::AssumeRoleProvider};
+use aws_config::{Region, SdkConfig, identity::IdentityCache};
 use aws_credential_types::{
     Credentials,
+    credential_feature::AwsCredentialFeature,
     provider::{
         self, ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
     },
 };
+use aws_sdk_ecrpublic::config::SharedIdentityCache;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, api::PostParams};
 
-use super::{ECR_PUBLIC_REGION, identity::Identity};
+use super::{AwsSettings, ECR_PUBLIC_REGION, identity::Identity};
 use crate::Error;
 
 /// Audience of ServiceAccount tokens exchanged with STS, as the EKS pod identity webhook uses.
@@ -29,27 +39,46 @@ const SA_TOKEN_SECONDS: i64 = 600;
 /// Role session name prefix, visible in CloudTrail.
 const SESSION_PREFIX: &str = "ecr-public-pull-secret-operator";
 
-/// One identity's credentials and its ECR Public client.
+/// One identity other than the operator's own: how its calls get their credentials.
 #[derive(Clone, Debug)]
-pub struct IdentityClients {
-    pub credentials: SharedCredentialsProvider,
-    pub ecr: aws_sdk_ecrpublic::Client,
+pub struct IdentityCredentials {
+    pub provider: SharedCredentialsProvider,
+    cache: SharedIdentityCache,
 }
 
-/// Builds and keeps [`IdentityClients`] per identity. Entries are never evicted: their number is
-/// bounded by the distinct roles and ServiceAccounts in use.
+impl IdentityCredentials {
+    /// The configuration a call as this identity overrides the shared client's with.
+    pub fn ecr_override(&self) -> aws_sdk_ecrpublic::config::Builder {
+        let mut conf = aws_sdk_ecrpublic::config::Builder::default();
+        conf.set_credentials_provider(Some(self.provider.clone()));
+        conf.identity_cache(self.cache.clone())
+    }
+}
+
+/// The shared clients, and the credentials of each identity other than the operator's, kept
+/// until the token cache says no resource uses the identity any more ([`Clients::forget`]).
 pub struct Clients {
-    sdk: SdkConfig,
+    settings: AwsSettings,
     kube: Option<kube::Client>,
-    by_identity: tokio::sync::Mutex<HashMap<Identity, IdentityClients>>,
+    /// ECR Public in us-east-1, as the operator's own identity.
+    pub ecr: aws_sdk_ecrpublic::Client,
+    /// STS, as the operator's own identity: `AssumeRole` for roles, and the unsigned
+    /// `AssumeRoleWithWebIdentity` for ServiceAccounts.
+    sts: aws_sdk_sts::Client,
+    by_identity: std::sync::Mutex<HashMap<Identity, IdentityCredentials>>,
 }
 
 impl Clients {
     /// `kube` is needed only for ServiceAccount identities.
-    pub fn new(sdk: &SdkConfig, kube: Option<kube::Client>) -> Self {
+    pub fn new(sdk: &SdkConfig, settings: &AwsSettings, kube: Option<kube::Client>) -> Self {
+        let ecr = aws_sdk_ecrpublic::config::Builder::from(sdk)
+            .region(Region::from_static(ECR_PUBLIC_REGION))
+            .build();
         Self {
-            sdk: sdk.clone(),
+            settings: settings.clone(),
             kube,
+            ecr: aws_sdk_ecrpublic::Client::from_conf(ecr),
+            sts: aws_sdk_sts::Client::new(sdk),
             by_identity: Default::default(),
         }
     }
@@ -57,53 +86,52 @@ impl Clients {
     /// Clients whose operator identity uses `ecr` as it is (for example a client with mocked
     /// responses); other identities are built from an empty configuration.
     pub fn for_client(ecr: aws_sdk_ecrpublic::Client) -> Self {
-        let mut clients = Self::new(&SdkConfig::builder().build(), None);
-        // Only the token subcommand reads this provider; such a client never reaches it.
-        let credentials =
-            SharedCredentialsProvider::new(Credentials::new("", "", None, None, "none"));
-        clients
-            .by_identity
-            .get_mut()
-            .insert(Identity::Operator, IdentityClients { credentials, ecr });
+        let mut clients = Self::new(&SdkConfig::builder().build(), &AwsSettings::default(), None);
+        clients.ecr = ecr;
         clients
     }
 
-    /// The clients of `identity`, built on first use.
-    pub async fn get(&self, identity: &Identity) -> Result<IdentityClients, Error> {
-        let mut map = self.by_identity.lock().await;
-        if let Some(c) = map.get(identity) {
-            return Ok(c.clone());
+    /// The credentials of `identity`: `None` for the operator's own (the shared clients have
+    /// them), else built on first use. (The token cache fetches one identity's token at a
+    /// time, so two callers never build the same identity's at once.)
+    pub fn get(&self, identity: &Identity) -> Result<Option<IdentityCredentials>, Error> {
+        if *identity == Identity::Operator {
+            return Ok(None);
         }
-        let credentials = self.provider(identity).await?;
-        let mut conf = aws_sdk_ecrpublic::config::Builder::from(&self.sdk)
-            .region(Region::from_static(ECR_PUBLIC_REGION));
-        // `set_` takes the shared provider as it is, keeping its identity-cache partition.
-        conf.set_credentials_provider(Some(credentials.clone()));
-        let conf = conf.build();
-        let clients = IdentityClients {
-            credentials,
-            ecr: aws_sdk_ecrpublic::Client::from_conf(conf),
+        let mut map = crate::lock(&self.by_identity);
+        if let Some(c) = map.get(identity) {
+            return Ok(Some(c.clone()));
+        }
+        let credentials = IdentityCredentials {
+            provider: self.provider(identity)?,
+            cache: IdentityCache::lazy()
+                .buffer_time(self.settings.credentials_refresh_before)
+                // A ServiceAccount's load is a TokenRequest and an STS exchange: a load cut off
+                // is started again, a second exchange for the same identity. One attempt's time
+                // bounds it, as for the operator's own.
+                .load_timeout(self.settings.attempt_timeout())
+                .build(),
         };
-        map.insert(identity.clone(), clients.clone());
-        Ok(clients)
+        map.insert(identity.clone(), credentials.clone());
+        Ok(Some(credentials))
     }
 
-    async fn provider(&self, identity: &Identity) -> Result<SharedCredentialsProvider, Error> {
+    /// Drops the credentials of `identity`.
+    pub fn forget(&self, identity: &Identity) {
+        crate::lock(&self.by_identity).remove(identity);
+    }
+
+    fn provider(&self, identity: &Identity) -> Result<SharedCredentialsProvider, Error> {
         Ok(match identity {
             Identity::Operator => {
-                self.sdk
-                    .credentials_provider()
-                    .ok_or_else(|| Error::NoCredentials {
-                        detail: "the SDK configuration has no credentials provider".into(),
-                    })?
+                return Err(Error::Internal(
+                    "the operator's own identity uses the shared clients".into(),
+                ));
             }
-            Identity::Role { role_arn } => SharedCredentialsProvider::new(
-                AssumeRoleProvider::builder(role_arn)
-                    .session_name(SESSION_PREFIX)
-                    .configure(&self.sdk)
-                    .build()
-                    .await,
-            ),
+            Identity::Role { role_arn } => SharedCredentialsProvider::new(RoleCredentials {
+                role_arn: role_arn.clone(),
+                sts: self.sts.clone(),
+            }),
             Identity::ServiceAccount {
                 namespace,
                 name,
@@ -117,12 +145,66 @@ impl Clients {
                     namespace: namespace.clone(),
                     name: name.clone(),
                     role_arn: role_arn.clone(),
-                    session_name: session_name(namespace, name),
-                    sts: aws_sdk_sts::Client::new(&self.sdk),
+                    sts: self.sts.clone(),
                 })
             }
         })
     }
+}
+
+/// A role assumed with `sts:AssumeRole` from the operator's own credentials, through the shared
+/// STS client (what aws-config's `AssumeRoleProvider` does with an STS client of its own).
+#[derive(Debug)]
+struct RoleCredentials {
+    role_arn: String,
+    sts: aws_sdk_sts::Client,
+}
+
+impl RoleCredentials {
+    async fn load(&self) -> provider::Result {
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(SESSION_PREFIX)
+            .send()
+            .await
+            .map_err(CredentialsError::provider_error)?;
+        let mut credentials = issued(out.credentials, "AssumeRole", "AssumeRole")?;
+        credentials
+            .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
+            .push(AwsCredentialFeature::CredentialsStsAssumeRole);
+        Ok(credentials)
+    }
+}
+
+impl ProvideCredentials for RoleCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.load())
+    }
+}
+
+/// The SDK's credentials from what STS issued (`operation` names the call in the error).
+fn issued(
+    c: Option<aws_sdk_sts::types::Credentials>,
+    operation: &str,
+    source: &'static str,
+) -> provider::Result {
+    let c = c.ok_or_else(|| {
+        CredentialsError::unhandled(format!("STS {operation} returned no credentials"))
+    })?;
+    let expiry = SystemTime::try_from(c.expiration)
+        .map_err(|_| CredentialsError::unhandled("STS credentials expiry is out of range"))?;
+    Ok(Credentials::new(
+        c.access_key_id,
+        c.secret_access_key,
+        Some(c.session_token),
+        Some(expiry),
+        source,
+    ))
 }
 
 /// `<prefix>-<namespace>-<name>`, cut to STS's 64 characters (names are DNS labels, so the
@@ -142,7 +224,6 @@ struct ServiceAccountCredentials {
     namespace: String,
     name: String,
     role_arn: String,
-    session_name: String,
     sts: aws_sdk_sts::Client,
 }
 
@@ -156,12 +237,12 @@ impl ServiceAccountCredentials {
             },
             ..Default::default()
         };
-        let issued = self
+        let answered = self
             .api
             .create_token_request(&self.name, &PostParams::default(), &request)
             .await
             .map_err(|e| CredentialsError::provider_error(self.token_request_error(e)))?;
-        let token = issued.status.map(|s| s.token).ok_or_else(|| {
+        let token = answered.status.map(|s| s.token).ok_or_else(|| {
             CredentialsError::provider_error(Error::KubeRefused {
                 detail: "TokenRequest returned no token".into(),
                 source: None,
@@ -171,23 +252,16 @@ impl ServiceAccountCredentials {
             .sts
             .assume_role_with_web_identity()
             .role_arn(&self.role_arn)
-            .role_session_name(&self.session_name)
+            .role_session_name(session_name(&self.namespace, &self.name))
             .web_identity_token(token)
             .send()
             .await
             .map_err(CredentialsError::provider_error)?;
-        let c = out.credentials.ok_or_else(|| {
-            CredentialsError::unhandled("STS AssumeRoleWithWebIdentity returned no credentials")
-        })?;
-        let expiry = SystemTime::try_from(c.expiration)
-            .map_err(|_| CredentialsError::unhandled("STS credentials expiry is out of range"))?;
-        Ok(Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            Some(c.session_token),
-            Some(expiry),
+        issued(
+            out.credentials,
+            "AssumeRoleWithWebIdentity",
             "ServiceAccountToken",
-        ))
+        )
     }
 
     fn token_request_error(&self, e: kube::Error) -> Error {

@@ -10,7 +10,9 @@ use aws_credential_types::{
 };
 use chrono::Utc;
 
-use super::{EcrPublic, TokenSource, classify, credentials::Clients, identity::Identity};
+use super::{
+    AwsSettings, EcrPublic, TokenSource, classify, credentials::Clients, identity::Identity,
+};
 use crate::Error;
 
 /// What to check.
@@ -23,7 +25,12 @@ pub struct Options {
 }
 
 /// Runs every step, writing one line per step to `out`; the first failure is returned.
-pub async fn token(sdk: &SdkConfig, options: &Options, out: &mut impl Write) -> Result<(), Error> {
+pub async fn token(
+    sdk: &SdkConfig,
+    settings: &AwsSettings,
+    options: &Options,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let identity = match &options.role_arn {
         Some(role_arn) => Identity::Role {
             role_arn: role_arn.clone(),
@@ -35,17 +42,23 @@ pub async fn token(sdk: &SdkConfig, options: &Options, out: &mut impl Write) -> 
         let _ = writeln!(out, "{key:<24}{value}");
     };
     line(out, "identity:", &identity.to_string());
-    let source = EcrPublic::new(Clients::new(sdk, None));
-    let clients = source.clients().get(&identity).await?;
-    let credentials = clients
-        .credentials
+    let source = EcrPublic::new(Clients::new(sdk, settings, None));
+    let provider = match source.clients().get(&identity)? {
+        Some(c) => c.provider,
+        None => sdk
+            .credentials_provider()
+            .ok_or_else(|| Error::NoCredentials {
+                detail: "the SDK configuration has no credentials provider".into(),
+            })?,
+    };
+    let credentials = provider
         .provide_credentials()
         .await
         .map_err(|e| classify::explain_credentials(&identity, &e))?;
     line(out, "credential source:", source_of(&credentials));
     line(out, "access key id:", credentials.access_key_id());
     let mut sts = aws_sdk_sts::config::Builder::from(sdk);
-    sts.set_credentials_provider(Some(clients.credentials.clone()));
+    sts.set_credentials_provider(Some(provider));
     match aws_sdk_sts::Client::from_conf(sts.build())
         .get_caller_identity()
         .send()

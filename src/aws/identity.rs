@@ -4,12 +4,14 @@
 //! [`Identity`] shares one cached token and so one AWS call per rotation. Resources pick an
 //! identity with `spec.roleArn` (assumed from the operator's own credentials) and/or
 //! `spec.serviceAccountName` (a ServiceAccount in the resource's own namespace, whose projected
-//! token is exchanged with STS). Both are refused unless the role matches the operator's
-//! allow-list: without one, a tenant could borrow any role the operator's role can assume.
+//! token is exchanged with STS). Both are refused unless the role is allowed for the resource's
+//! namespace ([`super::permissions`]): otherwise a tenant could borrow any role the operator's role
+//! can assume.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, Client};
 
+use super::permissions::{Requester, RolePermissions};
 use crate::Error;
 
 /// The annotation the EKS pod identity webhook reads; the operator reads it the same way.
@@ -44,66 +46,6 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// Role ARN patterns resources may ask for. `*` matches any run of characters (including `/`, so
-/// `arn:aws:iam::123456789012:role/teams/*` covers role paths). Empty: no per-resource roles.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowedRoles(Vec<String>);
-
-impl AllowedRoles {
-    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
-        Self(
-            patterns
-                .into_iter()
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect(),
-        )
-    }
-
-    pub fn allows(&self, role_arn: &str) -> bool {
-        self.0.iter().any(|p| glob_match(p, role_arn))
-    }
-
-    /// `Ok` when `role_arn` may be used, else the `RoleNotAllowed` error that says what to change.
-    pub fn check(&self, role_arn: &str) -> Result<(), Error> {
-        if self.allows(role_arn) {
-            return Ok(());
-        }
-        Err(Error::RoleNotAllowed {
-            role_arn: role_arn.into(),
-            patterns: if self.0.is_empty() {
-                "none".into()
-            } else {
-                self.0.join(", ")
-            },
-        })
-    }
-}
-
-/// Glob with `*` as the only wildcard. Iterative with one backtrack point: linear in practice,
-/// no recursion on input from the API server.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&b| b == b'*')
-}
-
 /// What a resource asks for, before anything is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -111,18 +53,25 @@ pub struct Request<'a> {
     pub service_account: Option<&'a str>,
 }
 
-/// Resolves a resource's identity. Reads the ServiceAccount (same namespace only) when one is named.
+/// Resolves a resource's identity. Reads the ServiceAccount (the requester's own namespace only)
+/// when one is named; a cluster resource names none.
 pub async fn resolve(
     client: &Client,
-    namespace: &str,
+    requester: Requester<'_>,
     request: Request<'_>,
-    allowed: &AllowedRoles,
+    permissions: &RolePermissions,
 ) -> Result<Identity, Error> {
-    let Some(sa_name) = request.service_account else {
+    let (
+        Some(sa_name),
+        Requester::Namespace {
+            name: namespace, ..
+        },
+    ) = (request.service_account, requester)
+    else {
         return match request.role_arn {
             None => Ok(Identity::Operator),
             Some(role_arn) => {
-                allowed.check(role_arn)?;
+                checked(permissions, requester, role_arn)?;
                 Ok(Identity::Role {
                     role_arn: role_arn.into(),
                 })
@@ -154,11 +103,24 @@ pub async fn resolve(
             namespace: namespace.into(),
             name: sa_name.into(),
         })?;
-    allowed.check(role_arn)?;
+    checked(permissions, requester, role_arn)?;
     Ok(Identity::ServiceAccount {
         namespace: namespace.into(),
         name: sa_name.into(),
         role_arn: role_arn.into(),
+    })
+}
+
+/// [`RolePermissions::check`], with the patterns that applied in the operator's log (the
+/// resource's status says only how to allow the role).
+fn checked(
+    permissions: &RolePermissions,
+    requester: Requester<'_>,
+    role_arn: &str,
+) -> Result<(), Error> {
+    permissions.check(requester, role_arn).inspect_err(|_| {
+        let applicable = permissions.applicable(requester);
+        tracing::info!(%role_arn, ?applicable, "role not allowed for this resource");
     })
 }
 
@@ -170,44 +132,6 @@ fn service_account_role<'a>(spec: Option<&'a str>, annotation: Option<&'a str>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_matches_role_paths() {
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match(
-            "arn:aws:iam::1:role/team-*",
-            "arn:aws:iam::1:role/team-a"
-        ));
-        assert!(glob_match(
-            "arn:aws:iam::1:role/*",
-            "arn:aws:iam::1:role/p/q"
-        ));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-        assert!(!glob_match(
-            "arn:aws:iam::1:role/team-*",
-            "arn:aws:iam::2:role/team-a"
-        ));
-        assert!(!glob_match("a*b", "aXXbY"));
-        assert!(!glob_match("exact", "exactly"));
-        assert!(glob_match("", ""));
-        assert!(!glob_match("", "x"));
-    }
-
-    #[test]
-    fn empty_allow_list_refuses_every_role_with_a_fix() {
-        let none = AllowedRoles::new(Vec::new());
-        let err = none.check("arn:aws:iam::1:role/x").unwrap_err();
-        assert_eq!(err.label(), "RoleNotAllowed");
-        assert!(err.to_string().contains("--allowed-role-arns"));
-        let some = AllowedRoles::new(vec![" arn:aws:iam::1:role/ok-* ".into(), "".into()]);
-        assert!(some.check("arn:aws:iam::1:role/ok-1").is_ok());
-        assert!(
-            some.check("arn:aws:iam::1:role/other")
-                .unwrap_err()
-                .to_string()
-                .contains("arn:aws:iam::1:role/ok-*")
-        );
-    }
 
     #[test]
     fn spec_role_wins_over_annotation() {

@@ -1,6 +1,7 @@
 //! Where tokens come from: the AWS side of the operator.
 //!
-//! - [`identity`]: which IAM identity a resource uses, and the operator's allow-list;
+//! - [`identity`]: which IAM identity a resource uses;
+//! - [`permissions`]: which roles a resource may use, per namespace (pure);
 //! - [`credentials`]: one credentials provider and ECR Public client per identity (the
 //!   ServiceAccount TokenRequest → STS exchange included);
 //! - this module: the SDK configuration and the call that fetches a token ([`EcrPublic`]);
@@ -14,6 +15,7 @@ pub mod classify;
 pub mod credentials;
 pub mod diagnose;
 pub mod identity;
+pub mod permissions;
 pub mod token;
 
 use std::time::Duration;
@@ -99,6 +101,9 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetches a fresh, validated token for `identity`.
     fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>>;
+
+    /// Drops whatever the source keeps for `identity` (no resource uses it any more).
+    fn forget(&self, _identity: &Identity) {}
 }
 
 /// The real source: ECR Public `GetAuthorizationToken` with the identity's credentials.
@@ -120,12 +125,17 @@ impl EcrPublic {
 impl TokenSource for EcrPublic {
     fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            let client = self.clients.get(identity).await?.ecr;
-            let out = client
-                .get_authorization_token()
-                .send()
-                .await
-                .map_err(|e| classify::explain(identity, &e))?;
+            let call = self.clients.ecr.get_authorization_token();
+            let sent = match self.clients.get(identity)? {
+                None => call.send().await,
+                Some(c) => {
+                    call.customize()
+                        .config_override(c.ecr_override())
+                        .send()
+                        .await
+                }
+            };
+            let out = sent.map_err(|e| classify::explain(identity, &e))?;
             let data = out.authorization_data();
             let expires = data
                 .and_then(|d| d.expires_at())
@@ -136,6 +146,10 @@ impl TokenSource for EcrPublic {
                 Utc::now(),
             )
         })
+    }
+
+    fn forget(&self, identity: &Identity) {
+        self.clients.forget(identity);
     }
 }
 

@@ -66,6 +66,11 @@ impl CachedSecret {
         Some(ObjectRef::new(name).within(&self.namespace))
     }
 
+    /// The UID of the `EcrPublicPullSecret` that controls it, if one does.
+    pub fn controller_uid(&self) -> Option<&str> {
+        self.controller.as_ref().map(|(_, uid)| uid.as_str())
+    }
+
     /// Whether `owner` wrote this Secret.
     pub fn owned_by(&self, owner: &Owner) -> bool {
         match owner {

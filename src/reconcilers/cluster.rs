@@ -26,7 +26,7 @@ use kube::{
 use tracing::{info, instrument, warn};
 
 use super::{
-    ClusterWatches, Inputs, Kind, alongside, log_result,
+    Inputs, Kind, alongside, log_result,
     plan::{self, Due, Plan},
     report::{self, Namespace as Selected},
     secrets::{At, Desired},
@@ -35,7 +35,7 @@ use super::{
 use crate::{
     Error,
     crd::{ClusterEcrPublicPullSecret, ClusterEcrPublicPullSecretStatus},
-    k8s::{events::Repeats, synced::Synced},
+    k8s::{events::Repeats, synced::Synced, watch::Watch},
     schedule::{self, Rotation},
     secret::{CLUSTER_OWNER_LABEL, Owner},
 };
@@ -66,15 +66,15 @@ impl std::ops::Deref for Context {
 /// Subscribes to the watches this kind reads; the returned reconciler runs until `shutdown`.
 pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     inputs: &Inputs,
-    shared: &mut ClusterWatches,
+    crs: &mut Watch<ClusterEcrPublicPullSecret>,
+    namespaces: &mut Watch<PartialObjectMeta<Namespace>>,
     shutdown: S,
 ) -> impl Future<Output = ()> + use<S> {
-    let ClusterWatches { crs, namespaces } = shared;
     let synced = Synced::new(3);
     let cr_events = crs.subscribe().applied(&synced);
     let ns_events = namespaces.subscribe().touched(&synced);
     let api = Api::all(inputs.client.clone());
-    let (kind, mut secrets) = Kind::new(inputs, api, CLUSTER_OWNER_LABEL);
+    let (kind, mut secrets) = Kind::new(inputs, api, CLUSTER_OWNER_LABEL, None);
     let secret_events = secrets.subscribe().touched(&synced);
     let (all, by_uid) = (crs.store(), crs.store());
     let namespaces = namespaces.store();
@@ -161,7 +161,7 @@ async fn apply(cr: &ClusterEcrPublicPullSecret, ctx: &Context) -> Result<Action,
     ctx.synced.wait().await;
     let now = Utc::now();
     let owner = Owner::Label(cr.uid().unwrap_or_default());
-    let desired = Desired::new(owner, &cr.spec.settings, None, None);
+    let desired = Desired::new(&cr.name_any(), owner, &cr.spec.settings, None, None);
     // A spec the schema let through but that cannot work is reported, and its Secrets are kept
     // as they are (they stay valid until they expire) until the resource is fixed.
     let rotation = match validate(cr, ctx, &desired) {

@@ -26,7 +26,12 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client,
     api::PartialObjectMeta,
-    runtime::{controller, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{
+        controller,
+        events::EventType,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use tracing::{debug, warn};
 
@@ -35,7 +40,10 @@ use secrets::Secrets;
 
 use crate::{
     admin::{http::Health, metrics::Metrics},
-    aws::{cache::TokenCache, identity::AllowedRoles},
+    aws::{
+        cache::{Liveness, TokenCache, User},
+        permissions::RolePermissions,
+    },
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, PullSecretSettings},
     k8s::{
         cached_secret::CachedSecret,
@@ -61,7 +69,9 @@ pub struct Settings {
     /// Name of this instance in Events (`reportingInstance`), usually the pod name.
     pub instance: Option<String>,
     /// Roles resources may ask for with `spec.roleArn` or `spec.serviceAccountName`.
-    pub allowed_roles: AllowedRoles,
+    pub role_permissions: RolePermissions,
+    /// Distinct identities the resources of one namespace may use at a time.
+    pub max_identities_per_namespace: usize,
     /// Whether `spec.serviceAccounts` is served (`--patch-service-accounts`).
     pub patch_service_accounts: bool,
     /// Whether a routine rotation publishes a Normal `Rotated` Event (`--rotation-events`).
@@ -77,7 +87,8 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(300),
             concurrency: 16,
             instance: None,
-            allowed_roles: AllowedRoles::default(),
+            role_permissions: RolePermissions::default(),
+            max_identities_per_namespace: 10,
             patch_service_accounts: false,
             rotation_events: false,
         }
@@ -131,21 +142,24 @@ pub struct Kind<K: Reported> {
 
 impl<K: Reported> Kind<K> {
     /// A kind whose Secrets are those of `api` with `labels`; the returned watch runs beside its
-    /// reconciler (each kind watches its own Secrets: the label selectors differ).
+    /// reconciler (each kind watches its own Secrets: the label selectors differ). `namespaces`:
+    /// the Namespace cache, for role rules that select namespaces by label.
     pub fn new(
         inputs: &Inputs,
         api: Api<PartialObjectMeta<Secret>>,
         labels: &str,
+        namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     ) -> (Self, Watch<CachedSecret>) {
         let (client, settings) = (&inputs.client, &inputs.settings);
         let config = watcher::Config::default().labels(labels);
         let watch = Watch::projected(api, config, CachedSecret::from);
-        let allowed = settings.allowed_roles.clone();
+        let permissions = settings.role_permissions.clone();
         let secrets = Secrets::new(
             client.clone(),
             watch.store(),
             inputs.tokens.clone(),
-            allowed,
+            permissions,
+            namespaces,
         );
         let kind = Self {
             client: client.clone(),
@@ -179,34 +193,27 @@ impl<K: Reported> Kind<K> {
 pub struct Shared {
     /// `EcrPublicPullSecret`s: the namespaced kind, and the ServiceAccount reconciler.
     pub crs: Watch<EcrPublicPullSecret>,
-    /// Only with the cluster kind.
-    pub cluster: Option<ClusterWatches>,
-}
-
-/// What the cluster kind and the ServiceAccount reconciler both read.
-pub struct ClusterWatches {
-    pub crs: Watch<ClusterEcrPublicPullSecret>,
-    pub namespaces: Watch<PartialObjectMeta<Namespace>>,
+    /// `ClusterEcrPublicPullSecret`s: only with the cluster kind.
+    pub cluster: Option<Watch<ClusterEcrPublicPullSecret>>,
+    /// Namespaces (metadata): with the cluster kind (its selection), and with role rules that
+    /// select namespaces by label.
+    pub namespaces: Option<Watch<PartialObjectMeta<Namespace>>>,
 }
 
 impl Shared {
-    fn new(client: &Client, watch_namespace: Option<&str>, cluster: bool) -> Self {
+    fn new(client: &Client, watch_namespace: Option<&str>, cluster: bool, labels: bool) -> Self {
         let all = watcher::Config::default;
-        let cluster = cluster.then(|| ClusterWatches {
-            crs: Watch::unversioned(Api::all(client.clone()), all()),
-            namespaces: Watch::new(Api::all(client.clone()), all()),
-        });
         Self {
             crs: Watch::unversioned(scoped(client, watch_namespace), all()),
-            cluster,
+            cluster: cluster.then(|| Watch::unversioned(Api::all(client.clone()), all())),
+            namespaces: (cluster || labels).then(|| Watch::new(Api::all(client.clone()), all())),
         }
     }
 
     fn run(self) -> Vec<BoxFuture<'static, ()>> {
         let mut all = vec![self.crs.run().boxed()];
-        if let Some(cluster) = self.cluster {
-            all.extend([cluster.crs.run().boxed(), cluster.namespaces.run().boxed()]);
-        }
+        all.extend(self.cluster.map(|w| w.run().boxed()));
+        all.extend(self.namespaces.map(|w| w.run().boxed()));
         all
     }
 }
@@ -236,25 +243,64 @@ pub async fn run(
         &inputs.client,
         settings.watch_namespace.as_deref(),
         kinds.cluster,
+        settings.role_permissions.selects_by_label(),
     );
+    inputs.tokens.set_liveness(liveness(&shared));
     let mut all = Vec::new();
     if kinds.service_accounts {
         let sas = service_accounts::start(&inputs, &mut shared, shutdown.clone());
         all.push(sas.boxed());
     }
-    if let Some(watches) = &mut shared.cluster {
-        all.push(cluster::start(&inputs, watches, shutdown.clone()).boxed());
+    if let (Some(crs), Some(namespaces)) = (&mut shared.cluster, &mut shared.namespaces) {
+        all.push(cluster::start(&inputs, crs, namespaces, shutdown.clone()).boxed());
     }
+    let sweeps = sweep_identities(inputs.tokens.clone(), shutdown.clone());
     let grace_over = shutdown
         .clone()
         .then(|()| tokio::time::sleep(SHUTDOWN_GRACE));
     all.push(namespaced::start(inputs, &mut shared, shutdown).boxed());
+    let mut watches = shared.run();
+    watches.push(sweeps.boxed());
     tokio::select! {
-        () = alongside(futures::future::join_all(all), shared.run()) => {}
+        () = alongside(futures::future::join_all(all), watches) => {}
         () = grace_over => warn!(
             grace = ?SHUTDOWN_GRACE,
             "a reconciler was still running after shutdown (its cache never synced); stopping it"
         ),
+    }
+}
+
+/// A resource uses an identity while it is in its watch cache (by name: one re-created under the
+/// same name claims its identity again when it next fetches a token).
+fn liveness(shared: &Shared) -> Liveness {
+    let crs = shared.crs.store();
+    let cluster = shared.cluster.as_ref().map(Watch::store);
+    Arc::new(move |user: &User| match &user.namespace {
+        Some(ns) => crs.get(&ObjectRef::new(&user.name).within(ns)).is_some(),
+        None => (cluster.as_ref()).is_some_and(|c| c.get(&ObjectRef::new(&user.name)).is_some()),
+    })
+}
+
+/// How often identities no resource uses any more are dropped (a namespace at its identity limit
+/// drops its departed users' at once).
+const IDENTITY_SWEEP: Duration = Duration::from_secs(30);
+
+/// Drops, every [`IDENTITY_SWEEP`], what identities of deleted resources hold, until `shutdown`.
+async fn sweep_identities(tokens: Arc<TokenCache>, shutdown: impl Future<Output = ()>) {
+    let sweeps = async {
+        let mut every = tokio::time::interval(IDENTITY_SWEEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let dropped = tokens.sweep();
+            if dropped > 0 {
+                debug!(dropped, "dropped identities no resource uses");
+            }
+        }
+    };
+    tokio::select! {
+        () = sweeps => {},
+        () = shutdown => {},
     }
 }
 

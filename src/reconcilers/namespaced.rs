@@ -35,10 +35,10 @@ use super::{
 };
 use crate::{
     Error,
-    admin::metrics::{Metrics, Reconciled},
+    admin::metrics::{Metrics, Owned, Reconciled},
     aws::token::Token,
     crd::{EcrPublicPullSecret, EcrPublicPullSecretStatus},
-    k8s::{events::Repeats, synced::Synced},
+    k8s::{cached_secret::CachedSecret, events::Repeats, synced::Synced, watch::Watch},
     schedule,
     secret::{self, Owner},
 };
@@ -68,13 +68,24 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     // `Store::wait_until_ready`: kube-runtime's own applier already waits on the resource store,
     // and a second concurrent waiter there can lose its wake-up (its one-shot channel keeps a
     // single waker), which made /readyz stay 503.
-    let synced = Synced::new(2);
+    // Role rules that select namespaces by label need the Namespace cache listed too.
+    let labels = (shared.namespaces.as_mut())
+        .filter(|_| inputs.settings.role_permissions.selects_by_label());
+    let synced = Synced::new(if labels.is_some() { 3 } else { 2 });
     inputs.health.ready_when(synced.ready());
     let crs = shared.crs.subscribe_refs().applied(&synced);
+    let namespaces = labels.map(|watch| {
+        let events = watch.subscribe().touched(&synced);
+        (watch.store(), events.map(|_| ()))
+    });
+    let (namespaces, namespace_events) = match namespaces {
+        Some((store, events)) => (Some(store), events.boxed()),
+        None => (None, stream::empty().boxed()),
+    };
     let api = scoped(&inputs.client, inputs.settings.watch_namespace.as_deref());
-    let (kind, mut secrets) = Kind::new(&inputs, api, &secret::managed_selector());
+    let (kind, mut secrets) = Kind::new(&inputs, api, &secret::managed_selector(), namespaces);
     let secret_events = secrets.subscribe().touched(&synced);
-    inputs.metrics.watch_secrets(secrets.store());
+    inputs.metrics.watch_secrets(secrets.store(), owned(shared));
     let config = controller::Config::default().concurrency(inputs.settings.concurrency);
     let metrics = inputs.metrics;
     // Triggered by references rather than objects (see `Watch::subscribe_refs`): a resource
@@ -87,11 +98,38 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(Context { kind, metrics }))
         .for_each(|result| async move { log_result(result) });
+    // Namespace events only count towards `synced`: a label change takes effect when a
+    // resource next needs a token.
+    let namespace_events = namespace_events.for_each(|()| future::ready(()));
     async move {
         info!("controller starting");
-        alongside(controller, vec![secrets.run().boxed()]).await;
+        alongside(
+            controller,
+            vec![secrets.run().boxed(), namespace_events.boxed()],
+        )
+        .await;
         info!("controller stopped");
     }
+}
+
+/// Whether a Secret of the cache is one a live resource of either kind wrote: the metrics count
+/// no other (the cache selects by a label anyone may set).
+fn owned(shared: &Shared) -> Owned {
+    let crs = shared.crs.store();
+    let clusters = shared.cluster.as_ref().map(Watch::store);
+    Arc::new(move |secret: &CachedSecret| {
+        if let (Some(controller), Some(uid)) = (secret.controller(), secret.controller_uid()) {
+            return crs
+                .get(&controller)
+                .is_some_and(|cr| cr.uid().as_deref() == Some(uid));
+        }
+        let (Some(clusters), Some(uid)) = (&clusters, secret.cluster_owner()) else {
+            return false;
+        };
+        clusters
+            .find(|cr| cr.uid().as_deref() == Some(uid))
+            .is_some()
+    })
 }
 
 #[instrument(skip_all, fields(name = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default()))]
@@ -202,6 +240,7 @@ fn desired<'a>(cr: &'a EcrPublicPullSecret, ns: &'a str) -> Result<Desired<'a>, 
     let service_account = cr.spec.service_account_name.as_deref();
     let owner = Owner::Reference(owner);
     Ok(Desired::new(
+        &cr.name_any(),
         owner,
         &cr.spec.settings,
         service_account,
@@ -217,6 +256,13 @@ async fn cannot_reconcile(
     error: Error,
     now: DateTime<Utc>,
 ) -> Result<(Reconciled, Action), Error> {
+    if let Error::SecretChanged { .. } = error {
+        // Not the resource's problem: its Secret's watch event brings it back with the new
+        // version; the backoff bounds a race that keeps being lost.
+        debug!(%error, "Secret changed since it was read");
+        let wait = ctx.backoff.next(&ObjectRef::from_obj(cr));
+        return Ok((Reconciled::Error, Action::requeue(wait)));
+    }
     if error.is_kube() {
         // Said on the resource too (a 500 storm or a missing RBAC verb must not leave "Ready"
         // standing); the status write may fail as well while the API is down.

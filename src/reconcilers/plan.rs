@@ -15,10 +15,19 @@ use crate::{Error, aws::token::Token, crd::OnExpiry, schedule::Rotation, secret:
 pub enum Observed {
     /// No Secret of that name.
     Absent,
-    /// Our Secret, holding this (as far as its metadata says).
-    Ours(SecretState),
+    /// Our Secret, holding this (as far as its metadata says) at this resourceVersion.
+    Ours { state: SecretState, version: String },
     /// A Secret of that name that another owner (or a person) wrote: never touched.
     Theirs,
+}
+
+/// What a write is conditional on: the Secret must still be what the plan was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// There was no Secret: the write may only create one.
+    Absent,
+    /// Our Secret at this resourceVersion: the write may only change that.
+    Version(String),
 }
 
 /// What a Secret needs before any token is fetched.
@@ -40,8 +49,15 @@ pub enum Plan {
 pub struct Due {
     /// What it holds now.
     pub state: SecretState,
+    /// What its write is conditional on.
+    pub precondition: Precondition,
+}
+
+impl Due {
     /// Whether it exists at all.
-    pub exists: bool,
+    pub fn exists(&self) -> bool {
+        self.precondition != Precondition::Absent
+    }
 }
 
 /// The state of a Secret that holds nothing the operator wrote.
@@ -63,16 +79,19 @@ pub fn due_at(state: &SecretState, rotation: &Rotation) -> Option<DateTime<Utc>>
 
 /// Plans a Secret whose settings fingerprint should be `hash`.
 pub fn plan(observed: Observed, hash: &str, rotation: &Rotation, now: DateTime<Utc>) -> Plan {
-    let (state, exists) = match observed {
+    let (state, precondition) = match observed {
         Observed::Theirs => return Plan::Conflict,
-        Observed::Absent => (empty(), false),
-        Observed::Ours(state) => (state, true),
+        Observed::Absent => (empty(), Precondition::Absent),
+        Observed::Ours { state, version } => (state, Precondition::Version(version)),
     };
     match due_at(&state, rotation) {
         Some(next) if next > now && state.config_hash.as_deref() == Some(hash) => {
             Plan::Fresh { state, next }
         }
-        _ => Plan::Due(Due { state, exists }),
+        _ => Plan::Due(Due {
+            state,
+            precondition,
+        }),
     }
 }
 
@@ -186,7 +205,10 @@ mod tests {
     fn a_secret_is_fresh_only_before_its_refresh_time_and_with_the_same_settings() {
         let rotation = Rotation::new(None, "uid");
         let next = rotation.due_at(t(0), t(43_200));
-        let ours = || Observed::Ours(held("h"));
+        let ours = || Observed::Ours {
+            state: held("h"),
+            version: "7".into(),
+        };
         assert_eq!(
             plan(ours(), "h", &rotation, next - chrono::Duration::seconds(1)),
             Plan::Fresh {
@@ -197,7 +219,7 @@ mod tests {
         let due = || {
             Plan::Due(Due {
                 state: held("h"),
-                exists: true,
+                precondition: Precondition::Version("7".into()),
             })
         };
         assert_eq!(plan(ours(), "h", &rotation, next), due(), "due");
@@ -210,7 +232,7 @@ mod tests {
             plan(Observed::Absent, "h", &rotation, t(1)),
             Plan::Due(Due {
                 state: empty(),
-                exists: false
+                precondition: Precondition::Absent,
             })
         );
         assert_eq!(plan(Observed::Theirs, "h", &rotation, t(1)), Plan::Conflict);

@@ -6,22 +6,23 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    Api, Client,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    Api, Client, ResourceExt,
+    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions},
     runtime::{
         controller::Action,
         reflector::{ObjectRef, Store},
     },
 };
 
-use super::plan::{self, Due, Observed, Step};
+use super::plan::{self, Due, Observed, Precondition, Step};
 use crate::{
     Error,
     aws::{
-        cache::TokenCache,
-        identity::{self, AllowedRoles},
+        cache::{TokenCache, User},
+        identity,
+        permissions::{Requester, RolePermissions},
         token::Token,
     },
     crd::{MANAGER, OnExpiry, PullSecretSettings},
@@ -32,8 +33,15 @@ use crate::{
 
 type Meta = CachedSecret;
 
+/// The resourceVersion a create-only apply names: larger than any etcd revision (an `int64`), so
+/// no stored object has it, while the API server, which ignores the version of an object it
+/// creates, still accepts it as a number.
+pub const CREATE_ONLY: &str = "18446744073709551615";
+
 /// What a resource wants its Secrets to hold, worked out once per reconcile.
 pub struct Desired<'a> {
+    /// The resource, as a user of its identity's token.
+    pub user: User,
     pub owner: Owner,
     pub settings: &'a PullSecretSettings,
     /// `spec.serviceAccountName` (namespaced kind only): the identity, and part of the content
@@ -46,14 +54,21 @@ pub struct Desired<'a> {
 }
 
 impl<'a> Desired<'a> {
+    /// For the resource `name` (in `namespace`, when namespaced).
     pub fn new(
+        name: &str,
         owner: Owner,
         settings: &'a PullSecretSettings,
         service_account: Option<&'a str>,
         namespace: Option<&'a str>,
     ) -> Self {
         let hash = secret::config_hash(settings, service_account);
+        let user = User {
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        };
         Self {
+            user,
             owner,
             settings,
             service_account,
@@ -120,7 +135,9 @@ pub struct Secrets {
     client: Client,
     cache: Store<Meta>,
     tokens: Arc<TokenCache>,
-    allowed: AllowedRoles,
+    permissions: RolePermissions,
+    /// Namespace labels, for role rules that select namespaces by label.
+    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     written: Memo<ObjectRef<Meta>, Written>,
 }
 
@@ -129,13 +146,15 @@ impl Secrets {
         client: Client,
         cache: Store<Meta>,
         tokens: Arc<TokenCache>,
-        allowed: AllowedRoles,
+        permissions: RolePermissions,
+        namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     ) -> Self {
         Self {
             client,
             cache,
             tokens,
-            allowed,
+            permissions,
+            namespaces,
             written: Memo::default(),
         }
     }
@@ -157,19 +176,30 @@ impl Secrets {
         if !meta.owned_by(&desired.owner) {
             return Ok(Observed::Theirs);
         }
-        Ok(Observed::Ours(self.state_of(&meta)))
+        let (state, version) = self.state_of(&meta)?;
+        Ok(Observed::Ours { state, version })
     }
 
-    /// The token state of a Secret: as read, or our own newer write.
-    pub fn state_of(&self, meta: &Meta) -> SecretState {
+    /// The token state of a Secret and the resourceVersion it holds it at: as read, or our own
+    /// newer write.
+    pub fn state_of(&self, meta: &Meta) -> Result<(SecretState, String), Error> {
         let observed = &meta.state;
         let shown = |w: &Written| {
             w.resource_version.as_deref() == meta.resource_version() || w.state == *observed
         };
-        match self.written.unseen(&ObjectRef::from_obj(meta), shown) {
-            Some(ours) => ours.state,
-            None => observed.clone(),
-        }
+        let (state, version) = match self.written.unseen(&ObjectRef::from_obj(meta), shown) {
+            Some(ours) => (ours.state, ours.resource_version),
+            None => (observed.clone(), meta.resource_version().map(str::to_owned)),
+        };
+        // Every stored object has one; without it a write could not be made conditional.
+        let version = version.ok_or_else(|| {
+            Error::Internal(format!(
+                "Secret {}/{} has no resourceVersion",
+                meta.namespace(),
+                meta.name()
+            ))
+        })?;
+        Ok((state, version))
     }
 
     /// A token for `desired`'s identity, from the per-identity cache, usable until its own due
@@ -185,16 +215,28 @@ impl Secrets {
             role_arn: desired.settings.role_arn.as_deref(),
             service_account: desired.service_account,
         };
+        // Labels only where a rule selects namespaces by them.
+        let namespace = desired.namespace.and_then(|ns| {
+            let namespaces = self.namespaces.as_ref()?;
+            namespaces.get(&ObjectRef::new(ns))
+        });
+        let requester = match desired.namespace {
+            Some(name) => Requester::Namespace {
+                name,
+                labels: namespace.as_ref().map(|ns| ns.labels()),
+            },
+            None => Requester::Cluster,
+        };
         // Resolved only when a token is needed: a fresh Secret costs no ServiceAccount read.
-        let namespace = desired.namespace.unwrap_or_default();
-        let identity =
-            match identity::resolve(&self.client, namespace, request, &self.allowed).await {
-                Ok(identity) => identity,
-                Err(e) if e.is_kube() => return Err(e),
-                Err(e) => return Ok(Err(e)),
-            };
+        let resolved = identity::resolve(&self.client, requester, request, &self.permissions);
+        let identity = match resolved.await {
+            Ok(identity) => identity,
+            Err(e) if e.is_kube() => return Err(e),
+            Err(e) => return Ok(Err(e)),
+        };
         let usable = |t: &Token| rotation.due_at(t.issued_at, t.expires_at) > now;
-        Ok(self.tokens.get(&identity, usable).await.map(|f| f.token))
+        let fetched = self.tokens.get(&desired.user, &identity, usable).await;
+        Ok(fetched.map(|f| f.token))
     }
 
     /// Carries out the step for a due Secret once the fetch has answered.
@@ -215,7 +257,8 @@ impl Secrets {
                     next,
                 },
                 Step::Write { token, next } => {
-                    self.write(desired, at, Some(token)).await?;
+                    self.write(desired, at, &due.precondition, Some(token))
+                        .await?;
                     Outcome::Written {
                         token: token.clone(),
                         next,
@@ -223,7 +266,7 @@ impl Secrets {
                     }
                 }
                 Step::RemoveAuth { error } => {
-                    self.write(desired, at, None).await?;
+                    self.write(desired, at, &due.precondition, None).await?;
                     let kept = SecretState {
                         config_hash: Some(desired.hash.clone()),
                         ..plan::empty()
@@ -233,25 +276,36 @@ impl Secrets {
                         kept,
                         next: None,
                         removed: true,
-                        exists: due.exists,
+                        exists: due.exists(),
                     })
                 }
                 Step::Leave { error } => Outcome::Failed(Failure {
                     error: error.clone(),
                     next: plan::due_at(&due.state, rotation),
+                    exists: due.exists(),
                     kept: due.state,
                     removed: false,
-                    exists: due.exists,
                 }),
             },
         )
     }
 
-    /// Writes the Secret with server-side apply: with `token`, or emptied (`{"auths":{}}`).
+    /// Writes the Secret with server-side apply: with `token`, or emptied (`{"auths":{}}`), on
+    /// condition that it is still what was observed (else `SecretChanged`).
+    ///
+    /// Never a take-over: an apply names the resourceVersion it was planned from, so the API
+    /// server refuses it (409) when the Secret was changed, or deleted and created again by
+    /// someone else, after it was read. Where no Secret was seen, the apply names a version no
+    /// stored object can have ([`CREATE_ONLY`]): it creates the Secret if there still is none and
+    /// is refused if one appeared meanwhile, which is `SecretConflict`. (Not a POST: it would
+    /// leave the create's fields owned by an `Update` entry of our manager too, and server-side
+    /// apply never prunes a field someone else also owns, so a label removed from
+    /// `secretTemplate` would stay on the Secret.)
     pub async fn write(
         &self,
         desired: &Desired<'_>,
         at: At<'_>,
+        precondition: &Precondition,
         token: Option<&Token>,
     ) -> Result<(), Error> {
         let spec = desired.owner.spec(
@@ -260,12 +314,28 @@ impl Secrets {
             desired.settings,
             desired.service_account,
         );
-        let secret = secret::build(&spec, token);
+        let mut secret = secret::build(&spec, token);
+        secret.metadata.resource_version = Some(match precondition {
+            Precondition::Absent => CREATE_ONLY.to_owned(),
+            Precondition::Version(version) => version.clone(),
+        });
         let params = PatchParams::apply(MANAGER).force();
-        let written = self
+        let written = match self
             .api(at.namespace)
             .patch(at.name, &params, &Patch::Apply(&secret))
-            .await?;
+            .await
+        {
+            Ok(written) => written,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                self.written.forget(&at.key());
+                let (namespace, name) = (at.namespace.to_owned(), at.name.to_owned());
+                return Err(match precondition {
+                    Precondition::Absent => Error::SecretConflict { namespace, name },
+                    Precondition::Version(_) => Error::SecretChanged { namespace, name },
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let written = Written {
             resource_version: written.metadata.resource_version,
             state: SecretState::from_meta(&secret.metadata),
@@ -316,7 +386,7 @@ impl Secrets {
     ) -> Result<Action, Error> {
         let mut next: Option<DateTime<Utc>> = None;
         for meta in owned {
-            let Some(expires) = self.state_of(meta).expires_at else {
+            let Some(expires) = self.state_of(meta)?.0.expires_at else {
                 continue;
             };
             if expires > now {
@@ -326,7 +396,9 @@ impl Secrets {
                     namespace: meta.namespace(),
                     name: meta.name(),
                 };
-                self.write(desired, at, None).await?;
+                let (_, version) = self.state_of(meta)?;
+                self.write(desired, at, &Precondition::Version(version), None)
+                    .await?;
             }
         }
         Ok(next.map_or_else(Action::await_change, |n| {

@@ -26,7 +26,7 @@ use kube::{
 use tracing::{info, instrument, warn};
 
 use super::{
-    Backoff, ClusterWatches, Inputs, Shared, alongside,
+    Backoff, Inputs, Shared, alongside,
     image_pull_secrets::{self, ADDED_ANNOTATION},
     log_result, scoped,
     spec::selects,
@@ -82,7 +82,7 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
                 concerned(&by_cr, &cr.spec.settings, ns.as_deref())
             });
     let mut cluster = None;
-    if let Some(ClusterWatches { crs, namespaces }) = &mut shared.cluster {
+    if let (Some(crs), Some(namespaces)) = (&mut shared.cluster, &mut shared.namespaces) {
         let (by_cluster, by_ns) = (sas.store(), sas.store());
         cluster = Some((crs.store(), namespaces.store()));
         controller = controller

@@ -68,6 +68,9 @@ struct Inner {
 struct Shared {
     inner: Arc<Mutex<Inner>>,
     changed: Arc<watch::Sender<u64>>,
+    /// While true, requests wait before they are answered (and counted as held).
+    held: Arc<watch::Sender<bool>>,
+    holding: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
@@ -103,6 +106,8 @@ impl FakeEcrPublic {
                 passwords: Vec::new(),
             })),
             changed: Arc::new(watch::channel(0).0),
+            held: Arc::new(watch::channel(false).0),
+            holding: Arc::default(),
         };
         let app = Router::new()
             .route("/", post(handle))
@@ -168,6 +173,38 @@ impl FakeEcrPublic {
     /// Every password issued so far: tests search logs, Events and status for them.
     pub fn issued_passwords(&self) -> Vec<String> {
         self.shared.lock().passwords.clone()
+    }
+
+    /// Holds every request from now on until [`FakeEcrPublic::release`]: a fetch in flight for as
+    /// long as a test needs to change the world under it.
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Answers the held requests, and every later one at once.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
+    }
+
+    /// Waits until a request is being held; false on timeout.
+    pub async fn wait_for_held(&self, timeout: Duration) -> bool {
+        let mut rx = self.shared.changed.subscribe();
+        let holding = || {
+            self.shared
+                .holding
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        };
+        tokio::time::timeout(timeout, async {
+            while !holding() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+            && holding()
     }
 
     /// Waits until at least `n` calls were received; false on timeout.
@@ -251,6 +288,17 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, _body: Bytes) 
     };
     if let Some(EcrFault::Hang(d)) = &fault {
         tokio::time::sleep(*d).await;
+    }
+    let mut held = shared.held.subscribe();
+    if *held.borrow_and_update() {
+        shared
+            .holding
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        shared.changed.send_modify(|n| *n += 1);
+        let _ = held.wait_for(|h| !*h).await;
+        shared
+            .holding
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
     let now = chrono::Utc::now().timestamp();
     let n = shared.lock().calls.len();

@@ -6,8 +6,13 @@ use std::time::Duration;
 use super::{CRS, Env, Kube, SECRETS};
 
 pub fn base64_auth(password: &str) -> String {
+    base64_of(&format!("AWS:{password}"))
+}
+
+/// Standard base64, as a Secret's `data` holds its values.
+pub fn base64_of(text: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"))
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// Decoded `.dockerconfigjson` of a Secret object from the emulator.
