@@ -55,6 +55,7 @@ const CASES: &[&str] = &[
     "watch-namespace-service-account-patching.yaml",
     "existing-service-account.yaml",
     "everything.yaml",
+    "role-rules.yaml",
 ];
 /// The metrics the binary exports (src/metrics.rs); alerts may only use these.
 const METRICS: &[&str] = &[
@@ -422,6 +423,18 @@ fn values_schema_rejects_mistyped_values() {
             "feature switch that is not a boolean",
             "clusterPullSecrets:\n  enabled: \"yes\"\n",
         ),
+        (
+            "role pattern reaching every account",
+            "identity:\n  allowedRoleArns: [\"arn:aws:iam::*:role/x\"]\n",
+        ),
+        (
+            "role rule without namespaces",
+            "identity:\n  roleRules: [{roleArns: [\"arn:aws:iam::123456789012:role/x\"]}]\n",
+        ),
+        (
+            "namespace placeholder for the cluster kind",
+            "identity:\n  clusterAllowedRoleArns: [\"arn:aws:iam::123456789012:role/r-{namespace}\"]\n",
+        ),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, yaml).unwrap();
@@ -679,6 +692,14 @@ fn cluster_pull_secret_grants() -> BTreeSet<Grant> {
     ])
 }
 
+/// Whether a role rule of the case selects namespaces by label: the operator then reads their
+/// labels (Namespaces list/watch).
+fn rules_select_namespaces(case: &str) -> bool {
+    let rules = value(case, &["identity", "roleRules"]);
+    let rules = rules.as_ref().and_then(|r| r.as_sequence());
+    rules.is_some_and(|r| r.iter().any(|r| r.get("namespaceSelector").is_some()))
+}
+
 /// A boolean value from a case's values file, false when the file does not set it.
 fn enabled(case: &str, path: &[&str]) -> bool {
     value(case, path).and_then(|v| v.as_bool()).unwrap_or(false)
@@ -776,6 +797,14 @@ fn rbac_grants_exactly_what_the_operator_uses_in_every_value_set() {
                 .or_default()
                 .extend(service_account_patching_grants());
         }
+        if rules_select_namespaces(case) {
+            want.entry(scope.clone()).or_default().extend(expected(&[(
+                "",
+                "namespaces",
+                &["list", "watch"],
+                None,
+            )]));
+        }
         if enabled(case, &["clusterPullSecrets", "enabled"]) {
             assert_eq!(scope, "", "{}: the cluster kind is cluster-wide", r.name());
             want.entry(scope)
@@ -841,6 +870,21 @@ fn tenant_identities_are_opt_in_and_reach_the_binary() {
         Some("arn:aws:iam::123456789012:role/ecr-public-*,arn:aws:iam::210987654321:role/teams/*")
     );
     assert_eq!(r.env_value("AWS_CREDENTIALS_REFRESH_BEFORE"), Some("10m"));
+    // Rules reach the binary as the JSON it parses; the cluster kind's list and the cap as set.
+    let r = rendered("role-rules.yaml");
+    let rules: serde_json::Value =
+        serde_json::from_str(r.env_value("ROLE_RULES").expect("ROLE_RULES")).unwrap();
+    assert_eq!(rules[1]["namespaceSelector"]["matchLabels"]["tier"], "prod");
+    assert_eq!(
+        r.env_value("CLUSTER_ALLOWED_ROLE_ARNS"),
+        Some("arn:aws:iam::123456789012:role/platform-puller")
+    );
+    assert_eq!(r.env_value("MAX_IDENTITIES_PER_NAMESPACE"), Some("5"));
+    assert_eq!(
+        rendered("").env_value("MAX_IDENTITIES_PER_NAMESPACE"),
+        Some("10")
+    );
+    assert!(rendered("").env_value("ROLE_RULES").is_none());
 }
 
 #[test]
@@ -946,6 +990,21 @@ fn cluster_pull_secrets_cannot_be_combined_with_watch_namespace() {
     let out = helm_tool(&args);
     assert!(out.get("schema_error").is_none(), "{out}");
     assert!(!out["objects"].as_array().unwrap().is_empty());
+    // Role rules by label need Namespaces cluster-wide too; by name they do not.
+    let rules = "identity:\n  roleRules:\n    - {namespaceSelector: {matchLabels: {a: b}}, \
+                 roleArns: [arn:aws:iam::123456789012:role/r]}\n";
+    std::fs::write(&file, format!("watchNamespace: team-a\n{rules}")).unwrap();
+    let stderr = helm_tool_failure(&args);
+    assert!(
+        stderr.contains("roleRules with a namespaceSelector and watchNamespace cannot be combined"),
+        "{stderr}"
+    );
+    let rules = rules.replace(
+        "namespaceSelector: {matchLabels: {a: b}}",
+        "namespaces: [team-a]",
+    );
+    std::fs::write(&file, format!("watchNamespace: team-a\n{rules}")).unwrap();
+    assert!(helm_tool(&args).get("schema_error").is_none());
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -48,7 +48,9 @@ use k8s_openapi::{
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
-use helm::{Release, documents, helm, kubectl, object_key, present, readme_command, shell};
+use helm::{
+    Release, documents, helm, kubectl, kubectl_as, object_key, present, readme_command, shell,
+};
 use rbac::{Grant, RoleRef, covers, grants, used_by, wait_authorized};
 use scenarios::{Install, Outcome, Scenario, Scenario::*, TENANT_ROLE, run, run_and_keep};
 
@@ -537,6 +539,170 @@ async fn real_chart_value_sets_with_the_default_permissions() {
     ] {
         exercise(case, &[Write], Prove::Added).await;
     }
+}
+
+/// `identity.roleRules`, one selecting namespaces by label: the Namespace list/watch it adds is
+/// needed (the controller never syncs without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control plane: tests/cluster/build.sh, then cargo test -- --ignored real_"]
+async fn real_chart_role_rules_selecting_namespaces_by_label() {
+    exercise("role-rules.yaml", &[TenantToken], Prove::Added).await;
+}
+
+/// The admission policies the chart installs by default, as a compromised operator pod would
+/// meet them: with every grant of its ClusterRole, its ServiceAccount still cannot write a
+/// Secret that is not a labelled pull Secret, take over or delete one that is not, or mint a
+/// token for another audience, for long, or in kube-system. What it does do is allowed (every
+/// other real_chart test runs its scenarios with the policies in place and no refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control plane: tests/cluster/build.sh, then cargo test -- --ignored real_"]
+async fn real_chart_admission_policies_fence_the_operators_service_account() {
+    let env = Env::start_real().await;
+    let release = prepare(&env, "cluster-pull-secrets.yaml").await;
+    release.install().await;
+    let installed = assert_installed(&release).await;
+    let kinds: BTreeSet<&str> = installed
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert!(kinds.contains("ValidatingAdmissionPolicy"), "{kinds:?}");
+    let install = Install::read(&env, &release).await;
+    let kubeconfig = install.kubeconfig_file();
+    let ns = env.ns.as_str();
+    // Let RBAC take the new bindings before any refusal is read as the policy's.
+    for (resource, verb) in [("secrets", "create"), ("serviceaccounts/token", "create")] {
+        let grant = Grant {
+            group: String::new(),
+            resource: resource.into(),
+            verb: verb.into(),
+            name: None,
+        };
+        let sa = install.service_account();
+        wait_authorized(&env.admin_client(), sa, &grant, Some(ns), true).await;
+    }
+    let apply = |doc: Value| {
+        let file = std::env::temp_dir().join(format!("vap-{:08x}.json", fastrand::u32(..)));
+        std::fs::write(&file, doc.to_string()).expect("write manifest");
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let out = kubectl_as(&kubeconfig, &["create", "-f", file.to_str().unwrap()]).await;
+            let _ = std::fs::remove_file(&file);
+            out
+        }
+    };
+    let secret = |name: &str, type_: &str, labelled: bool| {
+        let labels = if labelled {
+            serde_json::json!({"app.kubernetes.io/managed-by": "ecr-public-pull-secret-operator"})
+        } else {
+            serde_json::json!({})
+        };
+        let data = base64_of(r#"{"auths":{}}"#);
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "type": type_, "data": {".dockerconfigjson": data}})
+    };
+    let refused = |what: &str, out: Result<String, String>, says: &str| {
+        let err = out.expect_err(what);
+        assert!(
+            err.contains("ValidatingAdmissionPolicy") && err.contains(says),
+            "{what}: refused by the policy, saying {says:?}: {err}"
+        );
+    };
+    let pull = "kubernetes.io/dockerconfigjson";
+    // The API server loads new policies in the background: wait until both are enforced.
+    let file = std::env::temp_dir().join(format!("vap-{:08x}.json", fastrand::u32(..)));
+    std::fs::write(&file, secret("probe", "Opaque", true).to_string()).expect("write manifest");
+    let probe = ["create", "--dry-run=server", "-f", file.to_str().unwrap()];
+    let bad_token = ["create", "token", "default", "-n", ns, "--duration=10m"];
+    let enforced = async || {
+        let secrets = kubectl_as(&kubeconfig, &probe).await;
+        let tokens = kubectl_as(&kubeconfig, &bad_token).await;
+        [secrets, tokens].iter().all(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.contains("ValidatingAdmissionPolicy"))
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), enforced).await,
+        "policies enforced"
+    );
+    let _ = std::fs::remove_file(&file);
+    refused(
+        "an Opaque Secret",
+        apply(secret("opaque", "Opaque", true)).await,
+        "may only write Secrets of type kubernetes.io/dockerconfigjson",
+    );
+    refused(
+        "a pull Secret without the label",
+        apply(secret("unlabelled", pull, false)).await,
+        "carry its label",
+    );
+    apply(secret("ours", pull, true))
+        .await
+        .expect("a labelled pull Secret is what the operator writes");
+    // Someone else's pull Secret: not to be labelled into the operator's, nor deleted.
+    env.k8s
+        .create(SECRETS, Some(ns), secret("theirs", pull, false))
+        .await
+        .expect("create their Secret");
+    let label = ["label", "secret", "theirs", "-n", ns];
+    let take_over = [
+        &label[..],
+        &["app.kubernetes.io/managed-by=ecr-public-pull-secret-operator"],
+    ];
+    refused(
+        "taking over their Secret",
+        kubectl_as(&kubeconfig, &take_over.concat()).await,
+        "may only change or delete Secrets that carry its label",
+    );
+    refused(
+        "deleting their Secret",
+        kubectl_as(&kubeconfig, &["delete", "secret", "theirs", "-n", ns]).await,
+        "may only change or delete Secrets that carry its label",
+    );
+    kubectl_as(&kubeconfig, &["delete", "secret", "ours", "-n", ns])
+        .await
+        .expect("its own Secret it may delete");
+    // Tokens: for STS, for an hour at most, outside kube-system.
+    let token = |args: &[&str]| {
+        let base = ["create", "token", "default", "-n"];
+        let args = [&base[..], args].concat();
+        let kubeconfig = kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl_as(&kubeconfig, &args).await
+        }
+    };
+    let sts = "--audience=sts.amazonaws.com";
+    refused(
+        "a token for the API server's audience",
+        token(&[
+            ns,
+            "--audience=https://kubernetes.default.svc",
+            "--duration=10m",
+        ])
+        .await,
+        "audience sts.amazonaws.com",
+    );
+    refused(
+        "a day-long token",
+        token(&[ns, sts, "--duration=24h"]).await,
+        "expire within an hour",
+    );
+    refused(
+        "a token in kube-system",
+        token(&["kube-system", sts, "--duration=10m"]).await,
+        "kube-system",
+    );
+    token(&[ns, sts, "--duration=10m"])
+        .await
+        .expect("a ten-minute STS token is what the operator requests");
+    // The same requests by anyone else are not the policies' business.
+    kubectl(&["create", "token", "default", "-n", ns, "--duration=24h"])
+        .await
+        .expect("the policies bind only the operator's ServiceAccount");
+    release.uninstall().await;
 }
 
 /// The defaults, installed, upgraded and uninstalled with the README's own commands: the

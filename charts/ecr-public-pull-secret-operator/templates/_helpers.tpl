@@ -147,10 +147,21 @@ The operator's permissions, shared by the ClusterRole and the namespaced Role.
   resources: ["clusterecrpublicpullsecrets/status"]
   verbs: ["patch"]
 - apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-- apiGroups: [""]
   resources: ["secrets"]
   verbs: ["delete"]
 {{- end }}
+{{- if or .Values.clusterPullSecrets.enabled (include "epps.rulesSelectNamespaces" .) }}
+# Namespaces (metadata only): the cluster kind's selectors pick from them, and role rules with a
+# namespaceSelector read their labels.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when an identity.roleRules entry selects namespaces by label.
+*/}}
+{{- define "epps.rulesSelectNamespaces" -}}
+{{- range .Values.identity.roleRules }}{{ if .namespaceSelector }}true{{ end }}{{ end }}
 {{- end }}
