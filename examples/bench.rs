@@ -13,6 +13,10 @@
 //! Phases: cold start (all CRs exist before the operator starts), idle (nothing due), ready latency
 //! (CRs created one by one), rotations (short token lifetime), restart (all Secrets fresh), RSS.
 //! With `--json` the last line printed is one JSON object; see BENCHMARKS.md for results.
+//!
+//! `--hostile-identities N` runs something else: one namespace cycles through N distinct roles as
+//! a hostile tenant would, and the operator's resident set is read before, after, and once what
+//! the deleted resources' identities held has been dropped.
 
 use std::{
     process::Stdio,
@@ -60,6 +64,10 @@ struct Opts {
     /// carries `bytes_per_resource` = (restart RSS here − this) / (N − 100).
     #[arg(long)]
     baseline_rss_mib: Option<f64>,
+    /// Instead of the phases above: in one namespace, create a resource naming role i, wait for
+    /// its Secret, delete it, for this many distinct roles (a few at a time).
+    #[arg(long, default_value_t = 0)]
+    hostile_identities: usize,
 }
 
 fn main() {
@@ -72,7 +80,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(bench(opts));
+    if opts.hostile_identities > 0 {
+        rt.block_on(hostile(opts));
+    } else {
+        rt.block_on(bench(opts));
+    }
 }
 
 /// The operator binary of the bench's own profile (`target/<profile>/`), built now if needed: the
@@ -105,13 +117,22 @@ struct Child {
 
 impl Child {
     fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// The resident set now.
+    fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let Some(pid) = self.proc.id() else {
             return 0.0;
         };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
     }
@@ -581,6 +602,76 @@ fn all_moved(
                     > chrono::DateTime::parse_from_rfc3339(b).ok()
             })
         })
+}
+
+/// Resources a hostile tenant keeps in flight at once (below the default identity cap of 10).
+const HOSTILE_CONCURRENCY: usize = 8;
+/// Roles cycled before the first reading, so that allocator and caches have found their size.
+const HOSTILE_WARMUP: usize = 200;
+
+/// One namespace cycles through `--hostile-identities` distinct roles: the operator's RSS must end
+/// where it started, not grow by what every identity ever used held.
+async fn hostile(o: Opts) {
+    let exe = operator_binary();
+    let env = Env::start_on(o.api).await;
+    let dir = std::env::temp_dir().join(format!("epps-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, env.kubeconfig_yaml("default")).expect("kubeconfig");
+    let ns = "hostile";
+    env.create_namespace(ns, &[]).await;
+    let sts = FakeSts::start(Duration::from_secs(3600))
+        .await
+        .expect("fake STS");
+    let op = spawn_operator(&exe, &env, &kubeconfig, Some(&sts));
+    let cycle = |i: usize| {
+        let env = &env;
+        async move {
+            let name = format!("h-{i}");
+            let spec = json!({"roleArn": format!("{ROLE_PREFIX}hostile-{i}")});
+            apply_cr(env, ns, name.clone(), spec).await;
+            let written = env.k8s.wait_until(Duration::from_secs(60), |k| {
+                k.get(SECRETS, Some(ns), &name).is_some()
+            });
+            assert!(written.await, "{name}: no Secret within 60 s");
+            env.k8s.delete(CRS, Some(ns), &name).await.expect("delete");
+        }
+    };
+    let cycles = |range: std::ops::Range<usize>| {
+        futures::stream::iter(range).for_each_concurrent(HOSTILE_CONCURRENCY, cycle)
+    };
+    cycles(0..HOSTILE_WARMUP).await;
+    // What the warm-up's identities held goes with the operator's next sweep (every 30 s).
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let start_mib = op.rss_mib();
+    let started = Instant::now();
+    cycles(HOSTILE_WARMUP..HOSTILE_WARMUP + o.hostile_identities).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let end_mib = op.rss_mib();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let swept_mib = op.rss_mib();
+    let peak_mib = op.peak_rss_mib();
+    let refused = env
+        .k8s
+        .list(EVENTS, Some(ns))
+        .iter()
+        .filter(|e| e["reason"] == "TooManyIdentities")
+        .count();
+    op.stop().await;
+    let result = json!({
+        "api": format!("{:?}", o.api).to_lowercase(),
+        "hostile_identities": o.hostile_identities,
+        "seconds": round(seconds, 1),
+        "rss_start_mib": round(start_mib, 1),
+        "rss_end_mib": round(end_mib, 1),
+        "rss_after_sweep_mib": round(swept_mib, 1),
+        "peak_rss_mib": round(peak_mib, 1),
+        "sts_calls": sts.assume_role_calls().values().sum::<usize>(),
+        "ecr_calls": env.ecr.calls(),
+        // Resources that waited for a departed one's identity to be freed (the cap at work).
+        "too_many_identities_events": refused,
+    });
+    println!("{result}");
 }
 
 fn round(v: f64, digits: i32) -> f64 {
