@@ -620,6 +620,8 @@ async fn hostile(o: Opts) {
     std::fs::write(&kubeconfig, env.kubeconfig_yaml("default")).expect("kubeconfig");
     let ns = "hostile";
     env.create_namespace(ns, &[]).await;
+    env.ecr
+        .set_token_lifetime(Duration::from_secs(o.token_lifetime));
     let sts = FakeSts::start(Duration::from_secs(3600))
         .await
         .expect("fake STS");
@@ -641,14 +643,16 @@ async fn hostile(o: Opts) {
         futures::stream::iter(range).for_each_concurrent(HOSTILE_CONCURRENCY, cycle)
     };
     cycles(0..HOSTILE_WARMUP).await;
-    // What the warm-up's identities held goes with the operator's next sweep (every 30 s).
-    tokio::time::sleep(Duration::from_secs(35)).await;
+    // What the warm-up's resources left behind goes with the operator's housekeeping.
+    tokio::time::sleep(Duration::from_secs(100)).await;
     let start_mib = op.rss_mib();
     let started = Instant::now();
     cycles(HOSTILE_WARMUP..HOSTILE_WARMUP + o.hostile_identities).await;
     let seconds = started.elapsed().as_secs_f64();
     let end_mib = op.rss_mib();
-    tokio::time::sleep(Duration::from_secs(35)).await;
+    // Long enough for the operator's housekeeping (every 30 s) to find every remembered write
+    // older than its 60 s horizon.
+    tokio::time::sleep(Duration::from_secs(100)).await;
     let swept_mib = op.rss_mib();
     let peak_mib = op.peak_rss_mib();
     let refused = env

@@ -6,24 +6,76 @@
 //! precondition (a ServiceAccount patch). So each write is remembered here, and a reconcile goes
 //! by it until the cached copy has caught up; then it is forgotten and the cache is the truth
 //! again (also for changes others make later).
+//!
+//! A write whose object is never reconciled again (its resource was deleted) is never looked at
+//! again either, so entries are also dropped once they are older than any watch lag worth
+//! waiting for: otherwise every resource a tenant creates and deletes would leave one behind.
 
-use std::{borrow::Borrow, collections::HashMap, hash::Hash, sync::Mutex};
+use std::{
+    borrow::Borrow,
+    collections::HashMap,
+    hash::Hash,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use crate::lock;
 
+/// How long a write is remembered at most. A watch that has not shown it by then is stalled,
+/// and its cache is the best there is (a write planned from it is conditional anyway). The watch
+/// shows the operator's own writes within milliseconds.
+const REMEMBERED_FOR: Duration = Duration::from_secs(60);
+
 /// The last write per object key, until the cache shows it.
-pub struct Memo<K, V>(Mutex<HashMap<K, V>>);
+pub struct Memo<K, V>(Mutex<Entries<K, V>>);
+
+struct Entries<K, V> {
+    written: HashMap<K, (Instant, V)>,
+    /// The size at which old entries are next dropped: twice what was left the last time, so
+    /// the cost of dropping them is spread over the writes in between.
+    prune_at: usize,
+}
 
 impl<K, V> Default for Memo<K, V> {
     fn default() -> Self {
-        Self(Mutex::default())
+        Self(Mutex::new(Entries {
+            written: HashMap::new(),
+            prune_at: MIN_PRUNE,
+        }))
+    }
+}
+
+/// Entries below which nothing is dropped.
+const MIN_PRUNE: usize = 64;
+
+impl<K: Eq + Hash, V> Entries<K, V> {
+    fn prune(&mut self, now: Instant) {
+        let young = |at: &Instant| now.saturating_duration_since(*at) < REMEMBERED_FOR;
+        self.written.retain(|_, (at, _)| young(at));
+        self.prune_at = (2 * self.written.len()).max(MIN_PRUNE);
+        self.written.shrink_to_fit();
     }
 }
 
 impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     /// Remembers `written` as our latest write of `key`.
     pub fn record(&self, key: K, written: V) {
-        lock(&self.0).insert(key, written);
+        self.record_at(key, written, Instant::now());
+    }
+
+    fn record_at(&self, key: K, written: V, now: Instant) {
+        let mut entries = lock(&self.0);
+        entries.written.insert(key, (now, written));
+        if entries.written.len() >= entries.prune_at {
+            entries.prune(now);
+        }
+    }
+
+    /// Drops the writes older than any watch lag worth waiting for (their objects were never
+    /// reconciled again: deleted). Controllers call it periodically; writes call it as the
+    /// memo grows.
+    pub fn prune(&self) {
+        lock(&self.0).prune(Instant::now());
     }
 
     /// Drops what is remembered about `key` (it is gone, or our write failed).
@@ -31,7 +83,7 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     where
         K: Borrow<Q>,
     {
-        lock(&self.0).remove(key);
+        lock(&self.0).written.remove(key);
     }
 
     /// Our write of `key` while the cache has not shown it yet. `shown` says whether the cached
@@ -45,13 +97,23 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     where
         K: Borrow<Q>,
     {
-        let mut written = lock(&self.0);
-        let ours = written.get(key)?;
+        let mut entries = lock(&self.0);
+        let (_, ours) = entries.written.get(key)?;
         if shown(ours) {
-            written.remove(key);
+            entries.written.remove(key);
             return None;
         }
         Some(ours.clone())
+    }
+
+    /// How many writes are remembered.
+    pub fn len(&self) -> usize {
+        lock(&self.0).written.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -70,5 +132,22 @@ mod tests {
         memo.record("k".into(), 3);
         memo.forget("k");
         assert_eq!(memo.unseen("k", |_| false), None);
+    }
+
+    #[test]
+    fn writes_never_looked_at_again_do_not_pile_up() {
+        let memo = Memo::<u32, u32>::default();
+        let start = Instant::now();
+        // Objects written once and deleted, one a second for an hour.
+        for i in 0..3600 {
+            memo.record_at(i, i, start + Duration::from_secs(u64::from(i)));
+        }
+        let most = 2 * REMEMBERED_FOR.as_secs() as usize;
+        assert!(memo.len() <= most, "{} remembered", memo.len());
+        assert_eq!(
+            memo.unseen(&3599, |_| false),
+            Some(3599),
+            "the latest stays"
+        );
     }
 }

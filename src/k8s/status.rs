@@ -56,12 +56,18 @@ impl<K: Reported> StatusWriter<K> {
         }
     }
 
+    /// Drops status writes of resources that are gone.
+    pub fn prune(&self) {
+        self.last.prune();
+    }
+
     /// The resource's current status: our own last write until the watch has caught up with it.
     pub fn current(&self, obj: &K) -> Option<K::Status> {
         self.last.current(obj.meta().uid.as_deref(), obj.status())
     }
 
-    /// Writes `desired` unless `current` already is exactly that. Returns whether it wrote.
+    /// Writes `desired` unless `current` already is exactly that. Returns whether it wrote (not
+    /// when the resource is gone: deleted while it was reconciled, it has nobody to report to).
     pub async fn write(
         &self,
         obj: &K,
@@ -76,13 +82,18 @@ impl<K: Reported> StatusWriter<K> {
             "kind": K::kind(&()),
             "status": desired,
         });
-        K::api(self.client.clone(), obj)
+        let written = K::api(self.client.clone(), obj)
             .patch_status(
                 &obj.name_any(),
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&patch),
             )
-            .await?;
+            .await;
+        match written {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         if let Some(uid) = obj.uid() {
             self.last.record(uid, desired);
         }
@@ -111,6 +122,11 @@ impl<S: Clone + PartialEq> LastWritten<S> {
 
     pub fn record(&self, uid: String, written: S) {
         self.0.record(uid, written);
+    }
+
+    /// Drops writes the cache should long have shown (their resources are gone).
+    pub fn prune(&self) {
+        self.0.prune();
     }
 }
 

@@ -1,16 +1,30 @@
 //! Retry delays after failures, per object, for every reconciler: exponential from
 //! `--retry-backoff-base` up to `--retry-backoff-max`, with jitter ([`schedule::backoff`]), and
 //! back to the start after a success.
+//!
+//! An object that failed and was then deleted never succeeds to reset its entry, so entries that
+//! have not failed again for twice the longest delay (a failing object retries within it) are
+//! dropped as the table grows: a tenant creating and deleting failing resources cannot grow it.
 
-use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use crate::{lock, schedule};
 
-/// Failed attempts per object key.
+/// Entries below which none is dropped.
+const MIN_PRUNE: usize = 64;
+
+/// Failed attempts per object key, and when the last one failed.
 pub struct Backoff<K> {
     base: Duration,
     max: Duration,
-    attempts: Mutex<HashMap<K, u32>>,
+    attempts: Mutex<HashMap<K, (u32, Instant)>>,
+    /// The table size at which stale entries are next dropped.
+    prune_at: Mutex<usize>,
 }
 
 impl<K: Eq + Hash + Clone> Backoff<K> {
@@ -19,16 +33,38 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
             base,
             max,
             attempts: Mutex::default(),
+            prune_at: Mutex::new(MIN_PRUNE),
         }
     }
 
     /// How long to wait before retrying `key` after one more failure.
     pub fn next(&self, key: &K) -> Duration {
+        self.next_at(key, Instant::now())
+    }
+
+    fn next_at(&self, key: &K, now: Instant) -> Duration {
         let mut attempts = lock(&self.attempts);
-        let n = attempts.entry(key.clone()).or_insert(0);
+        let (n, at) = attempts.entry(key.clone()).or_insert((0, now));
         let delay = schedule::backoff(*n, self.base, self.max, fastrand::f64());
         *n = n.saturating_add(1);
+        *at = now;
+        let mut prune_at = lock(&self.prune_at);
+        if attempts.len() >= *prune_at {
+            let stale = 2 * self.max;
+            attempts.retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
+            *prune_at = (2 * attempts.len()).max(MIN_PRUNE);
+        }
         delay
+    }
+
+    /// Keeps only the entries of objects that still exist (one that failed and was then
+    /// deleted never succeeds to reset its entry).
+    pub fn retain(&self, exists: impl Fn(&K) -> bool) {
+        let mut attempts = lock(&self.attempts);
+        attempts.retain(|key, _| exists(key));
+        if attempts.len() < attempts.capacity() / 4 {
+            attempts.shrink_to_fit();
+        }
     }
 
     /// `key` succeeded (or is gone): its next failure waits the base delay again.
@@ -75,5 +111,26 @@ mod tests {
         }
         let after = lock(&backoff.attempts).capacity();
         assert!(grown >= 10_000 && after < 100, "{grown} -> {after}");
+    }
+
+    #[test]
+    fn objects_that_failed_and_went_away_are_dropped() {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let start = Instant::now();
+        // A failing resource created and deleted every second, for an hour; one that keeps
+        // failing (and retrying every minute) beside them.
+        for i in 0..3600u64 {
+            let now = start + Duration::from_secs(i);
+            backoff.next_at(&i, now);
+            if i % 60 == 0 {
+                backoff.next_at(&u64::MAX, now);
+            }
+        }
+        let left = lock(&backoff.attempts);
+        assert!(left.len() <= 2 * 120 + 1, "{} entries", left.len());
+        assert!(
+            left.get(&u64::MAX).is_some_and(|(n, _)| *n == 60),
+            "still failing"
+        );
     }
 }

@@ -26,7 +26,7 @@ use kube::{
 use tracing::{info, instrument, warn};
 
 use super::{
-    Inputs, Kind, alongside, log_result,
+    Inputs, Kind, alongside, housekeeping, log_result,
     plan::{self, Due, Plan},
     report::{self, Namespace as Selected},
     secrets::{At, Desired},
@@ -87,6 +87,9 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         .concurrency(inputs.settings.concurrency)
         // A burst of namespace or Secret events becomes one pass over all namespaces.
         .debounce(Duration::from_millis(200));
+    let ctx = Arc::new(ctx);
+    let (tidied, resources) = (ctx.clone(), crs.store());
+    let tidy = housekeeping(move || tidied.tidy(&resources));
     let controller = Controller::for_shared_stream(cr_events, crs.store())
         // Any namespace change may change any resource's selection.
         .watches_shared_stream(ns_events, move |_| {
@@ -105,11 +108,11 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         }))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(ctx))
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| async move { log_result(result) });
     async move {
         info!("cluster controller starting");
-        alongside(controller, vec![secrets.run().boxed()]).await;
+        alongside(controller, vec![secrets.run().boxed(), tidy]).await;
         info!("cluster controller stopped");
     }
 }

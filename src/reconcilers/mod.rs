@@ -172,6 +172,14 @@ impl<K: Reported> Kind<K> {
         (kind, watch)
     }
 
+    /// Drops what is kept for resources that are gone: retry delays of those that failed, our
+    /// own writes the watch never showed to a reconcile (the resource was deleted first).
+    pub fn tidy(&self, resources: &Store<K>) {
+        self.backoff.retain(|key| resources.get(key).is_some());
+        self.secrets.prune();
+        self.status.prune();
+    }
+
     /// Publishes an Event about `obj`; a failure is logged, never fatal to the reconcile.
     pub async fn publish(
         &self,
@@ -254,13 +262,19 @@ pub async fn run(
     if let (Some(crs), Some(namespaces)) = (&mut shared.cluster, &mut shared.namespaces) {
         all.push(cluster::start(&inputs, crs, namespaces, shutdown.clone()).boxed());
     }
-    let sweeps = sweep_identities(inputs.tokens.clone(), shutdown.clone());
+    let tokens = inputs.tokens.clone();
+    let sweeps = housekeeping(move || {
+        let dropped = tokens.sweep();
+        if dropped > 0 {
+            debug!(dropped, "dropped identities no resource uses");
+        }
+    });
     let grace_over = shutdown
         .clone()
         .then(|()| tokio::time::sleep(SHUTDOWN_GRACE));
     all.push(namespaced::start(inputs, &mut shared, shutdown).boxed());
     let mut watches = shared.run();
-    watches.push(sweeps.boxed());
+    watches.push(sweeps);
     tokio::select! {
         () = alongside(futures::future::join_all(all), watches) => {}
         () = grace_over => warn!(
@@ -281,27 +295,23 @@ fn liveness(shared: &Shared) -> Liveness {
     })
 }
 
-/// How often identities no resource uses any more are dropped (a namespace at its identity limit
-/// drops its departed users' at once).
-const IDENTITY_SWEEP: Duration = Duration::from_secs(30);
+/// How often what is kept for deleted resources is dropped: their identities' credentials and
+/// tokens (a namespace at its identity limit drops its departed ones' at once), retry delays,
+/// writes the watch never showed to a reconcile. Each is little, but a tenant creating and
+/// deleting resources without end must not grow the operator without end.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
 
-/// Drops, every [`IDENTITY_SWEEP`], what identities of deleted resources hold, until `shutdown`.
-async fn sweep_identities(tokens: Arc<TokenCache>, shutdown: impl Future<Output = ()>) {
-    let sweeps = async {
-        let mut every = tokio::time::interval(IDENTITY_SWEEP);
+/// Runs `tidy` every [`HOUSEKEEPING`], beside a reconciler (never ends: dropped with it).
+pub(crate) fn housekeeping(tidy: impl Fn() + Send + 'static) -> BoxFuture<'static, ()> {
+    async move {
+        let mut every = tokio::time::interval(HOUSEKEEPING);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let dropped = tokens.sweep();
-            if dropped > 0 {
-                debug!(dropped, "dropped identities no resource uses");
-            }
+            tidy();
         }
-    };
-    tokio::select! {
-        () = sweeps => {},
-        () = shutdown => {},
     }
+    .boxed()
 }
 
 /// How long the reconcilers may take after shutdown to finish the reconciles in flight. A
@@ -334,6 +344,8 @@ pub(crate) fn log_result<K, E>(
     match result {
         Ok((obj, _)) => debug!(object = %obj, "reconciled"),
         Err(controller::Error::ReconcilerFailed(..)) => {}
+        // A Secret's watch event for a resource deleted meanwhile (its Secret goes with it).
+        Err(controller::Error::ObjectNotFound(obj)) => debug!(object = %obj, "resource gone"),
         Err(error) => warn!(%error, "controller error"),
     }
 }

@@ -26,7 +26,7 @@ use kube::{
 use tracing::{debug, info, instrument, warn};
 
 use super::{
-    Inputs, Kind, Shared, alongside, log_result,
+    Inputs, Kind, Shared, alongside, housekeeping, log_result,
     plan::{self, Plan, Write},
     report::{self, Report},
     scoped,
@@ -90,13 +90,16 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     let metrics = inputs.metrics;
     // Triggered by references rather than objects (see `Watch::subscribe_refs`): a resource
     // added or changed reconciles itself.
+    let ctx = Arc::new(Context { kind, metrics });
+    let (tidied, resources) = (ctx.clone(), shared.crs.store());
+    let tidy = housekeeping(move || tidied.tidy(&resources));
     let controller = Controller::for_shared_stream(stream::empty(), shared.crs.store())
         .reconcile_on(crs)
         // A changed or deleted Secret reconciles the resource that controls it.
         .reconcile_on(secret_events.filter_map(|s| future::ready(s.controller())))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Context { kind, metrics }))
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| async move { log_result(result) });
     // Namespace events only count towards `synced`: a label change takes effect when a
     // resource next needs a token.
@@ -105,7 +108,7 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         info!("controller starting");
         alongside(
             controller,
-            vec![secrets.run().boxed(), namespace_events.boxed()],
+            vec![secrets.run().boxed(), namespace_events.boxed(), tidy],
         )
         .await;
         info!("controller stopped");

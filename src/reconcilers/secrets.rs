@@ -159,6 +159,11 @@ impl Secrets {
         }
     }
 
+    /// Drops writes of Secrets that are gone (their resources were deleted).
+    pub fn prune(&self) {
+        self.written.prune();
+    }
+
     /// What is where a Secret should be: from the watch cache, corrected by our own latest
     /// write, or from the API when the cache has not seen it (another owner's Secret is not in
     /// the labelled cache at all).

@@ -26,7 +26,7 @@ use kube::{
 use tracing::{info, instrument, warn};
 
 use super::{
-    Backoff, Inputs, Shared, alongside,
+    Backoff, Inputs, Shared, alongside, housekeeping,
     image_pull_secrets::{self, ADDED_ANNOTATION},
     log_result, scoped,
     spec::selects,
@@ -105,6 +105,11 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         written: Memo::default(),
         backoff: inputs.settings.backoff(),
     });
+    let (tidied, accounts) = (ctx.clone(), sas.store());
+    let tidy = housekeeping(move || {
+        tidied.backoff.retain(|key| accounts.get(key).is_some());
+        tidied.written.prune();
+    });
     let config = controller::Config::default().concurrency(inputs.settings.concurrency);
     let controller = controller
         .with_config(config)
@@ -113,7 +118,7 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         .for_each(|result| async move { log_result(result) });
     async move {
         info!("service account controller starting");
-        alongside(controller, vec![sas.run().boxed()]).await;
+        alongside(controller, vec![sas.run().boxed(), tidy]).await;
         info!("service account controller stopped");
     }
 }
