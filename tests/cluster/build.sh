@@ -8,16 +8,20 @@
 # pinned in monitoring/go.mod, into target/cluster/monitoring-crds (the chart tests apply them
 # before installing the chart's monitoring objects).
 #
-# Needs Go (1.24 or newer) and the Go module proxy; nothing else. The build cache and the module
-# cache live under target/cluster/, so a rebuild after `cargo clean` starts cold, and a build
-# whose inputs have not changed is skipped (a stamp holds the inputs' fingerprint): a warm run
-# costs a second. Prints how long the build took.
+# Needs Go (1.24 or newer) and the Go module proxy; nothing else. The binaries, Go's module cache
+# and its build cache live outside the clone, under $EPPS_CACHE_DIR (default
+# ${XDG_CACHE_HOME:-~/.cache}/ecr-public-pull-secret-operator): the binaries in a directory named
+# by the fingerprint of every input (Go's version, this script, the go.mod/go.sum pins), which
+# target/cluster/bin then links to. Another clone, or the same one after `cargo clean`, finds
+# them built (a second); changed pins build anew, warm from Go's own content-addressed caches.
+# The two newest builds are kept. Prints how long the build took.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="${CONTROL_PLANE_DIR:-$root/target/cluster}"
 bin="$out/bin"
+cache="${EPPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ecr-public-pull-secret-operator}"
 
 if ! command -v go >/dev/null 2>&1; then
     echo "tests/cluster/build.sh: Go is not installed; the real-control-plane tests need it (Go 1.24+)" >&2
@@ -26,7 +30,11 @@ fi
 
 # Never fetch a different Go toolchain or change the pins: go.sum is committed.
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
-export GOCACHE="$out/gocache" GOMODCACHE="$out/gomod"
+export GOCACHE="$cache/go/build" GOMODCACHE="$cache/go/mod"
+mkdir -p "$cache/control-plane" "$out"
+# One build at a time per cache (two clones' CI runs, or a test run beside `.ci/run`).
+exec 9>"$cache/control-plane/.lock"
+flock 9
 # Pure-Go binaries: no C toolchain needed, and they run anywhere on this architecture.
 export CGO_ENABLED=0
 
@@ -47,19 +55,26 @@ fingerprint="$(
         cat "$here/helm/go.mod" "$here/helm/go.sum"
     } | sha256sum | cut -d' ' -f1
 )"
-stamp="$bin/.inputs"
+built="$cache/control-plane/$fingerprint"
 tools=(etcd kube-apiserver kube-controller-manager kubectl helm)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
-    missing=0
-    for t in "${tools[@]}"; do [ -x "$bin/$t" ] || missing=1; done
-    if [ "$missing" = 0 ]; then
-        echo "control plane up to date in $bin"
-        exit 0
-    fi
+link() {
+    rm -rf "$bin"
+    ln -s "$built/bin" "$bin"
+    touch "$built" # most recently used: kept by the pruning below
+    # Older builds but the newest other one go.
+    ls -1dt "$cache"/control-plane/*/ | tail -n +3 | xargs -r rm -rf
+}
+complete=1
+for t in "${tools[@]}"; do [ -x "$built/bin/$t" ] || complete=0; done
+if [ "$complete" = 1 ]; then
+    link
+    echo "control plane up to date in $built/bin (target/cluster/bin links there)"
+    exit 0
 fi
 
-mkdir -p "$bin"
-rm -f "$stamp"
+rm -rf "$built.partial"
+mkdir -p "$built.partial"
+partial="$built.partial"
 start=$(date +%s)
 # The Kubernetes binaries report the pinned release as their version, as Kubernetes' own build
 # sets it (hack/lib/version.sh); without it kube-apiserver's /version says v0.0.0-master, and
@@ -72,8 +87,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     version+=" -X $pkg.gitTreeState=clean"
 done
 # One `go build` for the four Kubernetes binaries, so shared packages compile once.
-(cd "$here" && go build -trimpath -ldflags "-s -w$version" -o "$bin/" tool ./cmd/etcd)
+(cd "$here" && go build -trimpath -ldflags "-s -w$version" -o "$partial/bin/" tool ./cmd/etcd)
 # Helm has its own module: its k8s.io client libraries are newer than the control plane's.
-(cd "$here/helm" && go build -trimpath -ldflags "-s -w" -o "$bin/" tool)
-echo "$fingerprint" > "$stamp"
-echo "control plane built in $(( $(date +%s) - start )) s into $bin"
+(cd "$here/helm" && go build -trimpath -ldflags "-s -w" -o "$partial/bin/" tool)
+# Only a complete build takes the fingerprint's name.
+rm -rf "$built"
+mv "$partial" "$built"
+link
+echo "control plane built in $(( $(date +%s) - start )) s into $built/bin"
