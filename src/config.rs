@@ -10,9 +10,8 @@ use crate::{
         AwsSettings,
         permissions::{RolePattern, RolePermissions, RoleRules, parse_role_rules},
     },
-    duration,
+    controller, duration,
     k8s::leader::LeaseSettings,
-    reconcilers,
 };
 
 /// Keeps Amazon ECR Public image pull Secrets fresh.
@@ -230,8 +229,8 @@ impl RunArgs {
     }
 
     /// Settings for the reconcilers.
-    pub fn reconcilers(&self) -> Result<reconcilers::Settings, String> {
-        Ok(reconcilers::Settings {
+    pub fn controller_settings(&self) -> Result<controller::Settings, String> {
+        Ok(controller::Settings {
             watch_namespace: self.watch_namespace.clone(),
             default_refresh_before: self.default_refresh_before,
             backoff_base: self.retry_backoff_base,
@@ -331,7 +330,7 @@ mod tests {
         let cluster = ["op", "--cluster-allowed-role-arns", role];
         let cli = Cli::try_parse_from(cluster).unwrap();
         assert!(
-            cli.run.reconcilers().is_err(),
+            cli.run.controller_settings().is_err(),
             "no {{namespace}} for the cluster kind"
         );
     }

@@ -221,6 +221,19 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A finalizer's failure as the error it carries: the sync's or the cleanup's own, or the
+    /// API call that adds or removes the finalizer.
+    pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(e) | F::RemoveFinalizer(e) => e.into(),
+            e @ (F::UnnamedObject | F::InvalidFinalizer) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
         Error::Kube(Arc::new(e))

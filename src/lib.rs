@@ -3,7 +3,7 @@
 //! The library holds everything; `main.rs` only parses flags and calls [`run::run`]. The tree
 //! follows a resource's path:
 //!
-//! - [`crd`], [`secret`], [`schedule`], [`duration`]: what users write, what the operator writes,
+//! - [`crd`], [`pull_secret`], [`schedule`], [`duration`]: what users write, what the operator writes,
 //!   and when. Pure: no I/O.
 //! - [`k8s`]: talking to the API server: one watch builder whose streams several reconcilers
 //!   share, the cache-readiness gate, the memo of our own writes, the status writer, Events and
@@ -20,14 +20,14 @@
 pub mod admin;
 pub mod aws;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod k8s;
-pub mod reconcilers;
+pub mod pull_secret;
 pub mod run;
 pub mod schedule;
-pub mod secret;
 pub mod telemetry;
 
 pub use error::Error;

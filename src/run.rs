@@ -14,8 +14,8 @@ use crate::{
     },
     aws::{self, EcrPublic, cache::TokenCache, credentials::Clients},
     config::RunArgs,
+    controller::{self, Features, Inputs},
     k8s::leader::{Leadership, LeaseSettings},
-    reconcilers::{self, Inputs, Kinds},
 };
 
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.
@@ -65,7 +65,7 @@ pub async fn start(
     args: &RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<Running, String> {
-    let settings = args.reconcilers()?;
+    let settings = args.controller_settings()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -97,7 +97,7 @@ pub async fn start(
         health,
     };
     // The cluster kind writes into many namespaces: it needs cluster-wide access.
-    let kinds = Kinds {
+    let features = Features {
         cluster: args.cluster_pull_secrets && inputs.settings.watch_namespace.is_none(),
         service_accounts: args.patch_service_accounts,
     };
@@ -106,10 +106,10 @@ pub async fn start(
     let done = tokio::spawn(async move {
         match lease {
             None => {
-                reconcilers::run(inputs, kinds, stopped()).await;
+                controller::run(inputs, features, stopped()).await;
                 Ok(())
             }
-            Some(lease) => lead(inputs, kinds, lease, stopped).await,
+            Some(lease) => lead(inputs, features, lease, stopped).await,
         }
     });
     Ok(Running { http_addr, done })
@@ -118,7 +118,7 @@ pub async fn start(
 /// Runs the reconcilers while this process holds the Lease, until `stopped` resolves.
 async fn lead<F>(
     inputs: Inputs,
-    kinds: Kinds,
+    features: Features,
     lease: LeaseSettings,
     stopped: impl Fn() -> F,
 ) -> Result<(), String>
@@ -144,7 +144,7 @@ where
             () = lost => { let _ = lost_tx.send(true); },
         }
     };
-    reconcilers::run(inputs, kinds, until).await;
+    controller::run(inputs, features, until).await;
     if *lost_rx.borrow_and_update() {
         warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
         return Err(format!(

@@ -277,7 +277,7 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
         |k| event(k, "Warning", "InvalidSpec"),
     )
     .await;
-    assert!(event(&env.k8s, "Normal", "TokenValid"), "the first Ready");
+    assert!(event(&env.k8s, "Normal", "Written"), "the first write");
     // ...while its token is valid: an expired one is worse than none (onExpiry: RemoveAuth).
     env.wait("expired auth removed", Duration::from_secs(20), |k| {
         k.get(SECRETS, Some(&team), "ecr-public")
@@ -300,8 +300,208 @@ async fn a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept
     op.stop().await;
 }
 
+/// Both kinds go through one controller: the cluster kind's reconciles are counted in the reconcile
+/// metrics, its Secrets are in the expiry gauge because a live resource of it owns them, and it
+/// announces the same things with the same Event reasons as the namespaced kind.
+async fn both_kinds_report_through_the_same_metrics_and_events(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    let op = env.start_operator(&["--cluster-pull-secrets"]).await;
+    let cluster = |name: &str, secret: &str| {
+        json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+               "kind": "ClusterEcrPublicPullSecret", "metadata": {"name": name},
+               "spec": {"namespaces": [ns], "secretName": secret}})
+    };
+    let ready_cluster = |k: &Kube, name: &str| {
+        k.get(CLUSTER_CRS, None, name)
+            .is_some_and(|cr| ready(&cr).is_some_and(|(s, _)| s == "True"))
+    };
+    let name = format!("{ns}-c");
+    env.k8s
+        .create(CLUSTER_CRS, None, cluster(&name, "cluster-pull"))
+        .await
+        .unwrap();
+    env.wait("the cluster resource Ready", Duration::from_secs(20), |k| {
+        ready_cluster(k, &name)
+    })
+    .await;
+    // Only the cluster kind has reconciled anything yet.
+    let written = async || {
+        let text = op.http_get("/metrics").await.1;
+        metric(&text, r#"epps_reconcile_total{result="written"}"#).unwrap_or(0.0) >= 1.0
+            && text.contains(&format!(
+                r#"epps_secret_token_expiry_timestamp_seconds{{namespace="{ns}",name="cluster-pull"}}"#
+            ))
+    };
+    assert!(
+        eventually(Duration::from_secs(20), written).await,
+        "the cluster kind's reconcile and Secret in /metrics"
+    );
+    env.create_cr(ns, "ns-pull", json!({})).await;
+    env.wait(
+        "the namespaced resource Ready",
+        Duration::from_secs(20),
+        |k| cr_ready(k, ns, "ns-pull"),
+    )
+    .await;
+    // Each kind asks for the other's Secret: the same refusal, the same Warning.
+    let rival = format!("{ns}-rival");
+    env.k8s
+        .create(CLUSTER_CRS, None, cluster(&rival, "ns-pull"))
+        .await
+        .unwrap();
+    env.create_cr(ns, "rival", json!({"secretName": "cluster-pull"}))
+        .await;
+    let event = |k: &Kube, kind: &str, name: &str, type_: &str, reason: &str| {
+        let cluster_events = k.list(EVENTS, Some("default"));
+        (k.list(EVENTS, Some(ns)).into_iter().chain(cluster_events)).any(|e| {
+            e["regarding"]["kind"] == kind
+                && e["regarding"]["name"] == name
+                && e["type"] == type_
+                && e["reason"] == reason
+        })
+    };
+    env.wait(
+        "the same Events for both kinds",
+        Duration::from_secs(20),
+        |k| {
+            event(k, "ClusterEcrPublicPullSecret", &name, "Normal", "Written")
+                && event(k, "EcrPublicPullSecret", "ns-pull", "Normal", "Written")
+                && event(
+                    k,
+                    "ClusterEcrPublicPullSecret",
+                    &rival,
+                    "Warning",
+                    "SecretConflict",
+                )
+                && event(
+                    k,
+                    "EcrPublicPullSecret",
+                    "rival",
+                    "Warning",
+                    "SecretConflict",
+                )
+        },
+    )
+    .await;
+    let failed = async || {
+        let text = op.http_get("/metrics").await.1;
+        metric(&text, r#"epps_reconcile_total{result="failed"}"#).unwrap_or(0.0) >= 2.0
+    };
+    assert!(
+        eventually(Duration::from_secs(20), failed).await,
+        "both conflicts counted"
+    );
+    for name in [&name, &rival] {
+        env.k8s.delete(CLUSTER_CRS, None, name).await.unwrap();
+    }
+    env.wait("the cluster resources gone", Duration::from_secs(20), |k| {
+        k.get(CLUSTER_CRS, None, &name).is_none() && k.get(CLUSTER_CRS, None, &rival).is_none()
+    })
+    .await;
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
 on_both_apis!(
+    both_kinds_report_through_the_same_metrics_and_events,
     one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up,
     terminating_namespaces_are_skipped_without_errors,
     a_selector_the_schema_lets_through_is_reported_and_the_secrets_are_kept_until_expiry,
 );
+
+/// The chart's expiry alert, evaluated by Prometheus's own `promtool` (built by
+/// `tests/cluster/build.sh`), fires for a cluster resource's Secret near expiry: its series is in
+/// `/metrics` because a live `ClusterEcrPublicPullSecret` owns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs helm and promtool: tests/cluster/build.sh, then cargo test -- --ignored real_"]
+async fn real_chart_alert_fires_for_a_cluster_kind_secret_near_expiry() {
+    use harness::{control_plane::ControlPlane, env::process::Scratch};
+    capture_logs();
+    let env = Env::start().await;
+    let ns = env.ns.as_str();
+    // Forty minutes: within the alert's hour from the start, and not rotated during the test.
+    env.ecr.set_token_lifetime(Duration::from_secs(40 * 60));
+    let op = env.start_operator(&["--cluster-pull-secrets"]).await;
+    let cr = json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                    "kind": "ClusterEcrPublicPullSecret", "metadata": {"name": "alerting"},
+                    "spec": {"namespaces": [ns], "secretName": "cluster-pull"}});
+    env.k8s.create(CLUSTER_CRS, None, cr).await.unwrap();
+    let series = format!(
+        r#"epps_secret_token_expiry_timestamp_seconds{{namespace="{ns}",name="cluster-pull"}}"#
+    );
+    let scraped = async || metric(&op.http_get("/metrics").await.1, &series).is_some();
+    assert!(
+        eventually(Duration::from_secs(20), scraped).await,
+        "{series} in /metrics"
+    );
+    let expires = metric(&op.http_get("/metrics").await.1, &series).unwrap();
+    let left = expires - chrono::Utc::now().timestamp() as f64;
+    assert!(left > 0.0 && left < 3600.0, "expires in {left} s");
+    op.stop().await;
+
+    // The rules exactly as the chart renders them for Prometheus.
+    let rendered = std::process::Command::new(ControlPlane::binary("helm"))
+        .args([
+            "template",
+            "epps",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/charts/ecr-public-pull-secret-operator"
+            ),
+        ])
+        .args(["--set", "metrics.prometheusRule.enabled=true"])
+        .args(["--show-only", "templates/prometheusrule.yaml"])
+        .output()
+        .expect("run helm");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let rule: serde_yaml::Value = serde_yaml::from_slice(&rendered.stdout).expect("YAML");
+    let dir = Scratch::new("promtool");
+    let groups = serde_yaml::to_string(&json!({"groups": rule["spec"]["groups"]})).unwrap();
+    std::fs::write(dir.0.join("rules.yaml"), groups).unwrap();
+    // The scraped series, its value as seconds on promtool's clock (which starts at 0): half an
+    // hour left at the start, 24 minutes at the check, past the rule's five-minute `for`.
+    let description = format!(
+        "The token in Secret {ns}/cluster-pull expires in 24m 0s and has not been renewed. Once \
+         it expires, pulls that use it fail with 403 (or fall back to anonymous with onExpiry \
+         RemoveAuth). Check the EcrPublicPullSecret's Ready condition and the operator's \
+         Warning Events."
+    );
+    let test = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": series, "values": "1800x10"}],
+            "alert_rule_test": [{
+                "eval_time": "6m",
+                "alertname": "EcrPublicPullSecretTokenExpiringSoon",
+                "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "namespace": ns, "name": "cluster-pull"},
+                    "exp_annotations": {
+                        "summary": format!("ECR Public pull Secret {ns}/cluster-pull expires within an hour"),
+                        "description": description,
+                    },
+                }],
+            }],
+        }],
+    });
+    let test_file = dir.0.join("test.yaml");
+    std::fs::write(&test_file, serde_yaml::to_string(&test).unwrap()).unwrap();
+    let out = std::process::Command::new(ControlPlane::binary("promtool"))
+        .args(["test", "rules"])
+        .arg(&test_file)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

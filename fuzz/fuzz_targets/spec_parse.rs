@@ -112,21 +112,21 @@ fuzz_target!(|data: &[u8]| {
     check_schedule(issued, expires, requested, seed);
 
     let service_account = spec.service_account_name.as_deref();
-    let hash = secret::config_hash(settings, service_account);
+    let hash = pull_secret::config_hash(settings, service_account);
     assert_eq!(hash.len(), 16);
     assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
     let mut reordered = settings.clone();
     reordered.registries.reverse();
     // Which ServiceAccounts list the Secret is not part of its content.
     reordered.service_accounts.push("*".into());
-    assert_eq!(secret::config_hash(&reordered, service_account), hash);
+    assert_eq!(pull_secret::config_hash(&reordered, service_account), hash);
 
     let name = spec.secret_name.as_deref().unwrap_or("pull-secret");
     let extra = BTreeMap::from([(
-        secret::MANAGED_BY_LABEL.to_owned(),
+        pull_secret::MANAGED_BY_LABEL.to_owned(),
         "someone-else".to_owned(),
     )]);
-    let secret_spec = secret::SecretSpec {
+    let secret_spec = pull_secret::SecretSpec {
         name,
         namespace: "ns",
         settings,
@@ -139,35 +139,35 @@ fuzz_target!(|data: &[u8]| {
     let token = Token::from_response(Some(&auth), Some(now + chrono::Duration::hours(12)), now)
         .expect("valid token");
     for token in [None, Some(&token)] {
-        let s = secret::build(&secret_spec, token);
+        let s = pull_secret::build(&secret_spec, token);
         assert_eq!(s.metadata.name.as_deref(), Some(name));
-        assert_eq!(s.type_.as_deref(), Some(secret::SECRET_TYPE));
+        assert_eq!(s.type_.as_deref(), Some(pull_secret::SECRET_TYPE));
         let labels = s.metadata.labels.as_ref().expect("labels");
-        assert_eq!(labels[secret::MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(labels[pull_secret::MANAGED_BY_LABEL], MANAGER);
         let annotations = s.metadata.annotations.as_ref().expect("annotations");
-        assert_eq!(annotations[secret::CONFIG_HASH], hash);
+        assert_eq!(annotations[pull_secret::CONFIG_HASH], hash);
         for key in annotations.keys() {
-            if key.starts_with(secret::RESERVED_PREFIX) {
+            if key.starts_with(pull_secret::RESERVED_PREFIX) {
                 assert!(
                     [
-                        secret::CONFIG_HASH,
-                        secret::EXPIRES_AT,
-                        secret::REFRESHED_AT
+                        pull_secret::CONFIG_HASH,
+                        pull_secret::EXPIRES_AT,
+                        pull_secret::REFRESHED_AT
                     ]
                     .contains(&key.as_str()),
                     "template annotation {key:?} passed into the reserved prefix"
                 );
             }
         }
-        let state = secret::SecretState::from_meta(&s.metadata);
+        let state = pull_secret::SecretState::from_meta(&s.metadata);
         assert_eq!(state.config_hash.as_deref(), Some(hash.as_str()));
         match token {
-            Some(t) => assert_eq!(state, secret::SecretState::of(t, &hash)),
+            Some(t) => assert_eq!(state, pull_secret::SecretState::of(t, &hash)),
             None => assert_eq!(state.expires_at, None),
         }
         let data = s.data.as_ref().expect("data");
         let config: serde_json::Value =
-            serde_json::from_slice(&data[secret::DATA_KEY].0).expect("docker config is JSON");
+            serde_json::from_slice(&data[pull_secret::DATA_KEY].0).expect("docker config is JSON");
         let auths = config["auths"].as_object().expect("auths");
         let mut hosts: Vec<&str> = settings.registries.iter().map(|r| r.host()).collect();
         hosts.sort_unstable();

@@ -139,7 +139,7 @@ fn check_docker_config(t: &Token) {
             Registry::DualStack,
         ][..],
     ] {
-        let bytes = secret::docker_config(registries, Some(t));
+        let bytes = pull_secret::docker_config(registries, Some(t));
         let json: serde_json::Value =
             serde_json::from_slice(&bytes).expect("docker config is valid JSON");
         let auths = json["auths"].as_object().expect("auths is an object");
@@ -160,7 +160,7 @@ fn check_docker_config(t: &Token) {
         }
     }
     assert_eq!(
-        secret::docker_config(&[Registry::PublicEcrAws], None),
+        pull_secret::docker_config(&[Registry::PublicEcrAws], None),
         br#"{"auths":{}}"#
     );
 }

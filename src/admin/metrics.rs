@@ -329,7 +329,7 @@ mod tests {
         use crate::{
             aws::token::test_token,
             crd::PullSecretSettings,
-            secret::{Owner, build},
+            pull_secret::{Owner, build},
         };
         let (store, mut writer) = kube::runtime::reflector::store();
         let token = test_token(

@@ -18,7 +18,7 @@ use kube::{
 
 use crate::{
     crd::EcrPublicPullSecret,
-    secret::{CLUSTER_OWNER_LABEL, Owner, SecretState},
+    pull_secret::{CLUSTER_OWNER_LABEL, Owner, SecretState},
 };
 
 /// One Secret as the caches hold it: plain fields rather than an `ObjectMeta` (360 bytes of
@@ -154,7 +154,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
-    use crate::{aws::token::test_token, crd::PullSecretSettings, secret::build};
+    use crate::{aws::token::test_token, crd::PullSecretSettings, pull_secret::build};
 
     fn cached(secret: Secret) -> CachedSecret {
         CachedSecret::from(PartialObjectMeta {

@@ -1,6 +1,6 @@
 //! The status writer, for both kinds: server-side apply of the status subresource, only when the
 //! status differs from the current one, where the current one is our own last write until the
-//! watch has shown it. What a status says is decided in `reconcilers::report`.
+//! watch has shown it. What a status says is decided in `controller::report`.
 
 use std::fmt::Debug;
 

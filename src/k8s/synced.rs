@@ -1,8 +1,9 @@
 //! A readiness gate for watch caches that any number of tasks can wait on.
 //!
-//! kube-runtime's `Store::wait_until_ready` keeps a single waker (a oneshot receiver), so with
-//! several concurrent waiters on one store some are never woken; reconciles running in parallel
-//! would hang. This gate uses a `tokio::sync::watch` channel instead.
+//! kube-runtime's `Store::wait_until_ready` keeps a single waker (its `DelayedInit` waits on a
+//! oneshot receiver, added in https://github.com/kube-rs/kube/pull/1243), so with several
+//! concurrent waiters on one store some are never woken; reconciles running in parallel would
+//! hang. This gate uses a `tokio::sync::watch` channel instead.
 
 use std::sync::{
     Arc,
@@ -12,23 +13,18 @@ use std::sync::{
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-/// Becomes ready once each of `n` watch streams has delivered its first full list.
-#[derive(Clone)]
+/// Becomes ready once every watch stream registered with it ([`Synced::observer`], before any
+/// of them runs) has delivered its first full list.
+#[derive(Clone, Default)]
 pub struct Synced {
     pending: Arc<AtomicUsize>,
     ready: Arc<watch::Sender<bool>>,
 }
 
 impl Synced {
-    pub fn new(n: usize) -> Self {
-        Self {
-            pending: Arc::new(n.into()),
-            ready: Arc::new(watch::Sender::new(n == 0)),
-        }
-    }
-
-    /// An `inspect` callback for one watch stream.
+    /// Registers one watch stream: an `inspect` callback for it.
     pub fn observer<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
         let this = self.clone();
         let mut seen = false;
         move |event| {
@@ -60,7 +56,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_waiters_all_wake_once_every_stream_has_listed() {
-        let synced = Synced::new(2);
+        let synced = Synced::default();
         let waiters: Vec<_> = (0..8)
             .map(|_| {
                 let s = synced.clone();

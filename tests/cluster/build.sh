@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane the tests run against, from the Go modules pinned in
-# this directory's go.mod/go.sum (and helm/go.mod for the Helm CLI):
+# this directory's go.mod/go.sum (helm/go.mod for the Helm CLI, promtool/go.mod for Prometheus's
+# rule tester):
 #
-#     tests/cluster/build.sh            # -> target/cluster/bin/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm}
+#     tests/cluster/build.sh            # -> target/cluster/bin/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm,promtool}
 #
 # and puts the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from the module
 # pinned in monitoring/go.mod, into target/cluster/monitoring-crds (the chart tests apply them
@@ -53,10 +54,11 @@ fingerprint="$(
         go version
         cat "$here/build.sh" "$here/go.mod" "$here/go.sum" "$here/cmd/etcd/main.go"
         cat "$here/helm/go.mod" "$here/helm/go.sum"
+        cat "$here/promtool/go.mod" "$here/promtool/go.sum"
     } | sha256sum | cut -d' ' -f1
 )"
 built="$cache/control-plane/$fingerprint"
-tools=(etcd kube-apiserver kube-controller-manager kubectl helm)
+tools=(etcd kube-apiserver kube-controller-manager kubectl helm promtool)
 link() {
     rm -rf "$bin"
     ln -s "$built/bin" "$bin"
@@ -90,6 +92,9 @@ done
 (cd "$here" && go build -trimpath -ldflags "-s -w$version" -o "$partial/bin/" tool ./cmd/etcd)
 # Helm has its own module: its k8s.io client libraries are newer than the control plane's.
 (cd "$here/helm" && go build -trimpath -ldflags "-s -w" -o "$partial/bin/" tool)
+# Prometheus's promtool, to evaluate the chart's alert rules; without its service discovery
+# plugins (cloud SDKs it never uses here), which Prometheus's own build tag leaves out.
+(cd "$here/promtool" && go build -trimpath -tags remove_all_sd -ldflags "-s -w" -o "$partial/bin/" tool)
 # Only a complete build takes the fingerprint's name.
 rm -rf "$built"
 mv "$partial" "$built"

@@ -1,59 +1,54 @@
-//! What the operator does: the reconcilers, and what they share.
+//! What the operator does: the controllers, and what they share.
 //!
-//! A Secret's path, for either kind: a watch event triggers a reconcile; [`spec`] checks what
-//! the schema cannot; the core in [`secrets`] observes the Secret (cache, our own newer write, or
-//! the API), [`plan`]s (pure: fresh, due, or someone else's), fetches a token from the
-//! per-identity cache only when one is due, and writes the Secret; [`report`] turns the outcome
-//! into the status that the status writer applies. The namespaced kind ([`namespaced`]) drives
-//! the core for its one Secret, the cluster kind ([`cluster`]) for one Secret per selected
-//! namespace from one fetched token. The ServiceAccount reconciler ([`service_accounts`], pure
-//! planning in [`image_pull_secrets`]) runs beside them. All three retry with one [`Backoff`].
+//! A Secret's path, for either kind: a watch event triggers a reconcile, which the one
+//! [`builder`] wraps the same way for both (finalizer, metrics, error policy, Events); the one
+//! [`sync`] checks the spec ([`spec`], pure), observes each target Secret through [`secret_io`]
+//! (cache, our own newer write, or the API), [`plan`]s it (pure: fresh, due, or someone
+//! else's), fetches one token from the per-identity cache when any is due, writes the due
+//! Secrets, and [`report`]s (pure) what the status writer applies. What differs between the
+//! kinds is in [`kinds`]. The ServiceAccount reconciler ([`service_accounts`], pure planning in
+//! [`image_pull_secrets`]) runs beside them through the same builder; all retry with one
+//! [`Backoff`].
 
 pub mod backoff;
-pub mod cluster;
+pub mod builder;
 pub mod image_pull_secrets;
-pub mod namespaced;
+pub mod kinds;
 pub mod plan;
 pub mod report;
-pub mod secrets;
+pub mod secret_io;
 pub mod service_accounts;
 pub mod spec;
+pub mod sync;
 
-use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc, time::Duration};
+use std::{future::Future, hash::Hash, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::PartialObjectMeta,
-    runtime::{
-        controller,
-        events::EventType,
-        reflector::{ObjectRef, Store},
-        watcher,
-    },
+    runtime::{reflector::ObjectRef, watcher},
 };
 use tracing::{debug, warn};
 
 pub use backoff::Backoff;
-use secrets::Secrets;
 
 use crate::{
-    admin::{http::Health, metrics::Metrics},
+    admin::{
+        http::Health,
+        metrics::{Metrics, Owned},
+    },
     aws::{
         cache::{Liveness, TokenCache, User},
         permissions::RolePermissions,
     },
     crd::{ClusterEcrPublicPullSecret, EcrPublicPullSecret, PullSecretSettings},
-    k8s::{
-        cached_secret::CachedSecret,
-        events::{Publisher, Repeats},
-        status::{Reported, StatusWriter},
-        watch::Watch,
-    },
+    k8s::{cached_secret::CachedSecret, watch::Watch},
+    pull_secret,
 };
 
-/// Settings of the reconcilers themselves (not of AWS or the process).
+/// Settings of the controllers themselves (not of AWS or the process).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Only watch this namespace (all namespaces when `None`).
@@ -111,9 +106,9 @@ impl Settings {
     }
 }
 
-/// The reconcilers that run beside the namespaced one.
+/// The controllers that run beside the namespaced kind's.
 #[derive(Debug, Clone, Copy)]
-pub struct Kinds {
+pub struct Features {
     /// `ClusterEcrPublicPullSecret` (cluster-wide only).
     pub cluster: bool,
     /// `spec.serviceAccounts` patching.
@@ -129,78 +124,14 @@ pub struct Inputs {
     pub health: Health,
 }
 
-/// What both Secret kinds hold: the Secret core over their own Secret watch, the status writer,
-/// the Event publisher, the settings and the retry backoff.
-pub struct Kind<K: Reported> {
-    pub client: Client,
-    pub secrets: Secrets,
-    pub status: StatusWriter<K>,
-    pub events: Publisher,
-    pub settings: Settings,
-    pub backoff: Backoff<ObjectRef<K>>,
-}
-
-impl<K: Reported> Kind<K> {
-    /// A kind whose Secrets are those of `api` with `labels`; the returned watch runs beside its
-    /// reconciler (each kind watches its own Secrets: the label selectors differ). `namespaces`:
-    /// the Namespace cache, for role rules that select namespaces by label.
-    pub fn new(
-        inputs: &Inputs,
-        api: Api<PartialObjectMeta<Secret>>,
-        labels: &str,
-        namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    ) -> (Self, Watch<CachedSecret>) {
-        let (client, settings) = (&inputs.client, &inputs.settings);
-        let config = watcher::Config::default().labels(labels);
-        let watch = Watch::projected(api, config, CachedSecret::from);
-        let permissions = settings.role_permissions.clone();
-        let secrets = Secrets::new(
-            client.clone(),
-            watch.store(),
-            inputs.tokens.clone(),
-            permissions,
-            namespaces,
-        );
-        let kind = Self {
-            client: client.clone(),
-            secrets,
-            status: StatusWriter::new(client.clone()),
-            events: Publisher::new(client.clone(), settings.instance.clone()),
-            settings: settings.clone(),
-            backoff: settings.backoff(),
-        };
-        (kind, watch)
-    }
-
-    /// Drops what is kept for resources that are gone: retry delays of those that failed, our
-    /// own writes the watch never showed to a reconcile (the resource was deleted first).
-    pub fn tidy(&self, resources: &Store<K>) {
-        self.backoff.retain(|key| resources.get(key).is_some());
-        self.secrets.prune();
-        self.status.prune();
-    }
-
-    /// Publishes an Event about `obj`; a failure is logged, never fatal to the reconcile.
-    pub async fn publish(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-        repeats: Repeats,
-    ) {
-        let regarding = obj.object_ref(&());
-        self.events
-            .publish(&regarding, type_, reason, note, repeats)
-            .await;
-    }
-}
-
 /// The watches that more than one reconciler reads, each listed and watched once (see
 /// [`crate::k8s::watch`] for why one slow reader cannot hold back the others).
 pub struct Shared {
     /// `EcrPublicPullSecret`s: the namespaced kind, and the ServiceAccount reconciler.
     pub crs: Watch<EcrPublicPullSecret>,
+    /// The Secrets the operator manages (by its label; what the cache keeps of each): both
+    /// kinds, and the metrics.
+    pub secrets: Watch<CachedSecret>,
     /// `ClusterEcrPublicPullSecret`s: only with the cluster kind.
     pub cluster: Option<Watch<ClusterEcrPublicPullSecret>>,
     /// Namespaces (metadata): with the cluster kind (its selection), and with role rules that
@@ -211,15 +142,18 @@ pub struct Shared {
 impl Shared {
     fn new(client: &Client, watch_namespace: Option<&str>, cluster: bool, labels: bool) -> Self {
         let all = watcher::Config::default;
+        let managed = all().labels(&pull_secret::managed_selector());
+        let secrets = scoped::<PartialObjectMeta<Secret>>(client, watch_namespace);
         Self {
             crs: Watch::unversioned(scoped(client, watch_namespace), all()),
+            secrets: Watch::projected(secrets, managed, CachedSecret::from),
             cluster: cluster.then(|| Watch::unversioned(Api::all(client.clone()), all())),
             namespaces: (cluster || labels).then(|| Watch::new(Api::all(client.clone()), all())),
         }
     }
 
     fn run(self) -> Vec<BoxFuture<'static, ()>> {
-        let mut all = vec![self.crs.run().boxed()];
+        let mut all = vec![self.crs.run().boxed(), self.secrets.run().boxed()];
         all.extend(self.cluster.map(|w| w.run().boxed()));
         all.extend(self.namespaces.map(|w| w.run().boxed()));
         all
@@ -238,30 +172,46 @@ where
     }
 }
 
-/// Runs the namespaced reconciler and the enabled optional ones until `shutdown`.
+/// Runs the namespaced kind's controller and the enabled optional ones until `shutdown`.
 pub async fn run(
     inputs: Inputs,
-    kinds: Kinds,
+    features: Features,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = shutdown.shared();
     let settings = &inputs.settings;
-    // The cluster kind writes into many namespaces: it needs cluster-wide access.
     let mut shared = Shared::new(
         &inputs.client,
         settings.watch_namespace.as_deref(),
-        kinds.cluster,
+        features.cluster,
         settings.role_permissions.selects_by_label(),
     );
     inputs.tokens.set_liveness(liveness(&shared));
+    inputs
+        .metrics
+        .watch_secrets(shared.secrets.store(), owned(&shared));
     let mut all = Vec::new();
-    if kinds.service_accounts {
+    let mut ready = Vec::new();
+    if features.service_accounts {
         let sas = service_accounts::start(&inputs, &mut shared, shutdown.clone());
         all.push(sas.boxed());
     }
-    if let (Some(crs), Some(namespaces)) = (&mut shared.cluster, &mut shared.namespaces) {
-        all.push(cluster::start(&inputs, crs, namespaces, shutdown.clone()).boxed());
+    if features.cluster {
+        let (cluster, synced) =
+            builder::start::<ClusterEcrPublicPullSecret, _>(&inputs, &mut shared, shutdown.clone());
+        all.push(cluster.boxed());
+        ready.push(synced.ready());
     }
+    let grace_over = shutdown
+        .clone()
+        .then(|()| tokio::time::sleep(SHUTDOWN_GRACE));
+    let (namespaced, synced) =
+        builder::start::<EcrPublicPullSecret, _>(&inputs, &mut shared, shutdown);
+    all.push(namespaced.boxed());
+    ready.push(synced.ready());
+    // Ready once every kind's caches have listed.
+    let ready = futures::future::join_all(ready).map(|r| r.into_iter().all(|r| r));
+    inputs.health.ready_when(ready);
     let tokens = inputs.tokens.clone();
     let sweeps = housekeeping(move || {
         let dropped = tokens.sweep();
@@ -269,19 +219,35 @@ pub async fn run(
             debug!(dropped, "dropped identities no resource uses");
         }
     });
-    let grace_over = shutdown
-        .clone()
-        .then(|()| tokio::time::sleep(SHUTDOWN_GRACE));
-    all.push(namespaced::start(inputs, &mut shared, shutdown).boxed());
     let mut watches = shared.run();
     watches.push(sweeps);
     tokio::select! {
         () = alongside(futures::future::join_all(all), watches) => {}
         () = grace_over => warn!(
             grace = ?SHUTDOWN_GRACE,
-            "a reconciler was still running after shutdown (its cache never synced); stopping it"
+            "a controller was still running after shutdown (its cache never synced); stopping it"
         ),
     }
+}
+
+/// Whether a Secret of the cache is one a live resource of either kind wrote: the metrics count
+/// no other (the cache selects by a label anyone may set).
+fn owned(shared: &Shared) -> Owned {
+    let crs = shared.crs.store();
+    let clusters = shared.cluster.as_ref().map(Watch::store);
+    Arc::new(move |secret: &CachedSecret| {
+        if let (Some(controller), Some(uid)) = (secret.controller(), secret.controller_uid()) {
+            return crs
+                .get(&controller)
+                .is_some_and(|cr| cr.uid().as_deref() == Some(uid));
+        }
+        let (Some(clusters), Some(uid)) = (&clusters, secret.cluster_owner()) else {
+            return false;
+        };
+        clusters
+            .find(|cr| cr.uid().as_deref() == Some(uid))
+            .is_some()
+    })
 }
 
 /// A resource uses an identity while it is in its watch cache (by name: one re-created under the
@@ -329,23 +295,5 @@ pub(crate) async fn alongside(
     tokio::select! {
         _ = main => {},
         _ = futures::future::join_all(watches) => {},
-    }
-}
-
-/// Logs what a controller's run stream reports, except reconcile errors: the error policy has
-/// logged each of those once already.
-pub(crate) fn log_result<K, E>(
-    result: Result<(ObjectRef<K>, controller::Action), controller::Error<E, watcher::Error>>,
-) where
-    K: kube::Resource,
-    K::DynamicType: Debug,
-    E: std::error::Error + 'static,
-{
-    match result {
-        Ok((obj, _)) => debug!(object = %obj, "reconciled"),
-        Err(controller::Error::ReconcilerFailed(..)) => {}
-        // A Secret's watch event for a resource deleted meanwhile (its Secret goes with it).
-        Err(controller::Error::ObjectNotFound(obj)) => debug!(object = %obj, "resource gone"),
-        Err(error) => warn!(%error, "controller error"),
     }
 }

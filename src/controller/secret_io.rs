@@ -1,7 +1,6 @@
-//! The one reconcile core for a Secret, for both kinds: observe it (watch cache, our own newer
-//! write, or the API), fetch a token from the per-identity cache when the [`plan`] says it is
-//! due, and write it. The namespaced kind runs it for one Secret, the cluster kind for one per
-//! selected namespace with one fetch for all of them.
+//! The Secret I/O of the sync, for both kinds: observe a Secret (watch cache, our own newer
+//! write, or the API), fetch a token from the per-identity cache when the [`plan`] says one is
+//! due, write (always conditional on what was observed) and delete.
 
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use kube::{
     },
 };
 
+pub use super::plan::Fetch;
 use super::plan::{self, Due, Observed, Precondition, Step};
 use crate::{
     Error,
@@ -27,11 +27,9 @@ use crate::{
     },
     crd::{MANAGER, OnExpiry, PullSecretSettings},
     k8s::{cached_secret::CachedSecret, memo::Memo},
+    pull_secret::{self, Owner, SecretState},
     schedule::{self, Rotation},
-    secret::{self, Owner, SecretState},
 };
-
-type Meta = CachedSecret;
 
 /// The resourceVersion a create-only apply names: larger than any etcd revision (an `int64`), so
 /// no stored object has it, while the API server, which ignores the version of an object it
@@ -62,7 +60,7 @@ impl<'a> Desired<'a> {
         service_account: Option<&'a str>,
         namespace: Option<&'a str>,
     ) -> Self {
-        let hash = secret::config_hash(settings, service_account);
+        let hash = pull_secret::config_hash(settings, service_account);
         let user = User {
             namespace: namespace.map(str::to_owned),
             name: name.to_owned(),
@@ -86,7 +84,7 @@ pub struct At<'a> {
 }
 
 impl At<'_> {
-    fn key(&self) -> ObjectRef<Meta> {
+    fn key(&self) -> ObjectRef<CachedSecret> {
         ObjectRef::new(self.name).within(self.namespace)
     }
 }
@@ -131,20 +129,20 @@ struct Written {
 }
 
 /// The Secret I/O of one kind: its watch cache, the token cache, and its own writes.
-pub struct Secrets {
+pub struct SecretIo {
     client: Client,
-    cache: Store<Meta>,
+    cache: Store<CachedSecret>,
     tokens: Arc<TokenCache>,
     permissions: RolePermissions,
     /// Namespace labels, for role rules that select namespaces by label.
     namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    written: Memo<ObjectRef<Meta>, Written>,
+    written: Memo<ObjectRef<CachedSecret>, Written>,
 }
 
-impl Secrets {
+impl SecretIo {
     pub fn new(
         client: Client,
-        cache: Store<Meta>,
+        cache: Store<CachedSecret>,
         tokens: Arc<TokenCache>,
         permissions: RolePermissions,
         namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
@@ -187,7 +185,7 @@ impl Secrets {
 
     /// The token state of a Secret and the resourceVersion it holds it at: as read, or our own
     /// newer write.
-    pub fn state_of(&self, meta: &Meta) -> Result<(SecretState, String), Error> {
+    pub fn state_of(&self, meta: &CachedSecret) -> Result<(SecretState, String), Error> {
         let observed = &meta.state;
         let shown = |w: &Written| {
             w.resource_version.as_deref() == meta.resource_version() || w.state == *observed
@@ -208,14 +206,13 @@ impl Secrets {
     }
 
     /// A token for `desired`'s identity, from the per-identity cache, usable until its own due
-    /// time. The outer error: resolving the identity hit an API failure (the reconcile stops and
-    /// is retried); the inner one: no token (reported; the Secrets keep what they hold).
+    /// time; `Err` only when resolving the identity hit an API failure.
     pub async fn fetch(
         &self,
         desired: &Desired<'_>,
         rotation: &Rotation,
         now: DateTime<Utc>,
-    ) -> Result<Result<Token, Error>, Error> {
+    ) -> Result<Fetch, Error> {
         let request = identity::Request {
             role_arn: desired.settings.role_arn.as_deref(),
             service_account: desired.service_account,
@@ -237,11 +234,15 @@ impl Secrets {
         let identity = match resolved.await {
             Ok(identity) => identity,
             Err(e) if e.is_kube() => return Err(e),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Fetch::Refused(e)),
         };
         let usable = |t: &Token| rotation.due_at(t.issued_at, t.expires_at) > now;
-        let fetched = self.tokens.get(&desired.user, &identity, usable).await;
-        Ok(fetched.map(|f| f.token))
+        Ok(
+            match self.tokens.get(&desired.user, &identity, usable).await {
+                Ok(fetched) => Fetch::Token(fetched.token),
+                Err(refused) => Fetch::Refused(refused),
+            },
+        )
     }
 
     /// Carries out the step for a due Secret once the fetch has answered.
@@ -250,7 +251,7 @@ impl Secrets {
         desired: &Desired<'_>,
         at: At<'_>,
         due: Due,
-        fetched: &Result<Token, Error>,
+        fetched: &Fetch,
         rotation: &Rotation,
         now: DateTime<Utc>,
     ) -> Result<Outcome, Error> {
@@ -319,7 +320,7 @@ impl Secrets {
             desired.settings,
             desired.service_account,
         );
-        let mut secret = secret::build(&spec, token);
+        let mut secret = pull_secret::build(&spec, token);
         secret.metadata.resource_version = Some(match precondition {
             Precondition::Absent => CREATE_ONLY.to_owned(),
             Precondition::Version(version) => version.clone(),
@@ -350,7 +351,7 @@ impl Secrets {
     }
 
     /// Deletes exactly the Secret that was read (by uid): one recreated since, by anyone, stays.
-    pub async fn delete(&self, meta: &Meta) -> Result<(), Error> {
+    pub async fn delete(&self, meta: &CachedSecret) -> Result<(), Error> {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: meta.uid().map(str::to_owned),
@@ -371,7 +372,7 @@ impl Secrets {
     }
 
     /// The cached Secrets `owner` wrote (in `namespace` only, when given).
-    pub fn owned(&self, owner: &Owner, namespace: Option<&str>) -> Vec<Arc<Meta>> {
+    pub fn owned(&self, owner: &Owner, namespace: Option<&str>) -> Vec<Arc<CachedSecret>> {
         self.cache
             .state()
             .into_iter()
@@ -386,7 +387,7 @@ impl Secrets {
     pub async fn expire(
         &self,
         desired: &Desired<'_>,
-        owned: &[Arc<Meta>],
+        owned: &[Arc<CachedSecret>],
         now: DateTime<Utc>,
     ) -> Result<Action, Error> {
         let mut next: Option<DateTime<Utc>> = None;

@@ -13,12 +13,11 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use super::secrets::{Failure, Outcome};
+use super::secret_io::Failure;
 use crate::{
     Error,
-    aws::token::Token,
     crd::{ClusterEcrPublicPullSecretStatus, EcrPublicPullSecretStatus, NamespaceFailure},
-    secret::SecretState,
+    pull_secret::SecretState,
 };
 
 /// Condition type reported on every resource.
@@ -100,16 +99,14 @@ pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == READY)
 }
 
-/// The current Ready condition's reason, if any.
-pub fn ready_reason(current: Option<&EcrPublicPullSecretStatus>) -> Option<&str> {
-    ready_condition(&current?.conditions).map(|c| c.reason.as_str())
+/// The Ready condition's reason among these, if any.
+pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
+    ready_condition(conditions).map(|c| c.reason.as_str())
 }
 
-/// Whether the Ready condition is True.
-pub fn is_ready(current: Option<&EcrPublicPullSecretStatus>) -> bool {
-    current
-        .and_then(|s| ready_condition(&s.conditions))
-        .is_some_and(|c| c.status == TRUE)
+/// Whether the Ready condition among these is True.
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    ready_condition(conditions).is_some_and(|c| c.status == TRUE)
 }
 
 /// Ready: the Secret holds a token valid until `expires_at`, renewed at `next`.
@@ -200,17 +197,6 @@ pub enum Namespace {
 impl Namespace {
     pub fn ready(expires: Option<DateTime<Utc>>, next: DateTime<Utc>) -> Self {
         Namespace::Ready { expires, next }
-    }
-
-    /// A due Secret's result. A failed write fails that namespace; without a token, the fetch's
-    /// error is the news (a failed attempt to empty an expired Secret is retried next pass).
-    pub fn of(outcome: Result<Outcome, Error>, fetched: &Result<Token, Error>) -> Self {
-        match outcome {
-            Ok(Outcome::Fresh { state, next }) => Self::ready(state.expires_at, next),
-            Ok(Outcome::Written { token, next, .. }) => Self::ready(Some(token.expires_at), next),
-            Ok(Outcome::Failed(failure)) => Namespace::Failed(failure.error),
-            Err(error) => Namespace::Failed(fetched.as_ref().err().cloned().unwrap_or(error)),
-        }
     }
 }
 
@@ -387,7 +373,7 @@ mod tests {
         let failed = build(&report(false), Some(1), Some(&first), t2);
         assert_eq!(failed.conditions[0].status, "False");
         assert_eq!(failed.conditions[0].last_transition_time, k8s_time(t2));
-        assert_eq!(ready_reason(Some(&failed)), Some("AccessDenied"));
+        assert_eq!(ready_reason(&failed.conditions), Some("AccessDenied"));
     }
 
     #[test]

@@ -11,14 +11,14 @@
 
 use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::{
     Api, Resource, ResourceExt,
     api::{PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller,
-        controller::{self, Action},
+        controller::Action,
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -26,9 +26,11 @@ use kube::{
 use tracing::{info, instrument, warn};
 
 use super::{
-    Backoff, Inputs, Shared, alongside, housekeeping,
+    Backoff, Inputs, Shared, alongside,
+    builder::drive,
+    housekeeping,
     image_pull_secrets::{self, ADDED_ANNOTATION},
-    log_result, scoped,
+    scoped,
     spec::selects,
 };
 use crate::{
@@ -68,7 +70,7 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     shutdown: S,
 ) -> impl Future<Output = ()> + use<S> {
     let namespace = inputs.settings.watch_namespace.as_deref();
-    let synced = Synced::new(if shared.cluster.is_some() { 4 } else { 2 });
+    let synced = Synced::default();
     let mut sas = Watch::new(
         scoped(&inputs.client, namespace),
         watcher::Config::default(),
@@ -110,12 +112,14 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
         tidied.backoff.retain(|key| accounts.get(key).is_some());
         tidied.written.prune();
     });
-    let config = controller::Config::default().concurrency(inputs.settings.concurrency);
-    let controller = controller
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move { log_result(result) });
+    let controller = drive(
+        controller,
+        inputs.settings.concurrency,
+        shutdown,
+        reconcile,
+        error_policy,
+        ctx,
+    );
     async move {
         info!("service account controller starting");
         alongside(controller, vec![sas.run().boxed(), tidy]).await;
@@ -269,7 +273,7 @@ async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcilers::Settings;
+    use crate::controller::Settings;
 
     fn at(rv: Option<&str>) -> ServiceAccount {
         let mut sa = ServiceAccount::default();

@@ -8,7 +8,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{Error, aws::token::Token, crd::OnExpiry, schedule::Rotation, secret::SecretState};
+use crate::{
+    Error, aws::token::Token, crd::OnExpiry, pull_secret::SecretState, schedule::Rotation,
+};
 
 /// What the operator found where a Secret should be.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +97,15 @@ pub fn plan(observed: Observed, hash: &str, rotation: &Rotation, now: DateTime<U
     }
 }
 
+/// What asking for a token concluded.
+#[derive(Debug)]
+pub enum Fetch {
+    /// A token usable until the Secrets' next due time.
+    Token(Token),
+    /// None: the identity or AWS refused. The Secrets keep what they hold until it expires.
+    Refused(Error),
+}
+
 /// What to do with a due Secret once the token fetch has answered.
 #[derive(Debug, Clone)]
 pub enum Step<'a> {
@@ -116,21 +127,21 @@ pub enum Step<'a> {
 /// Decides a due Secret's step, `state` being what it holds.
 pub fn step<'a>(
     state: &SecretState,
-    fetched: &'a Result<Token, Error>,
+    fetched: &'a Fetch,
     hash: &str,
     rotation: &Rotation,
     on_expiry: OnExpiry,
     now: DateTime<Utc>,
 ) -> Step<'a> {
     let error = match fetched {
-        Ok(token) => {
+        Fetch::Token(token) => {
             let next = rotation.due_at(token.issued_at, token.expires_at);
             if *state == SecretState::of(token, hash) {
                 return Step::Keep { next };
             }
             return Step::Write { token, next };
         }
-        Err(error) => error,
+        Fetch::Refused(error) => error,
     };
     let expired = state.expires_at.is_some_and(|e| e <= now);
     if expired && on_expiry == OnExpiry::RemoveAuth {
@@ -241,7 +252,7 @@ mod tests {
     #[test]
     fn without_a_token_the_secret_is_emptied_only_once_expired_and_asked_to() {
         let rotation = Rotation::new(None, "");
-        let fetched = Err(Error::Transient { detail: "x".into() });
+        let fetched = Fetch::Refused(Error::Transient { detail: "x".into() });
         let failed = |now, on_expiry| step(&held("h"), &fetched, "h", &rotation, on_expiry, now);
         let leave = |s: Step| matches!(s, Step::Leave { error } if error.label() == "Transient");
         assert!(
@@ -269,7 +280,7 @@ mod tests {
         let rotation = Rotation::new(None, "");
         let token = test_token("pw", t(100), chrono::Duration::hours(12));
         let next = rotation.due_at(token.issued_at, token.expires_at);
-        let (now, fetched) = (t(200), Ok(token.clone()));
+        let (now, fetched) = (t(200), Fetch::Token(token.clone()));
         let written = step(&held("h"), &fetched, "h", &rotation, OnExpiry::Keep, now);
         assert!(matches!(written, Step::Write { token: t, next: n } if *t == token && n == next));
         let same = SecretState::of(&token, "h");

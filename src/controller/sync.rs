@@ -1,0 +1,334 @@
+//! The one sync, for both kinds, read top to bottom: check what the schema cannot, observe every
+//! Secret the resource targets, plan each (pure), fetch one token if any is due, write the due
+//! ones, drop the ones no longer targeted, report. The kinds differ only where [`PullSecretKind`]
+//! says (one target namespace or many, an ownerReference or a label, their status's shape).
+//!
+//! A fresh Secret costs nothing: no AWS call, no write, a requeue at its refresh time. However
+//! many Secrets are due, the token comes from the per-identity cache in one fetch.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream};
+use kube::runtime::{controller::Action, events::EventType, reflector::ObjectRef};
+use tracing::{debug, info, warn};
+
+use super::{
+    builder::Reconciler,
+    kinds::{Found, PullSecretKind},
+    plan::{self, Due, Plan, Write},
+    report,
+    secret_io::{At, Desired, Fetch, Outcome},
+    spec,
+};
+use crate::{Error, admin::metrics::Reconciled, k8s::events::Repeats, schedule::Rotation};
+
+/// Secret writes in flight per sync.
+const WRITES_IN_FLIGHT: usize = 16;
+/// When to look again at a resource that targets no namespace (nothing expires meanwhile).
+const IDLE_RESYNC: Duration = Duration::from_secs(3600);
+
+/// One sync of `obj`: what it did (for metrics) and when to come back.
+pub async fn sync<K: PullSecretKind>(
+    obj: &K,
+    ctx: &Reconciler<K>,
+) -> Result<(Reconciled, Action), Error> {
+    // Until the caches have listed once, an empty one would read as "no namespace selected" or
+    // "Secret absent".
+    ctx.synced.wait().await;
+    let now = Utc::now();
+    // The status as last written (ours, or the watch's newer copy), read once.
+    let current = ctx.status.current(obj);
+
+    // 1. What the resource wants, where it wants it.
+    let owner = obj.owner()?;
+    let settings = obj.settings();
+    let namespace = obj.meta().namespace.as_deref();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let desired = Desired::new(&name, owner, settings, obj.service_account(), namespace);
+    let checked = spec::rotation(
+        settings,
+        ctx.settings.default_refresh_before,
+        desired.owner.uid(),
+    )
+    .and_then(|rotation| Ok((rotation, obj.targets(&ctx.namespaces)?)));
+    let (rotation, targets) = match checked {
+        Ok(checked) => checked,
+        Err(error) => return cannot_sync(obj, ctx, &desired, current, error, now).await,
+    };
+    let secret_name = obj.secret_name();
+
+    // 2. Observe and plan each Secret: fresh ones are done, someone else's are conflicts.
+    let mut found = Found::new();
+    let mut due = Vec::new();
+    for ns in targets {
+        let at = At {
+            namespace: &ns,
+            name: &secret_name,
+        };
+        let planned = match ctx.secrets.observe(&desired, at).await {
+            Ok(observed) => plan::plan(observed, &desired.hash, &rotation, now),
+            Err(error) => {
+                found.insert(ns, Err(error));
+                continue;
+            }
+        };
+        let outcome = match planned {
+            Plan::Fresh { state, next } => Ok(Outcome::Fresh { state, next }),
+            Plan::Conflict => Err(Error::SecretConflict {
+                namespace: ns.clone(),
+                name: secret_name.clone(),
+            }),
+            Plan::Due(d) => {
+                due.push((ns, d));
+                continue;
+            }
+        };
+        found.insert(ns, outcome);
+    }
+
+    // 3. One token for every due Secret; 4. write them.
+    if !due.is_empty() {
+        let fetched = ctx.secrets.fetch(&desired, &rotation, now).await;
+        found.extend(write_due(ctx, &desired, &secret_name, due, &fetched, &rotation, now).await);
+    }
+
+    // 5. A kind that removes its Secrets itself removes those no longer targeted (a namespace
+    // left the selection, or secretName changed).
+    if K::FINALIZER.is_some() {
+        for meta in ctx.secrets.owned(&desired.owner, None) {
+            if !found.contains_key(meta.namespace()) || meta.name() != secret_name {
+                ctx.secrets.delete(&meta).await?;
+            }
+        }
+    }
+
+    // 6. Report.
+    report(obj, ctx, &desired, current, found, now).await
+}
+
+/// Writes the due Secrets with the one fetched token, a few at a time (or applies `onExpiry` to
+/// them without one).
+async fn write_due(
+    ctx: &Reconciler<impl PullSecretKind>,
+    desired: &Desired<'_>,
+    secret_name: &str,
+    due: Vec<(String, Due)>,
+    fetched: &Result<Fetch, Error>,
+    rotation: &Rotation,
+    now: DateTime<Utc>,
+) -> Vec<(String, Result<Outcome, Error>)> {
+    let fetched = match fetched {
+        Ok(fetched) => fetched,
+        // The identity could not be resolved for an API failure: every due Secret waits.
+        Err(error) => {
+            return due
+                .into_iter()
+                .map(|(ns, _)| (ns, Err(error.clone())))
+                .collect();
+        }
+    };
+    // Each namespace owned by its future: with borrowed names, rustc cannot prove the stream's
+    // futures Send for every lifetime.
+    stream::iter(due)
+        .map(|(ns, due)| async move {
+            let at = At {
+                namespace: &ns,
+                name: secret_name,
+            };
+            let outcome = ctx.secrets.apply(desired, at, due, fetched, rotation, now);
+            // Without a token, the fetch's error is the news, not a failed attempt to empty an
+            // expired Secret (retried on the next pass).
+            let outcome = outcome.await.map_err(|error| match fetched {
+                Fetch::Refused(refused) => refused.clone(),
+                Fetch::Token(_) => error,
+            });
+            (ns, outcome)
+        })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// The status, Events and retry delay for what the sync found.
+async fn report<K: PullSecretKind>(
+    obj: &K,
+    ctx: &Reconciler<K>,
+    desired: &Desired<'_>,
+    current: Option<K::Status>,
+    found: Found,
+    now: DateTime<Utc>,
+) -> Result<(Reconciled, Action), Error> {
+    let key = ObjectRef::from_obj(obj);
+    // A Secret changed between reading and writing it: its watch event brings this resource back
+    // with the new version. Not the resource's problem, so nothing is reported meanwhile; the
+    // backoff bounds a race that keeps being lost.
+    if let Some(Err(changed)) = found
+        .values()
+        .find(|o| matches!(o, Err(Error::SecretChanged { .. })))
+    {
+        debug!(error = %changed, "Secret changed since it was read");
+        return Ok((Reconciled::Error, Action::requeue(ctx.backoff.next(&key))));
+    }
+    let mut status = obj.status_for(&found, current.as_ref(), now);
+    ctx.hint_ignored_fields(obj.settings(), K::conditions_mut(&mut status));
+    announce_writes(obj, ctx, desired, current.as_ref(), &found).await;
+    announce_failure(obj, ctx, current.as_ref(), &status, &found).await;
+    ctx.status.write(obj, current.as_ref(), status).await?;
+
+    let ready = |o: &Result<Outcome, Error>| {
+        matches!(o, Ok(Outcome::Fresh { .. } | Outcome::Written { .. }))
+    };
+    let failed = !found.values().all(ready);
+    let result = if found
+        .values()
+        .any(|o| o.as_ref().is_err_and(Error::is_kube))
+    {
+        Reconciled::Error
+    } else if failed {
+        Reconciled::Failed
+    } else if found
+        .values()
+        .any(|o| matches!(o, Ok(Outcome::Written { .. })))
+    {
+        Reconciled::Written
+    } else {
+        Reconciled::Fresh
+    };
+    if failed {
+        let wait = ctx.backoff.next(&key);
+        // Wake up at a kept token's expiry, so that onExpiry is applied on time and not one
+        // backoff step late.
+        let expiry = found.values().filter_map(|o| match o {
+            Ok(Outcome::Failed(failure)) => failure.kept.expires_at.filter(|e| *e > now),
+            _ => None,
+        });
+        let wait = expiry.fold(wait, |w, e| w.min(crate::schedule::until(now, e)));
+        return Ok((result, Action::requeue(wait)));
+    }
+    ctx.backoff.reset(&key);
+    let next = found.values().filter_map(|o| match o {
+        Ok(Outcome::Fresh { next, .. } | Outcome::Written { next, .. }) => Some(*next),
+        _ => None,
+    });
+    let wait = next
+        .min()
+        .map_or(IDLE_RESYNC, |n| crate::schedule::until(now, n));
+    Ok((result, Action::requeue(wait)))
+}
+
+/// The sync stopped before any Secret (a spec the schema let through, a missing uid): said on
+/// the resource. While the spec cannot be acted on, its Secrets keep their tokens until they
+/// expire; an expired token is worse than none, so `onExpiry` still applies then.
+async fn cannot_sync<K: PullSecretKind>(
+    obj: &K,
+    ctx: &Reconciler<K>,
+    desired: &Desired<'_>,
+    current: Option<K::Status>,
+    error: Error,
+    now: DateTime<Utc>,
+) -> Result<(Reconciled, Action), Error> {
+    warn!(reason = error.label(), %error, "cannot sync");
+    let mut status = obj.problem(&error, current.as_ref(), now);
+    ctx.hint_ignored_fields(obj.settings(), K::conditions_mut(&mut status));
+    announce_failure(obj, ctx, current.as_ref(), &status, &Found::new()).await;
+    ctx.status.write(obj, current.as_ref(), status).await?;
+    let action = match error {
+        Error::InvalidSpec(_) => {
+            let owned = ctx.secrets.owned(&desired.owner, desired.namespace);
+            ctx.secrets.expire(desired, &owned, now).await?
+        }
+        _ => Action::requeue(ctx.backoff.next(&ObjectRef::from_obj(obj))),
+    };
+    Ok((Reconciled::Failed, action))
+}
+
+/// One Normal Event for the sync's writes, named for the most telling one: a first write, an
+/// edit's rewrite, or a rotation (only after a failure, or with `--rotation-events`: at scale a
+/// routine rotation is an Event per resource and an API write each).
+async fn announce_writes<K: PullSecretKind>(
+    obj: &K,
+    ctx: &Reconciler<K>,
+    desired: &Desired<'_>,
+    current: Option<&K::Status>,
+    found: &Found,
+) {
+    let reported = current.and_then(K::observed_generation);
+    let spec_edited = reported != obj.meta().generation;
+    let mut written = found.values().filter_map(|o| match o {
+        Ok(Outcome::Written { token, before, .. }) => Some((token, before)),
+        _ => None,
+    });
+    let Some((token, before)) = written.next() else {
+        return;
+    };
+    let count = 1 + written.count();
+    let kinds = found.values().filter_map(|o| match o {
+        Ok(Outcome::Written { before, .. }) => Some(Write::of(before, &desired.hash, spec_edited)),
+        _ => None,
+    });
+    // First beats Reconfigured beats Rotation.
+    let why = kinds
+        .min_by_key(|w| match w {
+            Write::First => 0,
+            Write::Reconfigured => 1,
+            Write::Rotation => 2,
+        })
+        .unwrap_or(Write::of(before, &desired.hash, spec_edited));
+    let (reason, verb) = why.reason();
+    let secret = obj.secret_name();
+    info!(secret = %secret, secrets = count, expires_at = %token.expires_at, "{reason}");
+    let was_ready = current.is_some_and(|s| report::is_ready(K::conditions(s)));
+    if !plan::worth_an_event(why, was_ready, ctx.settings.rotation_events) {
+        return;
+    }
+    let until = token.expires_at.to_rfc3339();
+    let place = if count == 1 {
+        String::new()
+    } else {
+        format!(" in {count} namespaces")
+    };
+    let note = format!("Secret {secret} {verb}{place}; token valid until {until}");
+    // Spec edits can come in a row; first writes and rotations come for every resource.
+    let repeats = match why {
+        Write::Reconfigured => Repeats::Counted,
+        Write::First | Write::Rotation => Repeats::Rare,
+    };
+    ctx.publish(obj, EventType::Normal, reason, note, repeats)
+        .await;
+}
+
+/// A Warning Event when the Ready condition turns to a new failure reason (and each time an
+/// expired token is removed): what `kubectl describe` shows beside the status.
+async fn announce_failure<K: PullSecretKind>(
+    obj: &K,
+    ctx: &Reconciler<K>,
+    current: Option<&K::Status>,
+    status: &K::Status,
+    found: &Found,
+) {
+    let Some(ready) = report::ready_condition(K::conditions(status)) else {
+        return;
+    };
+    if ready.status == report::TRUE {
+        return;
+    }
+    let before = current.and_then(|s| report::ready_condition(K::conditions(s)));
+    let new_reason = before.is_none_or(|c| c.reason != ready.reason || c.status != ready.status);
+    let removed = found
+        .values()
+        .any(|o| matches!(o, Ok(Outcome::Failed(f)) if f.removed));
+    if !new_reason && !removed {
+        return;
+    }
+    warn!(reason = %ready.reason, message = %ready.message, "{} not ready", K::NAME);
+    let note = ready.message.clone();
+    ctx.publish(
+        obj,
+        EventType::Warning,
+        &ready.reason,
+        note,
+        Repeats::Counted,
+    )
+    .await;
+}
