@@ -6,6 +6,36 @@
 
 use std::sync::Arc;
 
+/// The AWS SDK's error behind one of ours, kept as its source once classified. Shared, so that
+/// the error stays cheap to clone; shown by its `Display` alone, also as `Debug`, since an SDK
+/// error's `Debug` carries the raw HTTP response.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cause({})", self.0)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Everything that can go wrong while reconciling one custom resource.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -16,14 +46,22 @@ pub enum Error {
          then restart the pod; for EKS Pod Identity, create a pod identity association for that \
          ServiceAccount and check the eks-pod-identity-agent add-on runs"
     )]
-    NoCredentials { detail: String },
+    NoCredentials {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// A credential provider exists but failed in a way not covered by a more specific variant.
     #[error(
         "AWS credentials could not be obtained: {detail}. Run `ecr-public-pull-secret-operator \
          token` in the operator's pod to see which credential source is used and what it returns"
     )]
-    CredentialsRejected { detail: String },
+    CredentialsRejected {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// The token file the AWS SDK was pointed at cannot be read.
     #[error(
@@ -32,7 +70,11 @@ pub enum Error {
          EKS Pod Identity AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: check that the projected volume is \
          mounted and readable by the container's user (fsGroup)"
     )]
-    TokenFileUnreadable { detail: String },
+    TokenFileUnreadable {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// STS refused `AssumeRoleWithWebIdentity` (trust policy, audience or OIDC provider).
     #[error(
@@ -41,14 +83,22 @@ pub enum Error {
          <provider>:sub = system:serviceaccount:<namespace>:<serviceaccount> and \
          <provider>:aud = sts.amazonaws.com"
     )]
-    WebIdentityDenied { detail: String },
+    WebIdentityDenied {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// STS refused `AssumeRole` from the operator's identity to a resource's `spec.roleArn`.
     #[error(
         "STS refused AssumeRole: {detail}. The operator's own role needs sts:AssumeRole on the \
          requested role, and that role's trust policy must name the operator's role as principal"
     )]
-    AssumeRoleDenied { detail: String },
+    AssumeRoleDenied {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// The resource asks for a role its namespace (or, for a cluster resource, the cluster kind)
     /// may not use. The message says how to allow it, never which roles others may use.
@@ -89,15 +139,28 @@ pub enum Error {
         "AWS denied GetAuthorizationToken: {detail}. Grant the operator's role both \
          ecr-public:GetAuthorizationToken and sts:GetServiceBearerToken"
     )]
-    AccessDenied { detail: String },
+    AccessDenied {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// Throttling, 5xx, timeouts and connection failures: retried with backoff.
     #[error("temporary AWS failure, will retry: {detail}")]
-    Transient { detail: String },
+    Transient {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// Any other AWS error, reported with its error code.
     #[error("AWS error {code}: {detail}")]
-    AwsError { code: String, detail: String },
+    AwsError {
+        code: String,
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// AWS answered, but with something that must not be written into a Secret.
     #[error("ECR Public returned an unusable authorization token: {0}")]
@@ -141,6 +204,40 @@ pub enum Error {
     /// cannot encode): a bug to report, not something the resource's author can fix.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why the operator process cannot start or keep running (never a resource's condition: those
+/// are [`Error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot load Kubernetes client configuration: {0}")]
+    KubeConfig(#[source] kube::config::InferConfigError),
+    #[error("cannot build a Kubernetes client: {0}")]
+    KubeClient(#[source] kube::Error),
+    /// A flag's value the operator cannot work with (say, a role pattern that reaches another
+    /// account).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up leader election on Lease {namespace}/{name}: {source}")]
+    LeaderElection {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    #[error("leader election on Lease {namespace}/{name} stopped unexpectedly")]
+    ElectionStopped { namespace: String, name: String },
+    /// Exiting lets a restart re-join as a follower with clean state.
+    #[error("lost leadership of Lease {namespace}/{name}")]
+    LostLeadership { namespace: String, name: String },
+    #[error("the operator's task ended abnormally: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// `Error::label`: each variant's own name, so a label cannot drift from its variant, except
@@ -199,6 +296,24 @@ fn role_not_allowed(role_arn: &str, namespace: Option<&str>) -> String {
 }
 
 impl Error {
+    /// The same error with the AWS SDK's error that caused it as its source (AWS variants only).
+    pub fn caused_by(mut self, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match &mut self {
+            Error::NoCredentials { cause, .. }
+            | Error::CredentialsRejected { cause, .. }
+            | Error::TokenFileUnreadable { cause, .. }
+            | Error::WebIdentityDenied { cause, .. }
+            | Error::AssumeRoleDenied { cause, .. }
+            | Error::AccessDenied { cause, .. }
+            | Error::Transient { cause, .. }
+            | Error::AwsError { cause, .. } => {
+                cause.get_or_insert_with(|| Cause::new(error));
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// Whether a Kubernetes API call failed: the reconcile stops and is retried with backoff,
     /// rather than being reported as a token problem.
     pub fn is_kube(&self) -> bool {
@@ -246,12 +361,16 @@ mod tests {
 
     #[test]
     fn labels_are_stable_condition_reasons() {
-        let e = Error::AccessDenied { detail: "x".into() };
+        let e = Error::AccessDenied {
+            detail: "x".into(),
+            cause: None,
+        };
         assert_eq!(e.label(), "AccessDenied");
         assert!(e.to_string().contains("ecr-public:GetAuthorizationToken"));
         assert!(e.to_string().contains("sts:GetServiceBearerToken"));
         let e = Error::NoCredentials {
             detail: "none".into(),
+            cause: None,
         };
         assert!(e.to_string().contains("AWS_ROLE_ARN"));
         assert!(e.to_string().contains("AWS_WEB_IDENTITY_TOKEN_FILE"));
@@ -263,20 +382,41 @@ mod tests {
         let d = || String::new();
         let api = || Arc::new(kube::Error::LinesCodecMaxLineLengthExceeded);
         let cases = [
-            (Error::NoCredentials { detail: d() }, "NoCredentials"),
             (
-                Error::CredentialsRejected { detail: d() },
+                Error::NoCredentials {
+                    detail: d(),
+                    cause: None,
+                },
+                "NoCredentials",
+            ),
+            (
+                Error::CredentialsRejected {
+                    detail: d(),
+                    cause: None,
+                },
                 "CredentialsRejected",
             ),
             (
-                Error::TokenFileUnreadable { detail: d() },
+                Error::TokenFileUnreadable {
+                    detail: d(),
+                    cause: None,
+                },
                 "TokenFileUnreadable",
             ),
             (
-                Error::WebIdentityDenied { detail: d() },
+                Error::WebIdentityDenied {
+                    detail: d(),
+                    cause: None,
+                },
                 "WebIdentityDenied",
             ),
-            (Error::AssumeRoleDenied { detail: d() }, "AssumeRoleDenied"),
+            (
+                Error::AssumeRoleDenied {
+                    detail: d(),
+                    cause: None,
+                },
+                "AssumeRoleDenied",
+            ),
             (
                 Error::RoleNotAllowed {
                     role_arn: d(),
@@ -305,12 +445,25 @@ mod tests {
                 },
                 "ServiceAccountNotAnnotated",
             ),
-            (Error::AccessDenied { detail: d() }, "AccessDenied"),
-            (Error::Transient { detail: d() }, "Transient"),
+            (
+                Error::AccessDenied {
+                    detail: d(),
+                    cause: None,
+                },
+                "AccessDenied",
+            ),
+            (
+                Error::Transient {
+                    detail: d(),
+                    cause: None,
+                },
+                "Transient",
+            ),
             (
                 Error::AwsError {
                     code: d(),
                     detail: d(),
+                    cause: None,
                 },
                 "AwsError",
             ),

@@ -9,9 +9,9 @@ use ecr_public_pull_secret_operator::{
     crd, run, telemetry,
 };
 
-/// jemalloc with one arena and no thread caches (settings in `.cargo/config.toml`): at 10,000
-/// resources the operator's peak resident set is about a quarter smaller than with glibc's
-/// allocator, which keeps one arena per thread and freed memory in each (BENCHMARKS.md "Memory").
+/// jemalloc with one arena and no thread caches (settings in `.cargo/config.toml`): glibc's
+/// allocator keeps an arena per thread and freed memory in each, so the operator's resident set
+/// stays higher after a burst (BENCHMARKS.md "Memory" has both measured).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

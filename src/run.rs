@@ -15,6 +15,7 @@ use crate::{
     aws::{self, EcrPublic, cache::TokenCache, credentials::Clients},
     config::RunArgs,
     controller::{self, Features, Inputs},
+    error::StartError,
     k8s::leader::{Leadership, LeaseSettings},
 };
 
@@ -25,25 +26,25 @@ const FAILURE_TTL: Duration = Duration::from_secs(1);
 pub async fn run(
     args: &RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let mut config = kube::Config::infer()
         .await
-        .map_err(|e| format!("cannot load Kubernetes client configuration: {e}"))?;
+        .map_err(StartError::KubeConfig)?;
     no_client_retries(&mut config);
-    let client = kube::Client::try_from(config)
-        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    let client = kube::Client::try_from(config).map_err(StartError::KubeClient)?;
     let sdk = aws::load_sdk_config(&args.aws()).await;
     start(client, &sdk, args, shutdown)
         .await?
         .done
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(StartError::Task)?
 }
 
-/// Turns off kube's built-in retries of 429/503/504 (up to 15 attempts with backoff growing to
-/// minutes). A reconcile stuck in such a retry cannot notice that the API server is back, so
-/// recovery after an outage took 10–20 s; the controller's own per-object backoff (bounded by
-/// `--retry-backoff-max`) and the watchers' backoff handle these errors instead.
+/// Turns off kube's built-in retries of 429/503/504 (on by default since
+/// https://github.com/kube-rs/kube/pull/2007). A reconcile waiting out such a retry's own backoff
+/// cannot notice that the API server is back, which delays recovery after an outage; the
+/// controller's per-object backoff (bounded by `--retry-backoff-max`) and the watchers' backoff
+/// handle these errors instead.
 pub fn no_client_retries(config: &mut kube::Config) {
     config.default_retry = false;
 }
@@ -54,7 +55,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Resolves when the operator has stopped; an error when it stopped for a reason other than
     /// `shutdown` (for example lost leadership).
-    pub done: JoinHandle<Result<(), String>>,
+    pub done: JoinHandle<Result<(), StartError>>,
 }
 
 /// Starts the operator with an explicit Kubernetes client and AWS configuration (the demo, tests
@@ -64,8 +65,8 @@ pub async fn start(
     sdk: &SdkConfig,
     args: &RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<Running, String> {
-    let settings = args.controller_settings()?;
+) -> Result<Running, StartError> {
+    let settings = args.controller_settings().map_err(StartError::Config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -81,7 +82,10 @@ pub async fn start(
     let health = Health::default();
     let http_addr = http::serve(args.http_addr, metrics.clone(), health.clone(), stopped())
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
+        .map_err(|source| StartError::Listen {
+            addr: args.http_addr,
+            source,
+        })?;
     for pattern in settings.role_permissions.shared_patterns() {
         warn!(%pattern, "this --allowed-role-arns pattern has no {{namespace}}: resources in every namespace may use every role it matches");
     }
@@ -121,7 +125,7 @@ async fn lead<F>(
     features: Features,
     lease: LeaseSettings,
     stopped: impl Fn() -> F,
-) -> Result<(), String>
+) -> Result<(), StartError>
 where
     F: Future<Output = ()> + Send + Sync + 'static,
 {
@@ -130,7 +134,10 @@ where
     let mut leadership = Leadership::start(inputs.client.clone(), &lease).await?;
     tokio::select! {
         acquired = leadership.acquired() => if !acquired {
-            return Err("leader election stopped unexpectedly".to_owned());
+            return Err(StartError::ElectionStopped {
+                namespace: lease.namespace.clone(),
+                name: lease.name.clone(),
+            });
         },
         () = stopped() => return Ok(()),
     }
@@ -147,10 +154,10 @@ where
     controller::run(inputs, features, until).await;
     if *lost_rx.borrow_and_update() {
         warn!(lease = %lease.name, "lost leadership; exiting so a restart re-joins as follower");
-        return Err(format!(
-            "lost leadership of Lease {}/{}",
-            lease.namespace, lease.name
-        ));
+        return Err(StartError::LostLeadership {
+            namespace: lease.namespace.clone(),
+            name: lease.name.clone(),
+        });
     }
     leadership.release().await;
     Ok(())

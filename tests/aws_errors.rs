@@ -25,6 +25,13 @@ async fn reason_for(status: u16, type_: &'static str) -> String {
         .fetch(&Identity::Operator)
         .await
         .expect_err("a failure");
+    // Classified, and the SDK's error kept as the source (what it said included).
+    let source = std::error::Error::source(&err).expect("the SDK's error as the source");
+    let said = aws_smithy_types::error::display::DisplayErrorContext(source).to_string();
+    assert!(
+        said.contains(type_) || said.contains("from the mock"),
+        "{said}"
+    );
     err.label().to_owned()
 }
 

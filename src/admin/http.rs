@@ -76,8 +76,8 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// Streams the answer: each chunk is made when the connection can take it, so an answer of
-/// 100,000 Secrets' lines never sits in memory whole.
+/// Streams the answer: each chunk is made when the connection can take it, so an answer with a
+/// line per Secret never sits in memory whole.
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     let chunks = s
         .metrics

@@ -9,9 +9,9 @@
 //!   only for Secrets a live resource of this operator owns: a Secret anyone labels like ours
 //!   cannot feed the expiry alert.
 //!
-//! The per-Secret family is one line per managed Secret (about 10 MB at 100,000 Secrets), so an
-//! answer is produced in chunks as the client reads it ([`Metrics::exposition`]) rather than in
-//! one buffer that grows by doubling (BENCHMARKS.md "Memory").
+//! The per-Secret family is one line per managed Secret, so an answer is produced in chunks as the
+//! client reads it ([`Metrics::exposition`]) rather than in one buffer that grows by doubling
+//! (BENCHMARKS.md "Memory" has what that saves).
 
 use std::{
     borrow::Cow,
@@ -229,7 +229,8 @@ impl<S: TokenSource> TokenSource for Metered<S> {
 /// The per-Secret expiry family, written by [`Metrics::exposition`] rather than the registry.
 const EXPIRY: &str = "epps_secret_token_expiry_timestamp_seconds";
 const EXPIRY_HELP: &str = "When the token in each managed Secret expires (unix seconds)";
-/// About 60 KB of text per chunk of a `/metrics` answer.
+/// Lines per chunk of a `/metrics` answer: large enough that chunking costs nothing, small
+/// enough that a chunk is a small buffer.
 const EXPIRY_LINES_PER_CHUNK: usize = 500;
 
 /// A label value in the text format: `\`, `"` and line feeds escaped. Names and namespaces never
@@ -296,6 +297,7 @@ mod tests {
         m.reconciled(Reconciled::Written, 0.01);
         m.fetched(&Err(Error::AccessDenied {
             detail: String::new(),
+            cause: None,
         }));
         let text = m.encode();
         assert!(

@@ -360,6 +360,7 @@ mod tests {
         let src = source();
         *src.fail.lock().unwrap() = Some(Error::Transient {
             detail: "503".into(),
+            cause: None,
         });
         let cache = TokenCache::new(src.clone(), Duration::from_secs(60));
         for i in 0..10 {

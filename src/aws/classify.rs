@@ -11,16 +11,18 @@ use super::{credentials, identity::Identity};
 use crate::Error;
 
 /// The error users see for a failed ECR Public call made as `identity`.
-pub(super) fn explain<E>(identity: &Identity, err: &SdkError<E, HttpResponse>) -> Error
+/// The SDK's error stays its source.
+pub(super) fn explain<E>(identity: &Identity, err: SdkError<E, HttpResponse>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    refine(identity, err, facts(err))
+    refine(identity, &err, facts(&err)).caused_by(err)
 }
 
-/// The error users see when `identity`'s credentials cannot be resolved.
-pub fn explain_credentials(identity: &Identity, err: &CredentialsError) -> Error {
-    refine(identity, err, credentials_facts(err))
+/// The error users see when `identity`'s credentials cannot be resolved; the SDK's error stays
+/// its source.
+pub fn explain_credentials(identity: &Identity, err: CredentialsError) -> Error {
+    refine(identity, &err, credentials_facts(&err)).caused_by(err)
 }
 
 fn refine(identity: &Identity, err: &(dyn std::error::Error + 'static), facts: Facts) -> Error {
@@ -29,8 +31,11 @@ fn refine(identity: &Identity, err: &(dyn std::error::Error + 'static), facts: F
     }
     match classify(&facts) {
         // Name the file when the environment says which one it is.
-        Error::TokenFileUnreadable { detail } if *identity == Identity::Operator => {
-            credentials::unreadable_token_file().unwrap_or(Error::TokenFileUnreadable { detail })
+        Error::TokenFileUnreadable { detail, .. } if *identity == Identity::Operator => {
+            credentials::unreadable_token_file().unwrap_or(Error::TokenFileUnreadable {
+                detail,
+                cause: None,
+            })
         }
         error => error,
     }
@@ -246,7 +251,10 @@ fn classify_sts(s: &StsFacts) -> Error {
         || code == "IDPCommunicationError"
         || s.http_status.is_some_and(|h| h >= 500 || h == 429);
     if transient {
-        return Error::Transient { detail };
+        return Error::Transient {
+            detail,
+            cause: None,
+        };
     }
     let denied = ACCESS_DENIED_CODES.contains(&code) || s.http_status == Some(403);
     match s.operation {
@@ -257,10 +265,19 @@ fn classify_sts(s: &StsFacts) -> Error {
                     "InvalidIdentityToken" | "ExpiredTokenException" | "IDPRejectedClaim"
                 ) =>
         {
-            Error::WebIdentityDenied { detail }
+            Error::WebIdentityDenied {
+                detail,
+                cause: None,
+            }
         }
-        StsOperation::AssumeRole if denied => Error::AssumeRoleDenied { detail },
-        _ => Error::CredentialsRejected { detail },
+        StsOperation::AssumeRole if denied => Error::AssumeRoleDenied {
+            detail,
+            cause: None,
+        },
+        _ => Error::CredentialsRejected {
+            detail,
+            cause: None,
+        },
     }
 }
 
@@ -272,23 +289,43 @@ pub fn classify(f: &Facts) -> Error {
     }
     if let Some(c) = &f.credentials {
         if f.file_unreadable {
-            return Error::TokenFileUnreadable { detail };
+            return Error::TokenFileUnreadable {
+                detail,
+                cause: None,
+            };
         }
         return match c {
             CredentialsFailure::NotLoaded | CredentialsFailure::InvalidConfiguration => {
-                Error::NoCredentials { detail }
+                Error::NoCredentials {
+                    detail,
+                    cause: None,
+                }
             }
             CredentialsFailure::TimedOut => Error::Transient {
                 detail: format!("credentials provider timed out: {detail}"),
+                cause: None,
             },
             CredentialsFailure::ProviderError | CredentialsFailure::Other => {
-                Error::CredentialsRejected { detail }
+                Error::CredentialsRejected {
+                    detail,
+                    cause: None,
+                }
             }
         };
     }
     match f.kind {
-        FailureKind::Timeout | FailureKind::Dispatch => return Error::Transient { detail },
-        FailureKind::Response if f.code.is_none() => return Error::Transient { detail },
+        FailureKind::Timeout | FailureKind::Dispatch => {
+            return Error::Transient {
+                detail,
+                cause: None,
+            };
+        }
+        FailureKind::Response if f.code.is_none() => {
+            return Error::Transient {
+                detail,
+                cause: None,
+            };
+        }
         _ => {}
     }
     let code = f.code.clone();
@@ -296,21 +333,32 @@ pub fn classify(f: &Facts) -> Error {
         if THROTTLING_CODES.contains(&code) || code == "ServerException" {
             return Error::Transient {
                 detail: format!("{code}: {detail}"),
+                cause: None,
             };
         }
         if ACCESS_DENIED_CODES.contains(&code) {
-            return Error::AccessDenied { detail };
+            return Error::AccessDenied {
+                detail,
+                cause: None,
+            };
         }
     }
     if f.http_status.is_some_and(|s| s >= 500 || s == 429) {
-        return Error::Transient { detail };
+        return Error::Transient {
+            detail,
+            cause: None,
+        };
     }
     if f.http_status == Some(403) {
-        return Error::AccessDenied { detail };
+        return Error::AccessDenied {
+            detail,
+            cause: None,
+        };
     }
     Error::AwsError {
         code: code.unwrap_or_else(|| "Unknown".into()),
         detail,
+        cause: None,
     }
 }
 

@@ -3,9 +3,10 @@
 //! Identities come and go with the resources that name them, and a tenant may name many, so an
 //! identity holds as little as possible: a credentials provider and an identity cache of its own.
 //! Everything heavy is shared by all of them: one ECR Public client and one STS client, each with
-//! one HTTP client, its connection pool and its TLS configuration (a client per identity cost
-//! about 160 KB: BENCHMARKS.md "Hostile identities"). A call as another identity than the
-//! operator's own overrides the shared client's credentials and identity cache for that call.
+//! one HTTP client, its connection pool and its TLS configuration (each SDK client builds its
+//! own, root certificates included: BENCHMARKS.md "Hostile identities"). A call as another
+//! identity than the operator's own overrides the shared client's credentials and identity cache
+//! for that call.
 //!
 //! The identity cache is the identity's own because the SDK never drops a partition of a shared
 //! one: each provider would leave its cached credentials behind for the life of the process. It
@@ -304,6 +305,7 @@ pub fn unreadable_token_file() -> Option<Error> {
         let e = std::fs::read(&path).err()?;
         Some(Error::TokenFileUnreadable {
             detail: format!("{var}={}: {e}", path.to_string_lossy()),
+            cause: Some(crate::error::Cause::new(e)),
         })
     })
 }

@@ -49,12 +49,13 @@ pub async fn token(
             .credentials_provider()
             .ok_or_else(|| Error::NoCredentials {
                 detail: "the SDK configuration has no credentials provider".into(),
+                cause: None,
             })?,
     };
     let credentials = provider
         .provide_credentials()
         .await
-        .map_err(|e| classify::explain_credentials(&identity, &e))?;
+        .map_err(|e| classify::explain_credentials(&identity, e))?;
     line(out, "credential source:", source_of(&credentials));
     line(out, "access key id:", credentials.access_key_id());
     let mut sts = aws_sdk_sts::config::Builder::from(sdk);

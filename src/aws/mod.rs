@@ -135,7 +135,7 @@ impl TokenSource for EcrPublic {
                         .await
                 }
             };
-            let out = sent.map_err(|e| classify::explain(identity, &e))?;
+            let out = sent.map_err(|e| classify::explain(identity, e))?;
             let data = out.authorization_data();
             let expires = data
                 .and_then(|d| d.expires_at())

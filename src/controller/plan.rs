@@ -189,8 +189,8 @@ impl Write {
 
 /// Whether a Secret write deserves a Normal Event: the first write, a rewrite for a changed spec
 /// and a recovery always; a routine rotation only when asked for. Those come for every resource
-/// every rotation: at 10,000 resources, 10,000 Events for the API server to write and store.
-/// The status and metrics show rotations.
+/// every rotation, each an Event for the API server to write and store; the status and metrics
+/// show rotations.
 pub fn worth_an_event(why: Write, was_ready: bool, rotation_events: bool) -> bool {
     why != Write::Rotation || !was_ready || rotation_events
 }
@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn without_a_token_the_secret_is_emptied_only_once_expired_and_asked_to() {
         let rotation = Rotation::new(None, "");
-        let fetched = Fetch::Refused(Error::Transient { detail: "x".into() });
+        let fetched = Fetch::Refused(Error::Transient {
+            detail: "x".into(),
+            cause: None,
+        });
         let failed = |now, on_expiry| step(&held("h"), &fetched, "h", &rotation, on_expiry, now);
         let leave = |s: Step| matches!(s, Step::Leave { error } if error.label() == "Transient");
         assert!(

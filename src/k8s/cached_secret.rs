@@ -2,9 +2,9 @@
 //! its metadata as the watch delivers it.
 //!
 //! At thousands of Secrets the cache is much of the operator's memory, and full metadata is
-//! mostly what nobody reads: the labels and the annotations each take a `BTreeMap` node of about
-//! half a KiB however few entries they have, and every annotation is a key and an RFC 3339 value
-//! held as strings. A reconcile reads the token state (parsed here once, from the annotations),
+//! mostly what nobody reads: the labels and the annotations each take a whole `BTreeMap` node
+//! however few entries they have, and every annotation is a key and an RFC 3339 value held as
+//! strings. A reconcile reads the token state (parsed here once, from the annotations),
 //! which resource wrote the Secret, and its name, namespace, uid and resourceVersion.
 
 use std::borrow::Cow;
@@ -21,9 +21,9 @@ use crate::{
     pull_secret::{CLUSTER_OWNER_LABEL, Owner, SecretState},
 };
 
-/// One Secret as the caches hold it: plain fields rather than an `ObjectMeta` (360 bytes of
-/// mostly empty options per Secret). Not a `Resource`, only what kube-runtime's store needs to
-/// key it ([`Lookup`]); the reconcilers are triggered from its [`CachedSecret::controller`].
+/// One Secret as the caches hold it: plain fields rather than an `ObjectMeta` (mostly empty
+/// options, per Secret). Not a `Resource`, only what kube-runtime's store needs to key it
+/// ([`Lookup`]); the controllers are triggered from its [`CachedSecret::controller`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedSecret {
     name: String,

@@ -10,7 +10,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::crd::MANAGER;
+use crate::{crd::MANAGER, error::StartError};
 
 /// Lease settings.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct Leadership {
 
 impl Leadership {
     /// Starts competing for the lease.
-    pub async fn start(client: Client, s: &LeaseSettings) -> Result<Leadership, String> {
+    pub async fn start(client: Client, s: &LeaseSettings) -> Result<Leadership, StartError> {
         let secs = s.duration.as_secs().max(2);
         let manager = LeaseManagerBuilder::new(client, &s.name)
             .with_namespace(&s.namespace)
@@ -38,17 +38,16 @@ impl Leadership {
             // Renew a third of the duration before expiry: tolerates a slow API call or two.
             .with_grace((secs / 3).max(1))
             // One field manager per identity: a contender's server-side apply of
-            // holderIdentity then conflicts (409) with the holder's instead of overwriting it.
-            // A manager shared by all replicas let two of them take the same free Lease at
-            // once, each believing it led until its next renewal (seen on a real API server).
+            // holderIdentity then conflicts (409) with the holder's instead of overwriting it,
+            // so two replicas never take the same free Lease at once (with one manager shared
+            // by all, an apply takes over a field its own manager already holds).
             .with_field_manager(format!("{MANAGER}-lease-{}", s.identity))
             .build()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot set up leader election on Lease {}/{}: {e}",
-                    s.namespace, s.name
-                )
+            .map_err(|source| StartError::LeaderElection {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                source,
             })?;
         let (rx, task) = manager.watch().await;
         info!(lease = %s.name, namespace = %s.namespace, identity = %s.identity, "competing for leadership");

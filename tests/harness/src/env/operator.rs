@@ -62,7 +62,7 @@ pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The admin server's address (`/metrics`, `/livez`, `/readyz`).
     pub http_addr: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    task: tokio::task::JoinHandle<Result<(), ecr_public_pull_secret_operator::error::StartError>>,
 }
 
 impl Operator {
