@@ -1,21 +1,23 @@
 //! Keeps Amazon ECR Public image pull Secrets fresh in Kubernetes.
 //!
-//! The library holds everything; `main.rs` only parses flags and calls [`run::run`]. The tree
-//! follows a resource's path:
+//! The library holds everything; `main.rs` only parses flags and calls [`run::run`]. Where a
+//! resource is observed, planned, written and reported, in order:
 //!
-//! - [`crd`], [`pull_secret`], [`schedule`], [`duration`]: what users write, what the operator writes,
-//!   and when. Pure: no I/O.
-//! - [`k8s`]: talking to the API server: one watch builder whose streams several reconcilers
-//!   share, the cache-readiness gate, the memo of our own writes, the status writer, Events and
-//!   the leader Lease.
-//! - [`aws`]: where tokens come from: the IAM identity a resource uses, its credentials, the ECR
-//!   Public call and its error classification, the per-identity token cache, the token itself.
-//! - [`reconcilers`]: what the operator does. One core plans (pure, in `plan`), fetches and writes
-//!   a Secret; the namespaced kind drives it for one Secret, the cluster kind for one per selected
-//!   namespace, and the ServiceAccount reconciler runs beside them. `report` turns outcomes into
-//!   status.
-//! - [`admin`]: what the process exposes (metrics, health); [`config`], [`telemetry`] and [`run`]
-//!   wire the process together.
+//! - [`controller::builder`]: the watch event becomes a reconcile, wrapped the same way for both
+//!   kinds (finalizer, metrics, error policy, Events);
+//! - [`controller::sync`]: the one sync, top to bottom: it checks the spec
+//!   ([`controller::spec`]), observes each Secret ([`controller::secret_io`]), plans it
+//!   ([`controller::plan`], pure), fetches one token ([`aws`]), writes, and reports
+//!   ([`controller::report`], pure) through the status writer ([`k8s::status`]);
+//! - [`controller::kinds`]: the little that differs between `EcrPublicPullSecret` and
+//!   `ClusterEcrPublicPullSecret`.
+//!
+//! Around that path: [`crd`], [`pull_secret`], [`schedule`], [`duration`] are what users write,
+//! what the operator writes and when (pure); [`k8s`] talks to the API server (watches, caches,
+//! the memo of our own writes, Events, the Lease); [`aws`] is where tokens come from (identities,
+//! their permissions and credentials, the ECR Public call, the per-identity cache); [`admin`] is
+//! what the process exposes (metrics, health); [`config`], [`telemetry`] and [`run`] wire the
+//! process together.
 
 pub mod admin;
 pub mod aws;

@@ -41,7 +41,7 @@ pub async fn run(
 }
 
 /// Turns off kube's built-in retries of 429/503/504 (on by default since
-/// https://github.com/kube-rs/kube/pull/2007). A reconcile waiting out such a retry's own backoff
+/// <https://github.com/kube-rs/kube/pull/2007>). A reconcile waiting out such a retry's own backoff
 /// cannot notice that the API server is back, which delays recovery after an outage; the
 /// controller's per-object backoff (bounded by `--retry-backoff-max`) and the watchers' backoff
 /// handle these errors instead.

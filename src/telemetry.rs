@@ -58,7 +58,7 @@ mod tests {
         assert!(allowed(orchestrator, Level::DEBUG));
         assert!(allowed(orchestrator, Level::WARN));
         assert!(allowed("kube_client::client", Level::TRACE));
-        let ours = "ecr_public_pull_secret_operator::reconcilers";
+        let ours = "ecr_public_pull_secret_operator::controller::sync";
         assert!(allowed(ours, Level::TRACE));
     }
 }

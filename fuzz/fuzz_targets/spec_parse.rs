@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ecr_public_pull_secret_operator::{
     aws::token::Token,
     crd::{EcrPublicPullSecretSpec, MANAGER},
-    duration, schedule, secret,
+    duration, pull_secret, schedule,
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use ecr_public_pull_secret_operator::{aws::token::Token, crd::Registry, secret};
+use ecr_public_pull_secret_operator::{aws::token::Token, crd::Registry, pull_secret};
 use libfuzzer_sys::fuzz_target;
 
 const HEADER: usize = 17;

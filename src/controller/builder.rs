@@ -263,7 +263,7 @@ pub fn log_result<K, E>(
         Err(controller::Error::ReconcilerFailed(..)) => {}
         // A trigger for a resource deleted meanwhile (its Secret's deletion, say) or a requeue
         // that outlived it: kube-runtime keeps both until they fire
-        // (https://github.com/kube-rs/kube/issues/712).
+        // (<https://github.com/kube-rs/kube/issues/712>).
         Err(controller::Error::ObjectNotFound(obj)) => debug!(object = %obj, "resource gone"),
         Err(error) => warn!(%error, "controller error"),
     }

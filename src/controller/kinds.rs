@@ -14,8 +14,8 @@ use kube::{
 
 use super::{
     Shared,
+    plan::Outcome,
     report::{self, Namespace as Selected},
-    secret_io::Outcome,
     spec,
 };
 use crate::{

@@ -32,6 +32,38 @@ pub enum Precondition {
     Version(String),
 }
 
+/// What became of one Secret in a sync.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It holds a token that is not due (or exactly the one fetched): nothing was written.
+    Fresh {
+        state: SecretState,
+        next: DateTime<Utc>,
+    },
+    /// A token was written over `before`.
+    Written {
+        token: Token,
+        next: DateTime<Utc>,
+        before: SecretState,
+    },
+    /// No token could be obtained.
+    Failed(Failure),
+}
+
+/// A due Secret that got no token.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    /// The token state left in the Secret (emptied when `removed`).
+    pub kept: SecretState,
+    /// When that token would have been due.
+    pub next: Option<DateTime<Utc>>,
+    /// The expired token was removed (`onExpiry: RemoveAuth`).
+    pub removed: bool,
+    /// There is a Secret at all.
+    pub exists: bool,
+}
+
 /// What a Secret needs before any token is fetched.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {

@@ -13,7 +13,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use super::secret_io::Failure;
+use super::plan::Failure;
 use crate::{
     Error,
     crd::{ClusterEcrPublicPullSecretStatus, EcrPublicPullSecretStatus, NamespaceFailure},

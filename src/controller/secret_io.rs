@@ -15,8 +15,8 @@ use kube::{
     },
 };
 
-pub use super::plan::Fetch;
-use super::plan::{self, Due, Observed, Precondition, Step};
+use super::plan::Fetch;
+use super::plan::{Observed, Precondition};
 use crate::{
     Error,
     aws::{
@@ -87,38 +87,6 @@ impl At<'_> {
     fn key(&self) -> ObjectRef<CachedSecret> {
         ObjectRef::new(self.name).within(self.namespace)
     }
-}
-
-/// What one Secret's reconcile concluded.
-#[derive(Debug)]
-pub enum Outcome {
-    /// It holds a token that is not due (or exactly the one fetched): nothing was written.
-    Fresh {
-        state: SecretState,
-        next: DateTime<Utc>,
-    },
-    /// A token was written over `before`.
-    Written {
-        token: Token,
-        next: DateTime<Utc>,
-        before: SecretState,
-    },
-    /// No token could be obtained.
-    Failed(Failure),
-}
-
-/// A due Secret that got no token.
-#[derive(Debug)]
-pub struct Failure {
-    pub error: Error,
-    /// The token state left in the Secret (emptied when `removed`).
-    pub kept: SecretState,
-    /// When that token would have been due.
-    pub next: Option<DateTime<Utc>>,
-    /// The expired token was removed (`onExpiry: RemoveAuth`).
-    pub removed: bool,
-    /// There is a Secret at all.
-    pub exists: bool,
 }
 
 /// Our own last write of a Secret: the resourceVersion it produced and the state it holds.
@@ -241,57 +209,6 @@ impl SecretIo {
             match self.tokens.get(&desired.user, &identity, usable).await {
                 Ok(fetched) => Fetch::Token(fetched.token),
                 Err(refused) => Fetch::Refused(refused),
-            },
-        )
-    }
-
-    /// Carries out the step for a due Secret once the fetch has answered.
-    pub async fn apply(
-        &self,
-        desired: &Desired<'_>,
-        at: At<'_>,
-        due: Due,
-        fetched: &Fetch,
-        rotation: &Rotation,
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, Error> {
-        let on_expiry = desired.settings.on_expiry;
-        Ok(
-            match plan::step(&due.state, fetched, &desired.hash, rotation, on_expiry, now) {
-                Step::Keep { next } => Outcome::Fresh {
-                    state: due.state,
-                    next,
-                },
-                Step::Write { token, next } => {
-                    self.write(desired, at, &due.precondition, Some(token))
-                        .await?;
-                    Outcome::Written {
-                        token: token.clone(),
-                        next,
-                        before: due.state,
-                    }
-                }
-                Step::RemoveAuth { error } => {
-                    self.write(desired, at, &due.precondition, None).await?;
-                    let kept = SecretState {
-                        config_hash: Some(desired.hash.clone()),
-                        ..plan::empty()
-                    };
-                    Outcome::Failed(Failure {
-                        error: error.clone(),
-                        kept,
-                        next: None,
-                        removed: true,
-                        exists: due.exists(),
-                    })
-                }
-                Step::Leave { error } => Outcome::Failed(Failure {
-                    error: error.clone(),
-                    next: plan::due_at(&due.state, rotation),
-                    exists: due.exists(),
-                    kept: due.state,
-                    removed: false,
-                }),
             },
         )
     }

@@ -1,6 +1,7 @@
 //! The one sync, for both kinds, read top to bottom: check what the schema cannot, observe every
-//! Secret the resource targets, plan each (pure), fetch one token if any is due, write the due
-//! ones, drop the ones no longer targeted, report. The kinds differ only where [`PullSecretKind`]
+//! Secret the resource targets (I/O), plan each (pure), fetch one token if any is due, decide
+//! each due Secret's step (pure) and write it (I/O), drop the Secrets no longer targeted, report
+//! (pure, then the status write). The kinds differ only where [`PullSecretKind`]
 //! says (one target namespace or many, an ownerReference or a label, their status's shape).
 //!
 //! A fresh Secret costs nothing: no AWS call, no write, a requeue at its refresh time. However
@@ -16,12 +17,15 @@ use tracing::{debug, info, warn};
 use super::{
     builder::Reconciler,
     kinds::{Found, PullSecretKind},
-    plan::{self, Due, Plan, Write},
+    plan::{self, Due, Failure, Fetch, Outcome, Plan, Step, Write},
     report,
-    secret_io::{At, Desired, Fetch, Outcome},
+    secret_io::{At, Desired},
     spec,
 };
-use crate::{Error, admin::metrics::Reconciled, k8s::events::Repeats, schedule::Rotation};
+use crate::{
+    Error, admin::metrics::Reconciled, k8s::events::Repeats, pull_secret::SecretState,
+    schedule::Rotation,
+};
 
 /// Secret writes in flight per sync.
 const WRITES_IN_FLIGHT: usize = 16;
@@ -136,7 +140,7 @@ async fn write_due(
                 namespace: &ns,
                 name: secret_name,
             };
-            let outcome = ctx.secrets.apply(desired, at, due, fetched, rotation, now);
+            let outcome = carry_out(ctx, desired, at, due, fetched, rotation, now);
             // Without a token, the fetch's error is the news, not a failed attempt to empty an
             // expired Secret (retried on the next pass).
             let outcome = outcome.await.map_err(|error| match fetched {
@@ -148,6 +152,62 @@ async fn write_due(
         .buffer_unordered(WRITES_IN_FLIGHT)
         .collect()
         .await
+}
+
+/// Plans what a due Secret gets now that the fetch has answered (pure), and writes it.
+async fn carry_out(
+    ctx: &Reconciler<impl PullSecretKind>,
+    desired: &Desired<'_>,
+    at: At<'_>,
+    due: Due,
+    fetched: &Fetch,
+    rotation: &Rotation,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Error> {
+    let on_expiry = desired.settings.on_expiry;
+    let exists = due.exists();
+    Ok(
+        match plan::step(&due.state, fetched, &desired.hash, rotation, on_expiry, now) {
+            Step::Keep { next } => Outcome::Fresh {
+                state: due.state,
+                next,
+            },
+            Step::Write { token, next } => {
+                let write = ctx
+                    .secrets
+                    .write(desired, at, &due.precondition, Some(token));
+                write.await?;
+                Outcome::Written {
+                    token: token.clone(),
+                    next,
+                    before: due.state,
+                }
+            }
+            Step::RemoveAuth { error } => {
+                ctx.secrets
+                    .write(desired, at, &due.precondition, None)
+                    .await?;
+                let kept = SecretState {
+                    config_hash: Some(desired.hash.clone()),
+                    ..plan::empty()
+                };
+                Outcome::Failed(Failure {
+                    error: error.clone(),
+                    kept,
+                    next: None,
+                    removed: true,
+                    exists,
+                })
+            }
+            Step::Leave { error } => Outcome::Failed(Failure {
+                error: error.clone(),
+                next: plan::due_at(&due.state, rotation),
+                kept: due.state,
+                removed: false,
+                exists,
+            }),
+        },
+    )
 }
 
 /// The status, Events and retry delay for what the sync found.

@@ -1,6 +1,6 @@
-//! Talking to the Kubernetes API server, for every reconciler alike.
+//! Talking to the Kubernetes API server, for every controller alike.
 //!
-//! - [`watch`]: the one watch builder; a resource read by several reconcilers is listed and
+//! - [`watch`]: the one watch builder; a resource read by several controllers is listed and
 //!   watched once and its stream shared;
 //! - [`cached_secret`]: what the Secret caches keep of a Secret;
 //! - [`synced`]: the gate that opens once each watch has listed;

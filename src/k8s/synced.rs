@@ -1,7 +1,7 @@
 //! A readiness gate for watch caches that any number of tasks can wait on.
 //!
 //! kube-runtime's `Store::wait_until_ready` keeps a single waker (its `DelayedInit` waits on a
-//! oneshot receiver, added in https://github.com/kube-rs/kube/pull/1243), so with several
+//! oneshot receiver, added in <https://github.com/kube-rs/kube/pull/1243>), so with several
 //! concurrent waiters on one store some are never woken; reconciles running in parallel would
 //! hang. This gate uses a `tokio::sync::watch` channel instead.
 

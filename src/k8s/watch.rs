@@ -6,8 +6,8 @@
 //! broadcast on a bounded channel: the reflector waits for its slowest subscriber, so a slow
 //! ServiceAccount pass (its mapper scans every ServiceAccount for each resource event) would
 //! hold back the cache and the triggers of Secret rotation (the bounded broadcast of
-//! https://github.com/kube-rs/kube/pull/1449); and they pass on no deletions
-//! (https://github.com/kube-rs/kube/issues/1590), which the ServiceAccount reconciler needs (a
+//! <https://github.com/kube-rs/kube/pull/1449>); and they pass on no deletions
+//! (<https://github.com/kube-rs/kube/issues/1590>), which the ServiceAccount reconciler needs (a
 //! deleted resource's entries go). Here each subscriber
 //! gets its own unbounded queue: the watch never waits for anyone, and a subscriber that lags
 //! only holds the events it has not read yet.
