@@ -26,7 +26,7 @@ use std::{
 use clap::Parser;
 use futures::StreamExt;
 use harness::env::*;
-use harness::fake_sts::FakeSts;
+use harness::sts::Sts;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -166,7 +166,7 @@ fn spawn_operator(
     exe: &std::path::Path,
     env: &Env,
     kubeconfig: &std::path::Path,
-    sts: Option<&FakeSts>,
+    sts: Option<&Sts>,
 ) -> Child {
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -362,9 +362,9 @@ async fn bench(o: Opts) {
     // Role sessions last an hour, as by default on AWS: no refresh within a bench run.
     let sts = if o.identities > 1 {
         Some(
-            FakeSts::start(Duration::from_secs(3600))
+            Sts::standalone(Duration::from_secs(3600))
                 .await
-                .expect("fake STS"),
+                .expect("in-repo STS"),
         )
     } else {
         None
@@ -622,9 +622,9 @@ async fn hostile(o: Opts) {
     env.create_namespace(ns, &[]).await;
     env.ecr
         .set_token_lifetime(Duration::from_secs(o.token_lifetime));
-    let sts = FakeSts::start(Duration::from_secs(3600))
+    let sts = Sts::standalone(Duration::from_secs(3600))
         .await
-        .expect("fake STS");
+        .expect("in-repo STS");
     let op = spawn_operator(&exe, &env, &kubeconfig, Some(&sts));
     let cycle = |i: usize| {
         let env = &env;

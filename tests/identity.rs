@@ -12,7 +12,7 @@ use harness::{
     env::{process::*, *},
     moto::Moto,
     on_both_apis,
-    sts_proxy::{StsFault, StsProxy},
+    sts::{Sts, StsFault},
 };
 use serde_json::{Value, json};
 
@@ -37,9 +37,9 @@ async fn moto() -> Moto {
 }
 
 /// moto behind the fault-injecting proxy.
-async fn sts() -> (Moto, StsProxy) {
+async fn sts() -> (Moto, Sts) {
     let moto = moto().await;
-    let proxy = StsProxy::start(&moto.url()).await.expect("start STS proxy");
+    let proxy = Sts::proxy(&moto.url()).await.expect("start STS proxy");
     (moto, proxy)
 }
 

@@ -9,7 +9,7 @@ use std::{sync::Mutex, time::Duration};
 use harness::{
     control_plane::audit,
     env::{process::*, *},
-    fake_sts::FakeSts,
+    sts::Sts,
     kube_api::RequestRecord,
 };
 use k8s_openapi::api::{
@@ -80,7 +80,7 @@ pub struct Install {
     pub watch_ns: Option<String>,
     pub lease: Option<String>,
     pub patches_service_accounts: bool,
-    sts: FakeSts,
+    sts: Sts,
     dir: Scratch,
     runs: Mutex<u32>,
 }
@@ -140,9 +140,9 @@ impl Install {
             kubeconfig: cp.kubeconfig_with_token(&token, &release.ns),
             sa,
             env: env_vars,
-            sts: FakeSts::start(Duration::from_secs(3600))
+            sts: Sts::standalone(Duration::from_secs(3600))
                 .await
-                .expect("start fake STS"),
+                .expect("start the in-repo STS"),
             dir,
             runs: Mutex::new(0),
         }

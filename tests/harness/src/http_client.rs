@@ -1,5 +1,5 @@
 //! The one HTTP/1.1 client the AWS test servers need: moto's control API, GetCallerIdentity on a
-//! key's behalf, and the STS proxy's upstream. hyper-util's client on the hyper stack axum already
+//! key's behalf, and the in-repo STS's upstream. hyper-util's client on the hyper stack axum already
 //! brings, rather than a second HTTP stack.
 
 use std::{io, time::Duration};

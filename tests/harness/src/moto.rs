@@ -179,7 +179,7 @@ impl Moto {
         Ok(body)
     }
 
-    /// Endpoint URL (`AWS_ENDPOINT_URL_STS`, or the STS proxy's upstream).
+    /// Endpoint URL (`AWS_ENDPOINT_URL_STS`, or the in-repo STS's upstream).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -1,10 +1,9 @@
-//! The AWS identity test servers: moto's STS, the fault-injecting STS proxy and the Pod Identity
+//! The AWS identity test servers: moto's STS, the in-repo STS (fault-injecting proxy, standalone) and the Pod Identity
 //! endpoint, each driven by the real AWS SDK for Rust.
 
 mod container_credentials;
-mod fake_sts;
 mod moto;
-mod sts_proxy;
+mod sts;
 
 use std::{
     path::{Path, PathBuf},

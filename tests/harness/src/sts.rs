@@ -1,8 +1,18 @@
-//! A proxy in front of moto's STS that injects the failures moto cannot produce.
+//! The in-repo STS, for what moto cannot do. moto is the reference STS of the identity tests;
+//! this one runs in one of two modes:
 //!
-//! Every request is forwarded unchanged unless a fault is set for its `Action` (awsQuery puts it
-//! in the form body, or the query string); then the proxy answers itself with the awsQuery error
-//! document real STS sends, which aws-sdk-sts parses into its error code:
+//! - [`Sts::proxy`] in front of moto, forwarding every request unchanged, to inject the failures
+//!   moto cannot produce and to shorten the credentials' lifetime;
+//! - [`Sts::standalone`], answering `AssumeRole` and `AssumeRoleWithWebIdentity` itself, for the
+//!   benchmark (thousands of roles, without moto's Python process as the bottleneck) and the
+//!   chart install tests (a tenant's ServiceAccount token exchanged for its role). It checks
+//!   nothing but answers as STS does, so the SDK parses it; each role gets its own access key id
+//!   (`ASIAFAKE<n>`, by first use), so the fake ECR Public's `calls_by_access_key` tells which
+//!   role signed each call.
+//!
+//! In both modes, a request is answered with a fault when one is set for its `Action` (awsQuery
+//! puts it in the form body, or the query string): the awsQuery error document real STS sends,
+//! which aws-sdk-sts parses into its error code:
 //!
 //! ```xml
 //! <ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -94,12 +104,17 @@ struct Inner {
     lifetime: Option<Duration>,
     /// Access key id and expiry of every set of credentials passed through.
     issued: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    /// Standalone mode: roles in order of first use (the index names the access key), and the
+    /// role-assuming calls per role.
+    roles: Vec<String>,
+    role_calls: BTreeMap<String, usize>,
 }
 
 #[derive(Clone)]
 struct Shared {
     inner: Arc<Mutex<Inner>>,
-    upstream: Arc<str>,
+    /// Where requests without a fault go; `None` in standalone mode.
+    upstream: Option<Arc<str>>,
     changed: Arc<watch::Sender<u64>>,
 }
 
@@ -109,34 +124,46 @@ impl Shared {
     }
 }
 
-/// The running proxy. Stops when dropped.
-pub struct StsProxy {
+/// The running STS. Stops when dropped.
+pub struct Sts {
     addr: SocketAddr,
     shared: Shared,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for StsProxy {
+impl Drop for Sts {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl StsProxy {
-    /// Starts the proxy on 127.0.0.1, forwarding to `upstream_url` (e.g. `Moto::url()`).
-    pub async fn start(upstream_url: &str) -> io::Result<StsProxy> {
+impl Sts {
+    /// Starts on 127.0.0.1 as a proxy forwarding to `upstream_url` (e.g. `Moto::url()`).
+    pub async fn proxy(upstream_url: &str) -> io::Result<Sts> {
+        Sts::start(Some(upstream_url.trim_end_matches('/').into()), None).await
+    }
+
+    /// Starts on 127.0.0.1 answering role-assuming calls itself; credentials last `lifetime`.
+    pub async fn standalone(lifetime: Duration) -> io::Result<Sts> {
+        Sts::start(None, Some(lifetime)).await
+    }
+
+    async fn start(upstream: Option<Arc<str>>, lifetime: Option<Duration>) -> io::Result<Sts> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Shared {
-            inner: Arc::default(),
-            upstream: upstream_url.trim_end_matches('/').into(),
+            inner: Arc::new(Mutex::new(Inner {
+                lifetime,
+                ..Inner::default()
+            })),
+            upstream,
             changed: Arc::new(watch::channel(0).0),
         };
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(StsProxy { addr, shared, task })
+        Ok(Sts { addr, shared, task })
     }
 
     /// Endpoint URL for `AWS_ENDPOINT_URL_STS`.
@@ -152,7 +179,7 @@ impl StsProxy {
             .insert(action.to_owned(), fault);
     }
 
-    /// Forwards `action` again (queued `fail_next` faults still apply).
+    /// Answers `action` normally again (queued `fail_next` faults still apply).
     pub fn clear_fault(&self, action: &str) {
         self.shared.lock().persistent.remove(action);
     }
@@ -183,6 +210,11 @@ impl StsProxy {
     /// Requests received per `Action` (`""` for requests without one).
     pub fn calls_by_action(&self) -> BTreeMap<String, usize> {
         self.shared.lock().calls.clone()
+    }
+
+    /// Standalone mode: AssumeRole and AssumeRoleWithWebIdentity calls answered, per role ARN.
+    pub fn assume_role_calls(&self) -> BTreeMap<String, usize> {
+        self.shared.lock().role_calls.clone()
     }
 
     /// Waits until at least `n` `action` requests were received; false on timeout.
@@ -224,10 +256,17 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
     if let Some(fault) = fault {
         return sts_error(fault, &action);
     }
+    let Some(upstream_url) = shared.upstream.clone() else {
+        let form: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .chain(form_urlencoded::parse(&body))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        return assume_role(&shared, &action, &form);
+    };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut upstream = axum::http::Request::builder()
         .method(parts.method)
-        .uri(format!("{}{path}", shared.upstream));
+        .uri(format!("{upstream_url}{path}"));
     // Headers as sent, Host and Authorization included (moto checks no signature); only the
     // hop-by-hop ones belong to this connection, and the body is re-sent with a known length.
     for (name, value) in without_hop_by_hop(parts.headers) {
@@ -310,14 +349,77 @@ fn without_hop_by_hop(
         })
 }
 
+/// Standalone mode's answer: credentials for the role named, a new access key per role.
+fn assume_role(shared: &Shared, action: &str, form: &BTreeMap<String, String>) -> Response {
+    let known = ["AssumeRole", "AssumeRoleWithWebIdentity"].contains(&action);
+    let Some(role) = form.get("RoleArn").filter(|_| known) else {
+        let message = format!("{action} is not implemented here");
+        return error_response(StatusCode::BAD_REQUEST, "Sender", "InvalidAction", &message);
+    };
+    let (index, expiration) = {
+        let mut inner = shared.lock();
+        *inner.role_calls.entry(role.clone()).or_default() += 1;
+        let index = match inner.roles.iter().position(|r| r == role) {
+            Some(i) => i,
+            None => {
+                inner.roles.push(role.clone());
+                inner.roles.len() - 1
+            }
+        };
+        let lifetime = inner.lifetime.unwrap_or(Duration::from_secs(3600));
+        let expiration = chrono::Utc::now()
+            + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
+        let key = format!("ASIAFAKE{index:08}");
+        inner.issued.push((key, expiration));
+        (index, expiration)
+    };
+    let session = form
+        .get("RoleSessionName")
+        .map_or("session", String::as_str);
+    let role_name = role.rsplit('/').next().unwrap_or_default();
+    let expiration = expiration.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let id = request_id();
+    let xml = format!(
+        r#"<{action}Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <{action}Result>
+    <Credentials>
+      <AccessKeyId>ASIAFAKE{index:08}</AccessKeyId>
+      <SecretAccessKey>fake-secret-{index}</SecretAccessKey>
+      <SessionToken>fake-session-{index}</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+    <AssumedRoleUser>
+      <AssumedRoleId>AROAFAKE{index:08}:{session}</AssumedRoleId>
+      <Arn>arn:aws:sts::123456789012:assumed-role/{role_name}/{session}</Arn>
+    </AssumedRoleUser>
+  </{action}Result>
+  <ResponseMetadata><RequestId>{id}</RequestId></ResponseMetadata>
+</{action}Response>"#,
+        session = xml_escape(session),
+        role_name = xml_escape(role_name),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/xml".to_owned()),
+            (header::HeaderName::from_static("x-amzn-requestid"), id),
+        ],
+        xml,
+    )
+        .into_response()
+}
+
 fn sts_error(fault: StsFault, action: &str) -> Response {
     let (status, kind, code, message) = fault.parts(action);
+    error_response(status, kind, code, &message)
+}
+
+fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
     let id = request_id();
     let body = format!(
         "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <Error>\n    \
          <Type>{kind}</Type>\n    <Code>{code}</Code>\n    <Message>{}</Message>\n  </Error>\n  \
          <RequestId>{id}</RequestId>\n</ErrorResponse>\n",
-        xml_escape(&message)
+        xml_escape(message)
     );
     (
         status,

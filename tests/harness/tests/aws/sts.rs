@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use aws_sdk_sts::{config::retry::RetryConfig, error::ProvideErrorMetadata, operation::RequestId};
-use harness::sts_proxy::{StsFault, StsProxy};
+use harness::sts::{Sts, StsFault};
 
 use crate::{start_moto, sts};
 
@@ -29,7 +29,7 @@ async fn web_identity(
 #[tokio::test]
 async fn faults_are_parsed_by_the_sdk_and_others_pass_through() {
     let moto = start_moto().await;
-    let proxy = StsProxy::start(&moto.url()).await.unwrap();
+    let proxy = Sts::proxy(&moto.url()).await.unwrap();
     let client = sts(&proxy.url(), "AKIAUNUSED", RetryConfig::disabled());
 
     let cases = [
@@ -86,7 +86,7 @@ async fn faults_are_parsed_by_the_sdk_and_others_pass_through() {
 #[tokio::test]
 async fn queued_faults_then_recovery_with_sdk_retries() {
     let moto = start_moto().await;
-    let proxy = StsProxy::start(&moto.url()).await.unwrap();
+    let proxy = Sts::proxy(&moto.url()).await.unwrap();
     let retry = RetryConfig::standard()
         .with_max_attempts(3)
         .with_initial_backoff(Duration::from_millis(1));
@@ -114,7 +114,7 @@ async fn unreachable_upstream_is_a_bad_gateway() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let proxy = StsProxy::start(&dead).await.unwrap();
+    let proxy = Sts::proxy(&dead).await.unwrap();
     let resp = harness::http_client::call(
         axum::http::Method::POST,
         &proxy.url(),
@@ -125,4 +125,43 @@ async fn unreachable_upstream_is_a_bad_gateway() {
     .unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(proxy.calls("GetCallerIdentity"), 1);
+}
+
+/// The benchmark's and chart tests' STS, as the SDK sees it.
+#[tokio::test]
+async fn standalone_issues_one_access_key_per_role_and_counts_calls() {
+    let fake = Sts::standalone(Duration::from_secs(900)).await.unwrap();
+    let sts = super::sts(&fake.url(), "AKIDBASE", RetryConfig::disabled());
+    let mut keys = Vec::new();
+    for role in ["a", "b", "a"] {
+        let out = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::123456789012:role/{role}"))
+            .role_session_name("bench")
+            .send()
+            .await
+            .expect("AssumeRole parses");
+        let creds = out.credentials().expect("credentials");
+        let left = creds.expiration().secs() - chrono::Utc::now().timestamp();
+        assert!(
+            (800..=900).contains(&left),
+            "lifetime as configured: {left}"
+        );
+        assert_eq!(
+            out.assumed_role_user().map(|u| u.arn()),
+            Some(format!("arn:aws:sts::123456789012:assumed-role/{role}/bench").as_str())
+        );
+        keys.push(creds.access_key_id().to_owned());
+    }
+    assert_eq!(keys[0], keys[2], "same role, same key");
+    assert_ne!(keys[0], keys[1]);
+    let calls = fake.assume_role_calls();
+    assert_eq!(calls["arn:aws:iam::123456789012:role/a"], 2);
+    assert_eq!(calls["arn:aws:iam::123456789012:role/b"], 1);
+    // Anything else is refused the way STS refuses, not silently answered.
+    let err = sts.get_caller_identity().send().await.unwrap_err();
+    assert_eq!(
+        aws_sdk_sts::error::ProvideErrorMetadata::code(&err),
+        Some("InvalidAction")
+    );
 }
