@@ -9,8 +9,8 @@ use std::{sync::Mutex, time::Duration};
 use harness::{
     control_plane::audit,
     env::{process::*, *},
-    sts::Sts,
     kube_api::RequestRecord,
+    sts::Sts,
 };
 use k8s_openapi::api::{
     apps::v1::Deployment,
