@@ -176,7 +176,13 @@ impl TokenCache {
         {
             return Err(err.clone());
         }
-        match self.source.fetch(identity).await {
+        let fetched = self.source.fetch(identity).await;
+        // Every user may have left while the fetch ran (and the identity been dropped): what the
+        // fetch built for it (credentials) goes too, or nothing would ever drop it.
+        if !lock(&self.books).held.contains_key(identity) {
+            self.forget([identity.clone()]);
+        }
+        match fetched {
             Ok(token) => {
                 slot.token = Some(token.clone());
                 slot.last_failure = None;
@@ -279,12 +285,15 @@ mod tests {
         calls: AtomicUsize,
         fail: Mutex<Option<Error>>,
         forgotten: Mutex<Vec<Identity>>,
+        /// Fetches wait while a test holds this for writing.
+        hold: tokio::sync::RwLock<()>,
     }
 
     impl TokenSource for Counting {
         fn fetch<'a>(&'a self, _: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
+                let _held = self.hold.read().await;
                 // Yield so concurrent callers really pile up behind the in-flight fetch.
                 tokio::task::yield_now().await;
                 if let Some(e) = self.fail.lock().unwrap().clone() {
@@ -402,6 +411,35 @@ mod tests {
         // A dropped identity starts afresh: a new fetch.
         cache.get(&a, &role("r"), |_| true).await.unwrap();
         assert_eq!(src.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_identity_dropped_during_its_fetch_leaves_nothing_behind() {
+        let src = source();
+        let cache = Arc::new(TokenCache::new(src.clone(), Duration::from_secs(1)));
+        let hold = src.hold.write().await;
+        let u = user("ns", "a");
+        let fetch = tokio::spawn({
+            let (cache, u) = (cache.clone(), u.clone());
+            async move { cache.get(&u, &role("r"), |_| true).await }
+        });
+        let started = async {
+            while src.calls.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), started)
+            .await
+            .expect("the fetch starts");
+        // The resource is deleted and swept while its fetch is in flight.
+        cache.set_liveness(Arc::new(|_| false));
+        assert_eq!(cache.sweep(), 1);
+        assert_eq!(*src.forgotten.lock().unwrap(), [role("r")]);
+        drop(hold);
+        fetch.await.unwrap().unwrap();
+        // What the fetch built for `r` after the sweep is dropped as well.
+        assert_eq!(*src.forgotten.lock().unwrap(), [role("r"), role("r")]);
+        assert_eq!(cache.identities(), 0);
     }
 
     #[tokio::test]

@@ -15,8 +15,7 @@ use kube::{
     },
 };
 
-use super::plan::Fetch;
-use super::plan::{Observed, Precondition};
+use super::plan::{Fetch, Observed, Precondition};
 use crate::{
     Error,
     aws::{
@@ -26,7 +25,10 @@ use crate::{
         token::Token,
     },
     crd::{MANAGER, OnExpiry, PullSecretSettings},
-    k8s::{cached_secret::CachedSecret, memo::Memo},
+    k8s::{
+        cached_secret::CachedSecret,
+        memo::{Memo, caught_up},
+    },
     pull_secret::{self, Owner, SecretState},
     schedule::{self, Rotation},
 };
@@ -156,7 +158,8 @@ impl SecretIo {
     pub fn state_of(&self, meta: &CachedSecret) -> Result<(SecretState, String), Error> {
         let observed = &meta.state;
         let shown = |w: &Written| {
-            w.resource_version.as_deref() == meta.resource_version() || w.state == *observed
+            caught_up(w.resource_version.as_deref(), meta.resource_version())
+                || w.state == *observed
         };
         let (state, version) = match self.written.unseen(&ObjectRef::from_obj(meta), shown) {
             Some(ours) => (ours.state, ours.resource_version),
@@ -267,12 +270,14 @@ impl SecretIo {
         Ok(())
     }
 
-    /// Deletes exactly the Secret that was read (by uid): one recreated since, by anyone, stays.
+    /// Deletes exactly the Secret that was read, as it was read (uid and resourceVersion): one
+    /// changed or recreated since, by anyone, stays, and `SecretChanged` says so (the Secret
+    /// watch brings the next reconcile, which looks at it again).
     pub async fn delete(&self, meta: &CachedSecret) -> Result<(), Error> {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: meta.uid().map(str::to_owned),
-                resource_version: None,
+                resource_version: meta.resource_version().map(str::to_owned),
             }),
             ..DeleteParams::default()
         };
@@ -282,8 +287,11 @@ impl SecretIo {
             .await
         {
             Ok(_) => Ok(()),
-            // Gone already, or replaced (409): the next reconcile looks at the new one.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::SecretChanged {
+                namespace: meta.namespace().to_owned(),
+                name: meta.name().to_owned(),
+            }),
             Err(e) => Err(e.into()),
         }
     }

@@ -102,7 +102,13 @@ pub async fn sync<K: PullSecretKind>(
     if K::FINALIZER.is_some() {
         for meta in ctx.secrets.owned(&desired.owner, None) {
             if !found.contains_key(meta.namespace()) || meta.name() != secret_name {
-                ctx.secrets.delete(&meta).await?;
+                match ctx.secrets.delete(&meta).await {
+                    // Changed since the cache showed it: looked at again on the next pass.
+                    Err(changed @ Error::SecretChanged { .. }) => {
+                        found.insert(meta.namespace().to_owned(), Err(changed));
+                    }
+                    other => other?,
+                }
             }
         }
     }

@@ -26,6 +26,18 @@ use crate::lock;
 /// shows the operator's own writes within milliseconds.
 const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
+/// Whether a cached copy at `cached` has caught up with our write at `ours`: the same
+/// resourceVersion, or a later one (someone wrote after us). resourceVersions are opaque to
+/// clients, but the API server's are etcd revisions, increasing integers; when either does not
+/// parse as one, only equality counts.
+pub fn caught_up(ours: Option<&str>, cached: Option<&str>) -> bool {
+    let number = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+    match (number(ours), number(cached)) {
+        (Some(ours), Some(cached)) => cached >= ours,
+        _ => ours.is_some() && ours == cached,
+    }
+}
+
 /// The last write per object key, until the cache shows it.
 pub struct Memo<K, V>(Mutex<Entries<K, V>>);
 
@@ -120,6 +132,19 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_copy_has_caught_up_at_our_version_or_a_later_one() {
+        assert!(caught_up(Some("10"), Some("10")));
+        assert!(caught_up(Some("10"), Some("11")), "someone wrote after us");
+        assert!(!caught_up(Some("10"), Some("9")), "the cache is behind");
+        assert!(caught_up(Some("a"), Some("a")));
+        assert!(
+            !caught_up(Some("b"), Some("a")),
+            "not numbers: only equality"
+        );
+        assert!(!caught_up(None, None));
+    }
 
     #[test]
     fn a_write_stands_until_the_cache_shows_it_then_the_cache_wins() {
