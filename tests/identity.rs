@@ -95,25 +95,21 @@ fn jwt_claims(jwt: &str) -> Value {
     serde_json::from_slice(&bytes).expect("claims")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity() {
-    let env = Env::start().await;
+async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity(api: Api) {
+    let env = Env::start_on(api).await;
     let moto = moto().await;
     let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
     let op = env
         .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
         .await;
     let team_a = role("ecr-public-team-a");
-    env.create_namespace("team-a", &[]).await;
+    let ns = env.ns.as_str();
     for name in ["a1", "a2", "a3"] {
-        env.create_cr("team-a", name, json!({"roleArn": team_a}))
-            .await;
+        env.create_cr(ns, name, json!({"roleArn": team_a})).await;
     }
-    env.create_cr("team-a", "own", json!({})).await;
+    env.create_cr(ns, "own", json!({})).await;
     env.wait("all Ready", Duration::from_secs(20), |k| {
-        ["a1", "a2", "a3", "own"]
-            .iter()
-            .all(|n| cr_ready(k, "team-a", n))
+        ["a1", "a2", "a3", "own"].iter().all(|n| cr_ready(k, ns, n))
     })
     .await;
 
@@ -130,14 +126,8 @@ async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity() {
         arn.starts_with("arn:aws:sts::123456789012:assumed-role/ecr-public-team-a/"),
         "{arn}"
     );
-    assert_eq!(
-        password(&env, "team-a", "a1"),
-        password(&env, "team-a", "a3")
-    );
-    assert_ne!(
-        password(&env, "team-a", "a1"),
-        password(&env, "team-a", "own")
-    );
+    assert_eq!(password(&env, ns, "a1"), password(&env, ns, "a3"));
+    assert_ne!(password(&env, ns, "a1"), password(&env, ns, "own"));
     assert_no_token_leak(&env);
     op.stop().await;
 }
@@ -294,9 +284,8 @@ async fn a_namespace_uses_only_the_roles_allowed_for_it(api: Api) {
 
 /// A tenant cycling through roles is held to `--max-identities-per-namespace` at a time, and
 /// what a deleted resource's identity held no longer counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_namespace_is_held_to_its_identity_limit() {
-    let env = Env::start().await;
+async fn a_namespace_is_held_to_its_identity_limit(api: Api) {
+    let env = Env::start_on(api).await;
     let moto = moto().await;
     let sdk = sdk_config_with(endpoints(&env, &moto.url()), operator_keys());
     let flags = [
@@ -349,20 +338,19 @@ async fn a_namespace_is_held_to_its_identity_limit() {
     op.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_identity_failure_names_its_fix_and_recovers() {
-    let env = Env::start().await;
+async fn each_identity_failure_names_its_fix_and_recovers(api: Api) {
+    let env = Env::start_on(api).await;
     let (_moto, proxy) = sts().await;
     let sdk = sdk_config_with(endpoints(&env, &proxy.url()), operator_keys());
     let op = env
         .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
         .await;
-    for ns in ["t", "other"] {
-        env.create_namespace(ns, &[]).await;
-    }
-    service_account(&env, "t", "bare", None).await;
-    service_account(&env, "t", "denied", Some(&role("ecr-public-denied"))).await;
-    service_account(&env, "other", "elsewhere", Some(&role("ecr-public-x"))).await;
+    let t = env.ns.as_str();
+    let other = format!("{t}-other");
+    env.create_namespace(&other, &[]).await;
+    service_account(&env, t, "bare", None).await;
+    service_account(&env, t, "denied", Some(&role("ecr-public-denied"))).await;
+    service_account(&env, &other, "elsewhere", Some(&role("ecr-public-x"))).await;
     proxy.set_fault("AssumeRole", StsFault::AccessDenied);
     proxy.set_fault("AssumeRoleWithWebIdentity", StsFault::InvalidIdentityToken);
     let cases = [
@@ -399,19 +387,19 @@ async fn each_identity_failure_names_its_fix_and_recovers() {
         ),
     ];
     for (name, spec, _) in &cases {
-        env.create_cr("t", name, spec.clone()).await;
+        env.create_cr(t, name, spec.clone()).await;
     }
     for (name, _, reason) in &cases {
         env.wait(&format!("{name}: {reason}"), Duration::from_secs(20), |k| {
-            cr_reason(k, "t", name).as_deref() == Some(reason)
+            cr_reason(k, t, name).as_deref() == Some(reason)
         })
         .await;
     }
-    let message = |name: &str| cr_message(&env.k8s, "t", name);
+    let message = |name: &str| cr_message(&env.k8s, t, name);
     // How to allow it, not what is allowed: that would list other tenants' roles.
     assert!(!message("not-allowed").contains(ALLOW));
     assert!(message("not-allowed").contains("identity.allowedRoleArns"));
-    assert!(message("not-allowed").contains("namespace t"));
+    assert!(message("not-allowed").contains(&format!("namespace {t}")));
     assert!(message("bare").contains("eks.amazonaws.com/role-arn"));
     assert!(message("assume-denied").contains("sts:AssumeRole"));
     assert!(message("web-denied").contains("system:serviceaccount:"));
@@ -420,7 +408,7 @@ async fn each_identity_failure_names_its_fix_and_recovers() {
     proxy.clear_fault("AssumeRole");
     proxy.clear_fault("AssumeRoleWithWebIdentity");
     env.wait("STS failures recover", Duration::from_secs(20), |k| {
-        cr_ready(k, "t", "assume-denied") && cr_ready(k, "t", "web-denied")
+        cr_ready(k, t, "assume-denied") && cr_ready(k, t, "web-denied")
     })
     .await;
     assert_no_token_leak(&env);
@@ -625,6 +613,9 @@ async fn token_subcommand_explains_the_identity_and_hides_the_token() {
 }
 
 on_both_apis!(
+    role_arn_is_assumed_from_the_operator_identity_once_per_identity,
     service_account_token_is_exchanged_for_the_annotated_role,
     a_namespace_uses_only_the_roles_allowed_for_it,
+    a_namespace_is_held_to_its_identity_limit,
+    each_identity_failure_names_its_fix_and_recovers,
 );
