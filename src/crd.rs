@@ -341,6 +341,11 @@ pub struct ClusterEcrPublicPullSecretStatus {
     /// When the operator plans to rotate the token next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_time: Option<Time>,
+    /// The name the Secrets were last written under. Besides the current `secretName`, only
+    /// Secrets of this name are ever removed (a namespace left the selection, `secretName`
+    /// changed, the resource was deleted), whatever labels anyone else puts on theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
 }
 
 impl ClusterEcrPublicPullSecret {

@@ -404,7 +404,68 @@ async fn both_kinds_report_through_the_same_metrics_and_events(api: Api) {
     op.stop().await;
 }
 
+/// The owner label is all that marks a cluster resource's Secrets, and whoever may patch a
+/// Secret in a selected namespace can put it on theirs; the operator still removes only Secrets
+/// of the names it wrote, on a sync and when the resource is deleted.
+async fn a_secret_merely_labelled_as_the_resources_is_never_removed(api: Api) {
+    let env = Env::start_on(api).await;
+    let ns = format!("{}-selected", env.ns);
+    env.create_namespace(&ns, &[("team", env.ns.as_str())])
+        .await;
+    let op = env.start_operator(&["--cluster-pull-secrets"]).await;
+    let selector = json!({"matchLabels": {"team": env.ns}});
+    let cr = env
+        .k8s
+        .create(CLUSTER_CRS, None, cluster_cr(selector))
+        .await;
+    let uid = cr.unwrap()["metadata"]["uid"].as_str().unwrap().to_owned();
+    env.wait("the resource's Secret", Duration::from_secs(20), |k| {
+        has_secret(k, &ns) && status(k)["secretName"] == "ecr-public"
+    })
+    .await;
+    // A tenant's own pull Secret, labelled as if the operator had written it.
+    let mut theirs = secret(&ns, "theirs");
+    theirs["type"] = json!("kubernetes.io/dockerconfigjson");
+    theirs["data"] = json!({".dockerconfigjson": "eyJhdXRocyI6e319"});
+    theirs["metadata"]["labels"] = json!({
+        "app.kubernetes.io/managed-by": "ecr-public-pull-secret-operator",
+        OWNER: uid,
+    });
+    env.k8s.create(SECRETS, Some(&ns), theirs).await.unwrap();
+    // A sync that sees it: a spec change, reported once the status has caught up.
+    env.k8s
+        .edit(CLUSTER_CRS, None, "ecr-public", |cr| {
+            cr["spec"]["secretTemplate"] = json!({"labels": {"synced": "again"}});
+        })
+        .await;
+    env.wait("the edit synced", Duration::from_secs(20), |k| {
+        let cr = k.get(CLUSTER_CRS, None, "ecr-public").unwrap_or_default();
+        cr["status"]["observedGeneration"] == cr["metadata"]["generation"]
+    })
+    .await;
+    assert!(
+        env.k8s.get(SECRETS, Some(&ns), "theirs").is_some(),
+        "kept by the sync"
+    );
+    env.k8s
+        .delete(CLUSTER_CRS, None, "ecr-public")
+        .await
+        .unwrap();
+    env.wait(
+        "the resource and its Secret gone",
+        Duration::from_secs(20),
+        |k| k.get(CLUSTER_CRS, None, "ecr-public").is_none() && !has_secret(k, &ns),
+    )
+    .await;
+    assert!(
+        env.k8s.get(SECRETS, Some(&ns), "theirs").is_some(),
+        "kept by the cleanup"
+    );
+    op.stop().await;
+}
+
 on_both_apis!(
+    a_secret_merely_labelled_as_the_resources_is_never_removed,
     both_kinds_report_through_the_same_metrics_and_events,
     one_token_fans_out_to_every_selected_namespace_and_is_cleaned_up,
     terminating_namespaces_are_skipped_without_errors,

@@ -236,8 +236,12 @@ async fn cleanup<K: PullSecretKind>(obj: &K, ctx: &Reconciler<K>) -> Result<Acti
     };
     let selector = ListParams::default().labels(&cluster_owner_selector(&uid));
     let api = Api::<k8s_openapi::api::core::v1::Secret>::all(ctx.client.clone());
+    let current = ctx.status.current(obj);
     for meta in api.list_metadata(&selector).await?.items {
-        ctx.secrets.delete(&meta.into()).await?;
+        let name = meta.metadata.name.as_deref().unwrap_or_default();
+        if obj.may_remove(current.as_ref(), name) {
+            ctx.secrets.delete(&meta.into()).await?;
+        }
     }
     info!("deleted the Secrets of a deleted {}", K::NAME);
     Ok(Action::await_change())

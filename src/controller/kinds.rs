@@ -69,6 +69,11 @@ pub trait PullSecretKind:
     fn on_namespace_change(_resources: &Store<Self>) -> Vec<ObjectRef<Self>> {
         Vec::new()
     }
+    /// Whether a Secret of this name, found carrying this resource's ownership, is one it may
+    /// remove itself (kinds with a [`Self::FINALIZER`]): one it wrote, not merely one labelled so.
+    fn may_remove(&self, _current: Option<&Self::Status>, _name: &str) -> bool {
+        false
+    }
     /// The status for what a sync found in each target namespace.
     fn status_for(
         &self,
@@ -216,6 +221,14 @@ impl PullSecretKind for ClusterEcrPublicPullSecret {
         all.map(|cr| ObjectRef::from_obj(&*cr)).collect()
     }
 
+    /// The current `secretName`, or the one the status says the Secrets were last written
+    /// under: the owner label alone can be put on any Secret by whoever may patch it. A status
+    /// written before it recorded the name knows no other, so the label decides, as it did then.
+    fn may_remove(&self, current: Option<&Self::Status>, name: &str) -> bool {
+        let last = current.and_then(|s| s.secret_name.as_deref());
+        name == self.secret_name() || last.is_none_or(|last| last == name)
+    }
+
     fn status_for(
         &self,
         found: &Found,
@@ -236,7 +249,8 @@ impl PullSecretKind for ClusterEcrPublicPullSecret {
                 (ns.clone(), selected)
             })
             .collect();
-        report::cluster(self.meta().generation, current, &namespaces, now).0
+        let name = self.secret_name();
+        report::cluster(self.meta().generation, &name, current, &namespaces, now).0
     }
 
     fn problem(

@@ -207,9 +207,11 @@ pub fn ready_changed<'a>(before: &[Condition], after: &'a [Condition]) -> Option
     ready_condition(after).filter(|c| before != Some((&c.status, &c.reason)))
 }
 
-/// A cluster resource's status for these namespaces (by name), and its earliest refresh time.
+/// A cluster resource's status for these namespaces (by name), whose Secrets are written as
+/// `secret_name`, and its earliest refresh time.
 pub fn cluster(
     generation: Option<i64>,
+    secret_name: &str,
     current: Option<&ClusterEcrPublicPullSecretStatus>,
     namespaces: &BTreeMap<String, Namespace>,
     now: DateTime<Utc>,
@@ -252,6 +254,7 @@ pub fn cluster(
         failures,
         expires_at: expires.map(k8s_time),
         next_refresh_time: next.map(k8s_time),
+        secret_name: Some(secret_name.to_owned()),
     };
     (status, next)
 }
@@ -400,7 +403,7 @@ mod tests {
                 },
             ),
         ]);
-        let (status, next) = cluster(Some(3), None, &namespaces, t(1));
+        let (status, next) = cluster(Some(3), "s", None, &namespaces, t(1));
         assert_eq!(next, Some(t(90)));
         assert_eq!(status.expires_at, Some(k8s_time(t(150))));
         assert_eq!(

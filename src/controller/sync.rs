@@ -98,10 +98,11 @@ pub async fn sync<K: PullSecretKind>(
     }
 
     // 5. A kind that removes its Secrets itself removes those no longer targeted (a namespace
-    // left the selection, or secretName changed).
+    // left the selection, or secretName changed), of the names it wrote them under.
     if K::FINALIZER.is_some() {
         for meta in ctx.secrets.owned(&desired.owner, None) {
-            if !found.contains_key(meta.namespace()) || meta.name() != secret_name {
+            let untargeted = !found.contains_key(meta.namespace()) || meta.name() != secret_name;
+            if untargeted && obj.may_remove(current.as_ref(), meta.name()) {
                 match ctx.secrets.delete(&meta).await {
                     // Changed since the cache showed it: looked at again on the next pass.
                     Err(changed @ Error::SecretChanged { .. }) => {
