@@ -13,7 +13,7 @@
 //! without bound. The same bookkeeping caps the identities one namespace may use at a time.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,7 +36,7 @@ pub struct Fetched {
 }
 
 /// A resource that asks for a token: namespaced (`namespace` set) or cluster-scoped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct User {
     pub namespace: Option<String>,
     pub name: String,
@@ -55,8 +55,9 @@ struct Held {
 #[derive(Default)]
 struct Books {
     held: HashMap<Identity, Held>,
-    /// Users of identities other than the operator's.
-    users: HashMap<User, Identity>,
+    /// Users of identities other than the operator's, by namespace then name: one namespace's
+    /// are a range (looked through at that namespace's limit, under the lock every fetch takes).
+    users: BTreeMap<User, Identity>,
     /// Per namespace: its users' identities, with how many users each.
     namespaces: HashMap<String, HashMap<Identity, usize>>,
 }
@@ -115,8 +116,17 @@ impl Books {
 
     /// Users that no longer exist, in `namespace` only when given.
     fn gone(&self, alive: &Liveness, namespace: Option<&str>) -> Vec<User> {
-        let users = self.users.keys();
-        let users = users.filter(|u| namespace.is_none() || u.namespace.as_deref() == namespace);
+        let users: Box<dyn Iterator<Item = &User>> = match namespace {
+            None => Box::new(self.users.keys()),
+            Some(ns) => {
+                let first = User {
+                    namespace: Some(ns.to_owned()),
+                    name: String::new(),
+                };
+                let range = self.users.range(first..).map(|(u, _)| u);
+                Box::new(range.take_while(move |u| u.namespace.as_deref() == Some(ns)))
+            }
+        };
         users.filter(|u| !alive(u)).cloned().collect()
     }
 }
