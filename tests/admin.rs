@@ -1,15 +1,15 @@
-//! The operator's admin endpoints and leader election, against the emulators.
+//! The operator's admin endpoints: `/readyz` against the emulator (a slow API server is a fault
+//! only it can inject), `/metrics` on both APIs.
 
 use std::time::Duration;
 
-use harness::env::*;
+use harness::{env::*, on_both_apis};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
-    capture_logs();
+async fn readyz_answers_503_until_the_caches_have_synced() {
     let env = Env::start().await;
     // A slow API server keeps the initial list in flight long enough to observe "not ready".
     env.emulator().set_latency(Some(Duration::from_millis(700)));
@@ -24,7 +24,18 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
         eventually(T, async || op.http_get("/readyz").await.0 == 200).await,
         "ready after sync"
     );
-    env.emulator().set_latency(None);
+    op.stop().await;
+}
+
+async fn metrics_count_reconciles_and_only_secrets_a_live_resource_owns(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    let op = env.start_operator(&[]).await;
+    assert!(
+        eventually(T, async || op.http_get("/readyz").await.0 == 200).await,
+        "ready after sync"
+    );
 
     let (_, before) = op.http_get("/metrics").await;
     assert_eq!(
@@ -46,13 +57,10 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
                         "kind": "EcrPublicPullSecret", "name": "m", "uid": "not-m",
                         "controller": true}]);
     for secret in [spoof("spoof", json!([])), spoof("not-m", not_m)] {
-        env.k8s
-            .create(SECRETS, Some("default"), secret)
-            .await
-            .unwrap();
+        env.k8s.create(SECRETS, Some(ns), secret).await.unwrap();
     }
-    env.create_cr("default", "m", json!({})).await;
-    env.wait("Ready", T, |k| cr_ready(k, "default", "m")).await;
+    env.create_cr(ns, "m", json!({})).await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "m")).await;
     // The reconcile is counted when it returns, just after its status write: await it.
     let written = async || {
         let (code, text) = op.http_get("/metrics").await;
@@ -85,7 +93,7 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
     ] {
         assert!(text.contains(name), "missing {name:?} in:\n{text}");
     }
-    let secret = env.k8s.get(SECRETS, Some("default"), "m").unwrap();
+    let secret = env.k8s.get(SECRETS, Some(ns), "m").unwrap();
     let expires = secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
         .as_str()
         .unwrap();
@@ -95,7 +103,7 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
     assert_eq!(
         metric(
             &text,
-            r#"epps_secret_token_expiry_timestamp_seconds{namespace="default",name="m"}"#
+            &format!(r#"epps_secret_token_expiry_timestamp_seconds{{namespace="{ns}",name="m"}}"#)
         ),
         Some(expires)
     );
@@ -107,3 +115,5 @@ async fn readyz_flips_after_cache_sync_and_metrics_move_with_reconciles() {
     op.stop().await;
     assert_no_token_leak(&env);
 }
+
+on_both_apis!(metrics_count_reconciles_and_only_secrets_a_live_resource_owns);
