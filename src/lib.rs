@@ -20,6 +20,7 @@
 //! process together.
 
 pub mod admin;
+pub mod aging;
 pub mod aws;
 pub mod config;
 pub mod controller;

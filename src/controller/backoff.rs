@@ -7,24 +7,19 @@
 //! dropped as the table grows: a tenant creating and deleting failing resources cannot grow it.
 
 use std::{
-    collections::HashMap,
     hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use crate::{lock, schedule};
-
-/// Entries below which none is dropped.
-const MIN_PRUNE: usize = 64;
+use crate::{aging::Aging, lock, schedule};
 
 /// Failed attempts per object key, and when the last one failed.
 pub struct Backoff<K> {
     base: Duration,
     max: Duration,
-    attempts: Mutex<HashMap<K, (u32, Instant)>>,
-    /// The table size at which stale entries are next dropped.
-    prune_at: Mutex<usize>,
+    /// Entries that have not failed again for twice the longest delay go.
+    attempts: Mutex<Aging<K, u32>>,
 }
 
 impl<K: Eq + Hash + Clone> Backoff<K> {
@@ -32,8 +27,7 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
         Self {
             base,
             max,
-            attempts: Mutex::default(),
-            prune_at: Mutex::new(MIN_PRUNE),
+            attempts: Mutex::new(Aging::new(2 * max)),
         }
     }
 
@@ -44,37 +38,23 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
 
     fn next_at(&self, key: &K, now: Instant) -> Duration {
         let mut attempts = lock(&self.attempts);
-        let (n, at) = attempts.entry(key.clone()).or_insert((0, now));
+        let n = attempts.touch(key.clone(), now, || 0);
         let delay = schedule::backoff(*n, self.base, self.max, fastrand::f64());
         *n = n.saturating_add(1);
-        *at = now;
-        let mut prune_at = lock(&self.prune_at);
-        if attempts.len() >= *prune_at {
-            let stale = 2 * self.max;
-            attempts.retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
-            *prune_at = (2 * attempts.len()).max(MIN_PRUNE);
-        }
         delay
     }
 
     /// Keeps only the entries of objects that still exist (one that failed and was then
     /// deleted never succeeds to reset its entry).
     pub fn retain(&self, exists: impl Fn(&K) -> bool) {
-        let mut attempts = lock(&self.attempts);
-        attempts.retain(|key, _| exists(key));
-        if attempts.len() < attempts.capacity() / 4 {
-            attempts.shrink_to_fit();
-        }
+        lock(&self.attempts).retain(exists);
     }
 
-    /// `key` succeeded (or is gone): its next failure waits the base delay again.
+    /// `key` succeeded (or is gone): its next failure waits the base delay again. A burst of
+    /// failures across thousands of resources (AWS down) grows the table; it gives the memory
+    /// back once most of them have recovered.
     pub fn reset(&self, key: &K) {
-        let mut attempts = lock(&self.attempts);
-        if attempts.remove(key).is_some() && attempts.len() < attempts.capacity() / 4 {
-            // A burst of failures across thousands of resources (AWS down) grows the table; it
-            // gives the memory back once most of them have recovered.
-            attempts.shrink_to_fit();
-        }
+        lock(&self.attempts).remove(key);
     }
 }
 
@@ -129,7 +109,7 @@ mod tests {
         let left = lock(&backoff.attempts);
         assert!(left.len() <= 2 * 120 + 1, "{} entries", left.len());
         assert!(
-            left.get(&u64::MAX).is_some_and(|(n, _)| *n == 60),
+            left.get(&u64::MAX).is_some_and(|n| *n == 60),
             "still failing"
         );
     }

@@ -13,13 +13,12 @@
 
 use std::{
     borrow::Borrow,
-    collections::HashMap,
     hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use crate::lock;
+use crate::{aging::Aging, lock};
 
 /// How long a write is remembered at most. A watch that has not shown it by then is stalled,
 /// and its cache is the best there is (a write planned from it is conditional anyway). The watch
@@ -39,33 +38,11 @@ pub fn caught_up(ours: Option<&str>, cached: Option<&str>) -> bool {
 }
 
 /// The last write per object key, until the cache shows it.
-pub struct Memo<K, V>(Mutex<Entries<K, V>>);
-
-struct Entries<K, V> {
-    written: HashMap<K, (Instant, V)>,
-    /// The size at which old entries are next dropped: twice what was left the last time, so
-    /// the cost of dropping them is spread over the writes in between.
-    prune_at: usize,
-}
+pub struct Memo<K, V>(Mutex<Aging<K, V>>);
 
 impl<K, V> Default for Memo<K, V> {
     fn default() -> Self {
-        Self(Mutex::new(Entries {
-            written: HashMap::new(),
-            prune_at: MIN_PRUNE,
-        }))
-    }
-}
-
-/// Entries below which nothing is dropped.
-const MIN_PRUNE: usize = 64;
-
-impl<K: Eq + Hash, V> Entries<K, V> {
-    fn prune(&mut self, now: Instant) {
-        let young = |at: &Instant| now.saturating_duration_since(*at) < REMEMBERED_FOR;
-        self.written.retain(|_, (at, _)| young(at));
-        self.prune_at = (2 * self.written.len()).max(MIN_PRUNE);
-        self.written.shrink_to_fit();
+        Self(Mutex::new(Aging::new(REMEMBERED_FOR)))
     }
 }
 
@@ -76,11 +53,7 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     }
 
     fn record_at(&self, key: K, written: V, now: Instant) {
-        let mut entries = lock(&self.0);
-        entries.written.insert(key, (now, written));
-        if entries.written.len() >= entries.prune_at {
-            entries.prune(now);
-        }
+        lock(&self.0).insert(key, written, now);
     }
 
     /// Drops the writes older than any watch lag worth waiting for (their objects were never
@@ -95,7 +68,7 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     where
         K: Borrow<Q>,
     {
-        lock(&self.0).written.remove(key);
+        lock(&self.0).remove(key);
     }
 
     /// Our write of `key` while the cache has not shown it yet. `shown` says whether the cached
@@ -110,22 +83,17 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         K: Borrow<Q>,
     {
         let mut entries = lock(&self.0);
-        let (_, ours) = entries.written.get(key)?;
+        let ours = entries.get(key)?;
         if shown(ours) {
-            entries.written.remove(key);
+            entries.remove(key);
             return None;
         }
         Some(ours.clone())
     }
 
-    /// How many writes are remembered.
-    pub fn len(&self) -> usize {
-        lock(&self.0).written.len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.0).len()
     }
 }
 
