@@ -334,9 +334,7 @@ impl Error {
             source: Some(Arc::new(e)),
         }
     }
-}
 
-impl Error {
     /// A finalizer's failure as the error it carries: the sync's or the cleanup's own, or the
     /// API call that adds or removes the finalizer.
     pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {

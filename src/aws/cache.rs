@@ -116,17 +116,17 @@ impl Books {
 
     /// Users that no longer exist, in `namespace` only when given.
     fn gone(&self, alive: &Liveness, namespace: Option<&str>) -> Vec<User> {
-        let users: Box<dyn Iterator<Item = &User>> = match namespace {
-            None => Box::new(self.users.keys()),
-            Some(ns) => {
-                let first = User {
+        let users = match namespace {
+            None => self.users.range(..),
+            Some(ns) => self.users.range(
+                User {
                     namespace: Some(ns.to_owned()),
                     name: String::new(),
-                };
-                let range = self.users.range(first..).map(|(u, _)| u);
-                Box::new(range.take_while(move |u| u.namespace.as_deref() == Some(ns)))
-            }
+                }..,
+            ),
         };
+        let ours = |u: &&User| namespace.is_none_or(|ns| u.namespace.as_deref() == Some(ns));
+        let users = users.map(|(u, _)| u).take_while(ours);
         users.filter(|u| !alive(u)).cloned().collect()
     }
 }

@@ -317,7 +317,8 @@ impl SecretIo {
     ) -> Result<Action, Error> {
         let mut next: Option<DateTime<Utc>> = None;
         for meta in owned {
-            let Some(expires) = self.state_of(meta)?.0.expires_at else {
+            let (state, version) = self.state_of(meta)?;
+            let Some(expires) = state.expires_at else {
                 continue;
             };
             if expires > now {
@@ -327,7 +328,6 @@ impl SecretIo {
                     namespace: meta.namespace(),
                     name: meta.name(),
                 };
-                let (_, version) = self.state_of(meta)?;
                 self.write(desired, at, &Precondition::Version(version), None)
                     .await?;
             }

@@ -237,11 +237,9 @@ async fn report<K: PullSecretKind>(
         debug!(error = %changed, "Secret changed since it was read");
         return Ok((Reconciled::Error, Action::requeue(ctx.backoff.next(&key))));
     }
-    let mut status = obj.status_for(&found, current.as_ref(), now);
-    ctx.hint_ignored_fields(obj.settings(), K::conditions_mut(&mut status));
     announce_writes(obj, ctx, desired, current.as_ref(), &found).await;
-    announce_failure(obj, ctx, current.as_ref(), &status, &found).await;
-    ctx.status.write(obj, current.as_ref(), status).await?;
+    let status = obj.status_for(&found, current.as_ref(), now);
+    show(obj, ctx, current.as_ref(), status, &found).await?;
 
     let ready = |o: &Result<Outcome, Error>| {
         matches!(o, Ok(Outcome::Fresh { .. } | Outcome::Written { .. }))
@@ -296,10 +294,8 @@ async fn cannot_sync<K: PullSecretKind>(
     now: DateTime<Utc>,
 ) -> Result<(Reconciled, Action), Error> {
     warn!(reason = error.label(), %error, "cannot sync");
-    let mut status = obj.problem(&error, current.as_ref(), now);
-    ctx.hint_ignored_fields(obj.settings(), K::conditions_mut(&mut status));
-    announce_failure(obj, ctx, current.as_ref(), &status, &Found::new()).await;
-    ctx.status.write(obj, current.as_ref(), status).await?;
+    let status = obj.problem(&error, current.as_ref(), now);
+    show(obj, ctx, current.as_ref(), status, &Found::new()).await?;
     let action = match error {
         Error::InvalidSpec(_) => {
             let owned = ctx.secrets.owned(&desired.owner, desired.namespace);
@@ -308,6 +304,21 @@ async fn cannot_sync<K: PullSecretKind>(
         _ => Action::requeue(ctx.backoff.next(&ObjectRef::from_obj(obj))),
     };
     Ok((Reconciled::Failed, action))
+}
+
+/// Shows `status` on the resource: with a hint at what it asks for and this operator ignores, a
+/// Warning Event if it turned to a new failure, and written only if it changed.
+async fn show<K: PullSecretKind>(
+    obj: &K,
+    ctx: &Reconciler<K>,
+    current: Option<&K::Status>,
+    mut status: K::Status,
+    found: &Found,
+) -> Result<(), Error> {
+    ctx.hint_ignored_fields(obj.settings(), K::conditions_mut(&mut status));
+    announce_failure(obj, ctx, current, &status, found).await;
+    ctx.status.write(obj, current, status).await?;
+    Ok(())
 }
 
 /// One Normal Event for the sync's writes, named for the most telling one: a first write, an
