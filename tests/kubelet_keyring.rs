@@ -7,7 +7,7 @@
 //! The cases are built here with the operator's code; `tests/cluster/keyring` is the Go test that
 //! checks them.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use base64::Engine as _;
 use chrono::{Duration, Utc};
@@ -67,26 +67,6 @@ fn case(name: &str, registries: Vec<Registry>, token: Option<&Token>, resolves: 
     })
 }
 
-/// The Go toolchain's caches as `tests/cluster/build.sh` keeps them, so the pinned modules are
-/// found where the control plane's build downloaded them.
-fn go_env() -> Vec<(&'static str, PathBuf)> {
-    let cache = std::env::var_os("EPPS_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(|d| PathBuf::from(d).join("ecr-public-pull-secret-operator"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/ecr-public-pull-secret-operator"))
-        })
-        .expect("HOME, XDG_CACHE_HOME or EPPS_CACHE_DIR is set");
-    vec![
-        ("GOCACHE", cache.join("go/build")),
-        ("GOMODCACHE", cache.join("go/mod")),
-    ]
-}
-
 #[test]
 #[ignore = "needs Go and the control plane's modules: tests/cluster/build.sh, then cargo test -- --ignored real_"]
 fn real_kubelet_keyring_resolves_every_secret_shape_the_operator_writes() {
@@ -120,13 +100,10 @@ fn real_kubelet_keyring_resolves_every_secret_shape_the_operator_writes() {
     let file = std::env::temp_dir().join(format!("epps-keyring-{}.json", std::process::id()));
     std::fs::write(&file, serde_json::to_vec(&cases).unwrap()).unwrap();
 
-    let out = Command::new("go")
+    // Go in tests/cluster with the control plane build's environment (its pinned modules).
+    let out = Command::new(workspace_root().join("tests/cluster/go"))
         .args(["test", "-count=1", "-v", "./keyring/"])
-        .current_dir(workspace_root().join("tests/cluster"))
         .env("KEYRING_CASES", &file)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=readonly")
-        .envs(go_env())
         .output()
         .expect("go runs (Go 1.24+ on PATH)");
     let _ = std::fs::remove_file(&file);

@@ -22,16 +22,14 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="${CONTROL_PLANE_DIR:-$root/target/cluster}"
 bin="$out/bin"
-cache="${EPPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ecr-public-pull-secret-operator}"
+# $cache and the Go environment.
+. "$here/go-env.sh"
 
 if ! command -v go >/dev/null 2>&1; then
     echo "tests/cluster/build.sh: Go is not installed; the real-control-plane tests need it (Go 1.24+)" >&2
     exit 1
 fi
 
-# Never fetch a different Go toolchain or change the pins: go.sum is committed.
-export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
-export GOCACHE="$cache/go/build" GOMODCACHE="$cache/go/mod"
 mkdir -p "$cache/control-plane" "$out"
 # One build at a time per cache (two clones' CI runs, or a test run beside `.ci/run`).
 exec 9>"$cache/control-plane/.lock"
