@@ -55,6 +55,11 @@ pub struct TokenArgs {
     #[arg(long)]
     pub show_token: bool,
 
+    /// Also check private ECR's GetAuthorizationToken in this region (repeatable), as
+    /// spec.privateRegistries does.
+    #[arg(long = "private-region", value_name = "REGION")]
+    pub private_regions: Vec<String>,
+
     /// Bound on one AWS operation including its retries.
     #[arg(long, env = "AWS_OPERATION_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub aws_operation_timeout: Duration,

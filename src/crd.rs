@@ -71,12 +71,25 @@ pub struct EcrPublicPullSecretSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PullSecretSettings {
-    /// Registry host names written as keys under `auths` in the docker config. Allowed:
+    /// ECR Public host names written as keys under `auths` in the docker config. Allowed:
     /// `public.ecr.aws` and its dual-stack name `ecr-public.aws.com`. Default: `["public.ecr.aws"]`.
+    /// `[]` writes no ECR Public entry (and fetches no ECR Public token): for a Secret of
+    /// `privateRegistries` only.
     #[serde(default = "default_registries")]
-    #[schemars(length(min = 1, max = 2))]
+    #[schemars(length(max = 2))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub registries: Vec<Registry>,
+
+    /// Amazon ECR private registries written into the same Secret, one entry per region: the
+    /// operator calls ECR `GetAuthorizationToken` once per identity per region (the token covers
+    /// every registry there the identity may pull from) and rotates them with the ECR Public
+    /// token, in one write. A region that fails is named in the `Ready` condition while the
+    /// other entries stay fresh; its previous entry is kept until it expires. The identity needs
+    /// `ecr:GetAuthorizationToken`, and pull permissions on the repositories. At most 8 regions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["region"]))]
+    pub private_registries: Vec<PrivateRegistry>,
 
     /// Rotate the token when less than this remains before it expires, as a duration such as
     /// `"6h"`, `"90m"` or `"1h30m"`. Must be shorter than the token's 12h lifetime. Default: half
@@ -143,6 +156,7 @@ impl Default for PullSecretSettings {
     fn default() -> Self {
         Self {
             registries: default_registries(),
+            private_registries: Vec::new(),
             refresh_before: None,
             on_expiry: OnExpiry::default(),
             secret_template: None,
@@ -154,6 +168,56 @@ impl Default for PullSecretSettings {
 
 fn default_registries() -> Vec<Registry> {
     vec![Registry::PublicEcrAws]
+}
+
+/// Amazon ECR private registries of one region.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateRegistry {
+    /// AWS Region of the registries, for example `us-west-2`, `eu-central-1` or `cn-north-1`
+    /// (China Regions use the `amazonaws.com.cn` host names).
+    #[schemars(
+        length(min = 9, max = 32),
+        regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+    )]
+    pub region: String,
+
+    /// The 12-digit AWS account IDs whose registries in this region are written, one host name
+    /// each (at most 20). Default: the account of the identity the token is fetched with. The
+    /// identity still needs pull permission on each account's repositories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = r"^[0-9]{12}$")))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub registry_ids: Vec<String>,
+
+    /// Host name forms written for each account: `Standard`
+    /// (`<account>.dkr.ecr.<region>.amazonaws.com`), `DualStack` (IPv4 and IPv6,
+    /// `<account>.dkr-ecr.<region>.on.aws`), `Fips` (`<account>.dkr.ecr-fips.<region>.amazonaws.com`)
+    /// and `FipsDualStack` (`<account>.dkr-ecr-fips.<region>.on.aws`). FIPS hosts exist in US and
+    /// GovCloud Regions only; China Regions have `Standard` only. Default: `["Standard"]`.
+    #[serde(default = "default_endpoints")]
+    #[schemars(length(min = 1, max = 4))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub endpoints: Vec<PrivateEndpoint>,
+}
+
+fn default_endpoints() -> Vec<PrivateEndpoint> {
+    vec![PrivateEndpoint::Standard]
+}
+
+/// A host name form of Amazon ECR private registries.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum PrivateEndpoint {
+    /// `<account>.dkr.ecr.<region>.amazonaws.com` (`.amazonaws.com.cn` in China).
+    Standard,
+    /// `<account>.dkr-ecr.<region>.on.aws`.
+    DualStack,
+    /// `<account>.dkr.ecr-fips.<region>.amazonaws.com`.
+    Fips,
+    /// `<account>.dkr-ecr-fips.<region>.on.aws`.
+    FipsDualStack,
 }
 
 /// A registry host name served by Amazon ECR Public.

@@ -134,12 +134,14 @@ pub enum Error {
     )]
     ServiceAccountNotAnnotated { namespace: String, name: String },
 
-    /// IAM denied the ECR Public call.
+    /// IAM denied the call to `service` (`ecr-public` or `ecr`).
     #[error(
-        "AWS denied GetAuthorizationToken: {detail}. Grant the operator's role both \
-         ecr-public:GetAuthorizationToken and sts:GetServiceBearerToken"
+        "AWS denied {service}:GetAuthorizationToken: {detail}. {}",
+        grant(service)
     )]
     AccessDenied {
+        /// The IAM service prefix of the denied call.
+        service: &'static str,
         detail: String,
         #[source]
         cause: Option<Cause>,
@@ -163,7 +165,7 @@ pub enum Error {
     },
 
     /// AWS answered, but with something that must not be written into a Secret.
-    #[error("ECR Public returned an unusable authorization token: {0}")]
+    #[error("ECR returned an unusable authorization token: {0}")]
     InvalidToken(String),
 
     /// The custom resource asks for something the schema let through but that cannot work.
@@ -279,6 +281,33 @@ labels!(
     Internal,
 );
 
+/// What to grant for a denied `service`: the IAM actions a token needs (and, for private
+/// registries, the pulls it is for).
+fn grant(service: &str) -> &'static str {
+    if service == "ecr" {
+        "Grant the role that fetches the token (the operator's own, or the resource's roleArn or \
+         ServiceAccount role) ecr:GetAuthorizationToken, and ecr:BatchGetImage and \
+         ecr:GetDownloadUrlForLayer on the repositories it pulls"
+    } else {
+        "Grant the role that fetches the token (the operator's own, or the resource's roleArn or \
+         ServiceAccount role) both ecr-public:GetAuthorizationToken and sts:GetServiceBearerToken"
+    }
+}
+
+impl Error {
+    /// The error as a call to `service` made it: an access denial names that service's actions.
+    pub fn for_service(self, service: &'static str) -> Self {
+        match self {
+            Error::AccessDenied { detail, cause, .. } => Error::AccessDenied {
+                service,
+                detail,
+                cause,
+            },
+            other => other,
+        }
+    }
+}
+
 fn role_not_allowed(role_arn: &str, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) => format!(
@@ -360,12 +389,22 @@ mod tests {
     #[test]
     fn labels_are_stable_condition_reasons() {
         let e = Error::AccessDenied {
+            service: "ecr-public",
             detail: "x".into(),
             cause: None,
         };
         assert_eq!(e.label(), "AccessDenied");
         assert!(e.to_string().contains("ecr-public:GetAuthorizationToken"));
         assert!(e.to_string().contains("sts:GetServiceBearerToken"));
+        let private = Error::AccessDenied {
+            service: "ecr",
+            detail: "x".into(),
+            cause: None,
+        }
+        .to_string();
+        assert!(private.contains("ecr:GetAuthorizationToken"), "{private}");
+        assert!(private.contains("ecr:BatchGetImage"), "{private}");
+        assert!(!private.contains("ecr-public"), "{private}");
         let e = Error::NoCredentials {
             detail: "none".into(),
             cause: None,
@@ -445,6 +484,7 @@ mod tests {
             ),
             (
                 Error::AccessDenied {
+                    service: "ecr-public",
                     detail: d(),
                     cause: None,
                 },

@@ -27,6 +27,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod hosts;
 pub mod k8s;
 pub mod pull_secret;
 pub mod run;

@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
             let options = diagnose::Options {
                 role_arn: args.role_arn,
                 show_token: args.show_token,
+                private_regions: args.private_regions,
             };
             match diagnose::token(&sdk, &settings, &options, &mut std::io::stdout()).await {
                 Ok(()) => ExitCode::SUCCESS,

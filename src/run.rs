@@ -12,7 +12,7 @@ use crate::{
         http::{self, Health},
         metrics::{Metered, Metrics},
     },
-    aws::{self, EcrPublic, cache::TokenCache, credentials::Clients},
+    aws::{self, Ecr, cache::TokenCache, credentials::Clients},
     config::RunArgs,
     controller::{self, Features, Inputs},
     error::StartError,
@@ -90,7 +90,7 @@ pub async fn start(
         warn!(%pattern, "this --allowed-role-arns pattern has no {{namespace}}: resources in every namespace may use every role it matches");
     }
     let clients = Clients::new(sdk, &args.aws(), Some(client.clone()));
-    let source = Metered::new(EcrPublic::new(clients), metrics.clone());
+    let source = Metered::new(Ecr::new(clients), metrics.clone());
     let tokens = TokenCache::new(Arc::new(source), FAILURE_TTL)
         .with_namespace_limit(settings.max_identities_per_namespace);
     let inputs = Inputs {

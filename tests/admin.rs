@@ -71,7 +71,7 @@ async fn metrics_count_reconciles_and_only_secrets_a_live_resource_owns(api: Api
     assert_eq!(
         metric(
             &text,
-            r#"epps_token_fetch_total{result="success",reason="none"}"#
+            r#"epps_token_fetch_total{service="ecr-public",region="us-east-1",result="success",reason="none"}"#
         ),
         Some(1.0)
     );

@@ -10,7 +10,7 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::body::SdkBody;
 use base64::Engine as _;
 use ecr_public_pull_secret_operator::aws::{
-    EcrPublic, TokenSource, cache::Identity, credentials::Clients,
+    Ecr, TokenSource, cache::Identity, credentials::Clients, source::Source,
 };
 
 /// Fetches through a client whose one response is an AWS JSON 1.1 error; returns the reason.
@@ -21,8 +21,8 @@ async fn reason_for(status: u16, type_: &'static str) -> String {
     });
     let client = mock_client!(aws_sdk_ecrpublic, RuleMode::MatchAny, &[&rule], |c| c
         .retry_config(aws_sdk_ecrpublic::config::retry::RetryConfig::disabled()));
-    let err = EcrPublic::new(Clients::for_client(client))
-        .fetch(&Identity::Operator)
+    let err = Ecr::new(Clients::for_client(client))
+        .fetch(&Identity::Operator, &Source::Public)
         .await
         .expect_err("a failure");
     // Classified, and the SDK's error kept as the source (what it said included).
@@ -65,8 +65,8 @@ async fn a_good_response_becomes_a_validated_token() {
             .build()
     });
     let client = mock_client!(aws_sdk_ecrpublic, &[&rule]);
-    let token = EcrPublic::new(Clients::for_client(client))
-        .fetch(&Identity::Operator)
+    let token = Ecr::new(Clients::for_client(client))
+        .fetch(&Identity::Operator, &Source::Public)
         .await
         .expect("token");
     assert_eq!(token.password(), "mock-password");
@@ -85,8 +85,8 @@ async fn a_good_response_becomes_a_validated_token() {
             .build()
     });
     let client = mock_client!(aws_sdk_ecrpublic, &[&rule]);
-    let err = EcrPublic::new(Clients::for_client(client))
-        .fetch(&Identity::Operator)
+    let err = Ecr::new(Clients::for_client(client))
+        .fetch(&Identity::Operator, &Source::Public)
         .await
         .expect_err("expired");
     assert_eq!(err.label(), "InvalidToken");

@@ -85,7 +85,9 @@ fn secret_writes(env: &Env) -> usize {
 /// Failed token fetches the operator counted with this reason (`epps_token_fetch_total`).
 async fn failed_fetches(op: &Operator, reason: &str) -> usize {
     let (_, body) = op.http_get("/metrics").await;
-    let series = format!("epps_token_fetch_total{{result=\"error\",reason=\"{reason}\"}}");
+    let series = format!(
+        "epps_token_fetch_total{{service=\"ecr-public\",region=\"us-east-1\",result=\"error\",reason=\"{reason}\"}}"
+    );
     metric(&body, &series).unwrap_or_default() as usize
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - `epps_reconcile_total{result}` and `epps_reconcile_duration_seconds{result}`, result one of
 //!   `fresh` (nothing to do), `written`, `failed` (token could not be renewed), `error` (API error);
-//! - `epps_token_fetch_total{result,reason}`: real GetAuthorizationToken calls (cache hits are not
-//!   calls), reason is the error label or `none`;
+//! - `epps_token_fetch_total{service,region,result,reason}`: real GetAuthorizationToken calls
+//!   (cache hits are not calls) by source (`ecr-public`/us-east-1, or `ecr` and the private
+//!   registries' region), reason is the error label or `none`: a failing region stands out;
 //! - `epps_secret_token_expiry_timestamp_seconds{namespace,name}` and `epps_managed_secrets`: read
 //!   from the Secret watch cache at scrape time, so deleted Secrets never leave stale series, and
 //!   only for Secrets a live resource of this operator owns: a Secret anyone labels like ours
@@ -35,7 +36,7 @@ use prometheus_client::{
 
 use crate::{
     Error,
-    aws::{TokenSource, identity::Identity, token::Token},
+    aws::{TokenSource, identity::Identity, source::Source, token::Token},
     k8s::cached_secret::CachedSecret,
 };
 
@@ -67,13 +68,14 @@ impl Reconciled {
     }
 }
 
-/// `epps_token_fetch_total` labels of a successful call.
-const FETCH_SUCCESS: FetchLabels = FetchLabels {
-    result: "success",
-    reason: "none",
-};
+/// `epps_token_fetch_total`'s `result` of a successful call (its `reason` is then `none`).
+const FETCH_SUCCESS: &str = "success";
 /// `epps_token_fetch_total`'s `result` of a failed call (its `reason` is the error's label).
 const FETCH_ERROR: &str = "error";
+/// Distinct private regions labelled one by one; any further region is labelled `other`. Real
+/// Regions are a few dozen; region names the schema accepts but AWS does not know must not grow
+/// the series without bound.
+const MAX_REGION_LABELS: usize = 48;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -82,6 +84,8 @@ struct ResultLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
+    service: &'static str,
+    region: String,
     result: &'static str,
     reason: &'static str,
 }
@@ -92,6 +96,8 @@ pub struct Metrics {
     reconciles: Family<ResultLabel, Counter>,
     durations: Family<ResultLabel, Histogram>,
     fetches: Family<FetchLabels, Counter>,
+    /// The private regions labelled so far.
+    regions: Mutex<std::collections::BTreeSet<String>>,
     secrets: Arc<SecretsCollector>,
 }
 
@@ -128,6 +134,7 @@ impl Default for Metrics {
             reconciles,
             durations,
             fetches,
+            regions: Mutex::default(),
             secrets,
         }
     }
@@ -143,15 +150,32 @@ impl Metrics {
         self.durations.get_or_create(&label).observe(seconds);
     }
 
-    fn fetched(&self, outcome: &Result<Token, Error>) {
-        let labels = match outcome {
-            Ok(_) => FETCH_SUCCESS,
-            Err(e) => FetchLabels {
-                result: FETCH_ERROR,
-                reason: e.label(),
-            },
+    fn fetched(&self, source: &Source, outcome: &Result<Token, Error>) {
+        let (result, reason) = match outcome {
+            Ok(_) => (FETCH_SUCCESS, "none"),
+            Err(e) => (FETCH_ERROR, e.label()),
+        };
+        let labels = FetchLabels {
+            service: source.service(),
+            region: self.region_label(source),
+            result,
+            reason,
         };
         self.fetches.get_or_create(&labels).inc();
+    }
+
+    /// `source`'s region, or `other` once [`MAX_REGION_LABELS`] private regions have been seen.
+    fn region_label(&self, source: &Source) -> String {
+        let region = source.region();
+        if *source == Source::Public {
+            return region.to_owned();
+        }
+        let mut seen = crate::lock(&self.regions);
+        if seen.contains(region) || seen.len() < MAX_REGION_LABELS {
+            seen.insert(region.to_owned());
+            return region.to_owned();
+        }
+        "other".to_owned()
     }
 
     /// Lets the Secret gauges read a Secret cache, counting the Secrets `owned` accepts.
@@ -213,10 +237,14 @@ impl<S> Metered<S> {
 }
 
 impl<S: TokenSource> TokenSource for Metered<S> {
-    fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a Identity,
+        source: &'a Source,
+    ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            let outcome = self.inner.fetch(identity).await;
-            self.metrics.fetched(&outcome);
+            let outcome = self.inner.fetch(identity, source).await;
+            self.metrics.fetched(source, &outcome);
             outcome
         })
     }
@@ -295,10 +323,12 @@ mod tests {
     fn exposes_the_documented_names() {
         let m = Metrics::default();
         m.reconciled(Reconciled::Written, 0.01);
-        m.fetched(&Err(Error::AccessDenied {
+        let denied = Error::AccessDenied {
+            service: "ecr",
             detail: String::new(),
             cause: None,
-        }));
+        };
+        m.fetched(&Source::private("eu-west-1"), &Err(denied));
         let text = m.encode();
         assert!(
             text.contains(r#"epps_reconcile_total{result="written"} 1"#),
@@ -309,7 +339,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"epps_token_fetch_total{result="error",reason="AccessDenied"} 1"#),
+            text.contains(
+                r#"epps_token_fetch_total{service="ecr",region="eu-west-1",result="error",reason="AccessDenied"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains("epps_managed_secrets 0"), "{text}");
@@ -344,7 +376,10 @@ mod tests {
         let secrets = secrets.chain((0..foreign).map(|i| (format!("f{i}"), "gone")));
         for (name, uid) in secrets {
             let owner = Owner::Label(uid.into());
-            let secret = build(&owner.spec(&name, "ns", &settings, None), Some(&token));
+            let secret = build(
+                &owner.spec(&name, "ns", &settings, None),
+                &crate::pull_secret::Entries::from([(Source::Public, token.clone())]),
+            );
             let meta = PartialObjectMeta::<k8s_openapi::api::core::v1::Secret> {
                 types: None,
                 metadata: secret.metadata,

@@ -1,5 +1,6 @@
 //! Tokens belong to an IAM identity, not to a custom resource: this cache holds one token per
-//! identity and makes every reconcile that needs one share it.
+//! identity per [`Source`] (ECR Public, or private ECR in one region) and makes every reconcile
+//! that needs one share it.
 //!
 //! Single flight: the first caller that finds no usable token fetches while holding the identity's
 //! slot lock; callers arriving meanwhile wait on that lock and then find the new token (or the
@@ -19,7 +20,7 @@ use std::{
 };
 
 pub use super::identity::Identity;
-use super::{TokenSource, token::Token};
+use super::{TokenSource, source::Source, token::Token};
 use crate::{Error, lock};
 
 #[derive(Default)]
@@ -45,11 +46,29 @@ pub struct User {
 /// Whether a user still exists (its resource is in the watch cache).
 pub type Liveness = Arc<dyn Fn(&User) -> bool + Send + Sync>;
 
-/// One identity's token slot and how many users it has (the operator's own identity, shared by
-/// every resource that names no role, is never counted and never dropped).
+/// Sources one identity keeps a token slot for. Real Regions are a few dozen; names the schema
+/// lets through but AWS does not know would otherwise grow an identity's slots one by one.
+const MAX_SOURCES: usize = 64;
+
+type SharedSlot = Arc<tokio::sync::Mutex<Slot>>;
+
+/// One identity's token slots, one per source, and how many users it has (the operator's own
+/// identity, shared by every resource that names no role, is never counted and never dropped).
+#[derive(Default)]
 struct Held {
-    slot: Arc<tokio::sync::Mutex<Slot>>,
+    slots: HashMap<Source, SharedSlot>,
     users: usize,
+}
+
+impl Held {
+    /// The slot of `source`, made if needed (dropping idle ones at the bound).
+    fn slot(&mut self, source: &Source) -> SharedSlot {
+        if !self.slots.contains_key(source) && self.slots.len() >= MAX_SOURCES {
+            // Only slots nobody is fetching from or waiting on: their token is merely cached.
+            self.slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        self.slots.entry(source.clone()).or_default().clone()
+    }
 }
 
 #[derive(Default)]
@@ -99,10 +118,7 @@ impl Books {
     }
 
     fn slot_of(&mut self, identity: &Identity) -> &mut Held {
-        self.held.entry(identity.clone()).or_insert_with(|| Held {
-            slot: Arc::default(),
-            users: 0,
-        })
+        self.held.entry(identity.clone()).or_default()
     }
 
     /// The distinct identities `namespace`'s users hold, `user` aside.
@@ -164,16 +180,17 @@ impl TokenCache {
         *lock(&self.alive) = alive;
     }
 
-    /// A token for `user`, from `identity`, for which `usable` holds, fetching one if the cached
-    /// token is not. `TooManyIdentities` when `identity` would be one too many for the user's
-    /// namespace.
+    /// A token for `user`, from `identity` and `source`, for which `usable` holds, fetching one
+    /// if the cached token is not. `TooManyIdentities` when `identity` would be one too many for
+    /// the user's namespace.
     pub async fn get(
         &self,
         user: &User,
         identity: &Identity,
+        source: &Source,
         usable: impl Fn(&Token) -> bool,
     ) -> Result<Fetched, Error> {
-        let slot = self.claim(user, identity)?;
+        let slot = self.claim(user, identity, source)?;
         let mut slot = slot.lock().await;
         if let Some(token) = slot.token.as_ref().filter(|t| usable(t)) {
             return Ok(Fetched {
@@ -186,7 +203,7 @@ impl TokenCache {
         {
             return Err(err.clone());
         }
-        let fetched = self.source.fetch(identity).await;
+        let fetched = self.source.fetch(identity, source).await;
         // Every user may have left while the fetch ran (and the identity been dropped): what the
         // fetch built for it (credentials) goes too, or nothing would ever drop it.
         if !lock(&self.books).held.contains_key(identity) {
@@ -206,22 +223,23 @@ impl TokenCache {
     }
 
     /// Records that `user` uses `identity` (dropping what its previous identity held if it was
-    /// the last user) and returns the identity's slot.
+    /// the last user) and returns the identity's slot for `source`.
     fn claim(
         &self,
         user: &User,
         identity: &Identity,
-    ) -> Result<Arc<tokio::sync::Mutex<Slot>>, Error> {
+        source: &Source,
+    ) -> Result<SharedSlot, Error> {
         let mut books = lock(&self.books);
         if *identity == Identity::Operator {
             let dropped = books.release(user);
-            let slot = books.slot_of(identity).slot.clone();
+            let slot = books.slot_of(identity).slot(source);
             drop(books);
             self.forget(dropped);
             return Ok(slot);
         }
         if books.users.get(user) == Some(identity) {
-            return Ok(books.slot_of(identity).slot.clone());
+            return Ok(books.slot_of(identity).slot(source));
         }
         let mut dropped = Vec::new();
         if let (Some(ns), Some(limit)) = (user.namespace.as_deref(), self.per_namespace) {
@@ -248,7 +266,7 @@ impl TokenCache {
         }
         dropped.extend(books.release(user));
         books.add(user, identity);
-        let slot = books.slot_of(identity).slot.clone();
+        let slot = books.slot_of(identity).slot(source);
         drop(books);
         self.forget(dropped);
         Ok(slot)
@@ -300,7 +318,11 @@ mod tests {
     }
 
     impl TokenSource for Counting {
-        fn fetch<'a>(&'a self, _: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
+        fn fetch<'a>(
+            &'a self,
+            _: &'a Identity,
+            _: &'a Source,
+        ) -> BoxFuture<'a, Result<Token, Error>> {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
                 let _held = self.hold.read().await;
@@ -340,6 +362,7 @@ mod tests {
     }
 
     const OPERATOR: Identity = Identity::Operator;
+    const PUBLIC: Source = Source::Public;
 
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch() {
@@ -349,7 +372,9 @@ mod tests {
             .map(|i| {
                 let cache = cache.clone();
                 let u = user("ns", &format!("r{i}"));
-                tokio::spawn(async move { cache.get(&u, &OPERATOR, |_| true).await.unwrap() })
+                tokio::spawn(
+                    async move { cache.get(&u, &OPERATOR, &PUBLIC, |_| true).await.unwrap() },
+                )
             })
             .collect();
         let mut fresh = 0;
@@ -363,14 +388,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_source_is_one_call_per_identity_shared_by_every_user() {
+        let src = source();
+        let cache = TokenCache::new(src.clone(), Duration::from_secs(1));
+        let sources = [
+            PUBLIC,
+            Source::private("us-west-2"),
+            Source::private("eu-west-1"),
+        ];
+        for i in 0..10 {
+            for s in &sources {
+                let u = user("ns", &format!("r{i}"));
+                cache.get(&u, &role("r"), s, |_| true).await.unwrap();
+            }
+        }
+        assert_eq!(src.calls.load(Ordering::SeqCst), 3, "one per source");
+        // Another identity is another set of calls; its users count once per identity.
+        cache
+            .get(&user("ns", "x"), &role("s"), &sources[1], |_| true)
+            .await
+            .unwrap();
+        assert_eq!(src.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(cache.identities(), 2);
+    }
+
+    #[tokio::test]
     async fn unusable_token_is_replaced_once() {
         let src = source();
         let cache = TokenCache::new(src.clone(), Duration::from_secs(1));
         let u = user("ns", "r");
-        let first = cache.get(&u, &OPERATOR, |_| true).await.unwrap().token;
-        let second = cache.get(&u, &OPERATOR, |t| *t != first).await;
+        let first = cache
+            .get(&u, &OPERATOR, &PUBLIC, |_| true)
+            .await
+            .unwrap()
+            .token;
+        let second = cache.get(&u, &OPERATOR, &PUBLIC, |t| *t != first).await;
         assert_ne!(first, second.unwrap().token);
-        cache.get(&u, &OPERATOR, |t| *t != first).await.unwrap();
+        cache
+            .get(&u, &OPERATOR, &PUBLIC, |t| *t != first)
+            .await
+            .unwrap();
         assert_eq!(src.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -384,7 +441,10 @@ mod tests {
         let cache = TokenCache::new(src.clone(), Duration::from_secs(60));
         for i in 0..10 {
             let u = user("ns", &format!("r{i}"));
-            let err = cache.get(&u, &OPERATOR, |_| true).await.unwrap_err();
+            let err = cache
+                .get(&u, &OPERATOR, &PUBLIC, |_| true)
+                .await
+                .unwrap_err();
             assert_eq!(err.label(), "Transient");
         }
         assert_eq!(src.calls.load(Ordering::SeqCst), 1);
@@ -392,7 +452,7 @@ mod tests {
         *src.fail.lock().unwrap() = None;
         assert!(
             cache
-                .get(&user("ns", "r"), &OPERATOR, |_| true)
+                .get(&user("ns", "r"), &OPERATOR, &PUBLIC, |_| true)
                 .await
                 .is_ok()
         );
@@ -403,14 +463,14 @@ mod tests {
         let src = source();
         let cache = TokenCache::new(src.clone(), Duration::from_secs(1));
         let (a, b) = (user("ns", "a"), user("ns", "b"));
-        cache.get(&a, &role("r"), |_| true).await.unwrap();
-        cache.get(&b, &role("r"), |_| true).await.unwrap();
+        cache.get(&a, &role("r"), &PUBLIC, |_| true).await.unwrap();
+        cache.get(&b, &role("r"), &PUBLIC, |_| true).await.unwrap();
         assert_eq!(src.calls.load(Ordering::SeqCst), 1, "shared by both users");
         // `a` moves to another role: `r` still has `b`.
-        cache.get(&a, &role("s"), |_| true).await.unwrap();
+        cache.get(&a, &role("s"), &PUBLIC, |_| true).await.unwrap();
         assert!(src.forgotten.lock().unwrap().is_empty());
         // `b` moves to the operator's identity: `r` has no user left.
-        cache.get(&b, &OPERATOR, |_| true).await.unwrap();
+        cache.get(&b, &OPERATOR, &PUBLIC, |_| true).await.unwrap();
         assert_eq!(*src.forgotten.lock().unwrap(), [role("r")]);
         // `a` is deleted: the sweep drops `s`; the operator's identity stays.
         let live: HashSet<User> = HashSet::from([b.clone()]);
@@ -419,7 +479,7 @@ mod tests {
         assert_eq!(*src.forgotten.lock().unwrap(), [role("r"), role("s")]);
         assert_eq!(cache.identities(), 1, "the operator's own");
         // A dropped identity starts afresh: a new fetch.
-        cache.get(&a, &role("r"), |_| true).await.unwrap();
+        cache.get(&a, &role("r"), &PUBLIC, |_| true).await.unwrap();
         assert_eq!(src.calls.load(Ordering::SeqCst), 4);
     }
 
@@ -431,7 +491,7 @@ mod tests {
         let u = user("ns", "a");
         let fetch = tokio::spawn({
             let (cache, u) = (cache.clone(), u.clone());
-            async move { cache.get(&u, &role("r"), |_| true).await }
+            async move { cache.get(&u, &role("r"), &PUBLIC, |_| true).await }
         });
         let started = async {
             while src.calls.load(Ordering::SeqCst) == 0 {
@@ -457,41 +517,43 @@ mod tests {
         let src = source();
         let cache = TokenCache::new(src.clone(), Duration::from_secs(1)).with_namespace_limit(2);
         cache
-            .get(&user("t", "a"), &role("1"), |_| true)
+            .get(&user("t", "a"), &role("1"), &PUBLIC, |_| true)
             .await
             .unwrap();
         cache
-            .get(&user("t", "b"), &role("2"), |_| true)
+            .get(&user("t", "b"), &role("2"), &PUBLIC, |_| true)
             .await
             .unwrap();
         // A third role is one too many; a role already held, the operator's own identity, and
         // another namespace are not.
-        let err = cache.get(&user("t", "c"), &role("3"), |_| true).await;
+        let err = cache
+            .get(&user("t", "c"), &role("3"), &PUBLIC, |_| true)
+            .await;
         let err = err.unwrap_err();
         assert_eq!(err.label(), "TooManyIdentities");
         assert!(err.to_string().contains("--max-identities-per-namespace"));
         cache
-            .get(&user("t", "c"), &role("1"), |_| true)
+            .get(&user("t", "c"), &role("1"), &PUBLIC, |_| true)
             .await
             .unwrap();
         cache
-            .get(&user("t", "d"), &OPERATOR, |_| true)
+            .get(&user("t", "d"), &OPERATOR, &PUBLIC, |_| true)
             .await
             .unwrap();
         cache
-            .get(&user("u", "a"), &role("3"), |_| true)
+            .get(&user("u", "a"), &role("3"), &PUBLIC, |_| true)
             .await
             .unwrap();
         // A user switching its one identity stays within the limit.
         cache
-            .get(&user("t", "b"), &role("4"), |_| true)
+            .get(&user("t", "b"), &role("4"), &PUBLIC, |_| true)
             .await
             .unwrap();
         // Once a user is gone, its identity no longer counts, sweep or not.
         let gone = user("t", "b");
         cache.set_liveness(Arc::new(move |u| *u != gone));
         cache
-            .get(&user("t", "e"), &role("5"), |_| true)
+            .get(&user("t", "e"), &role("5"), &PUBLIC, |_| true)
             .await
             .unwrap();
         assert!(src.forgotten.lock().unwrap().contains(&role("4")));

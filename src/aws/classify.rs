@@ -7,16 +7,21 @@ use aws_sdk_ecrpublic::{
     error::{ProvideErrorMetadata, SdkError},
 };
 
-use super::{credentials, identity::Identity};
+use super::{credentials, identity::Identity, source::Source};
 use crate::Error;
 
-/// The error users see for a failed ECR Public call made as `identity`.
+/// The error users see for a failed call to `source` made as `identity`.
 /// The SDK's error stays its source.
-pub(super) fn explain<E>(identity: &Identity, err: SdkError<E, HttpResponse>) -> Error
+pub(super) fn explain<E>(
+    identity: &Identity,
+    source: &Source,
+    err: SdkError<E, HttpResponse>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    refine(identity, &err, facts(&err)).caused_by(err)
+    let error = refine(identity, &err, facts(&err)).for_service(source.service());
+    error.caused_by(err)
 }
 
 /// The error users see when `identity`'s credentials cannot be resolved; the SDK's error stays
@@ -338,6 +343,7 @@ pub fn classify(f: &Facts) -> Error {
         }
         if ACCESS_DENIED_CODES.contains(&code) {
             return Error::AccessDenied {
+                service: "ecr-public",
                 detail,
                 cause: None,
             };
@@ -351,6 +357,7 @@ pub fn classify(f: &Facts) -> Error {
     }
     if f.http_status == Some(403) {
         return Error::AccessDenied {
+            service: "ecr-public",
             detail,
             cause: None,
         };

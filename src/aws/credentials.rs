@@ -54,6 +54,12 @@ impl IdentityCredentials {
         conf.set_credentials_provider(Some(self.provider.clone()));
         conf.identity_cache(self.cache.clone())
     }
+
+    /// The same for a private ECR call (one region's, on the shared ECR client).
+    pub fn apply_to(&self, conf: &mut aws_sdk_ecr::config::Builder) {
+        conf.set_credentials_provider(Some(self.provider.clone()));
+        conf.set_identity_cache(self.cache.clone());
+    }
 }
 
 /// The shared clients, and the credentials of each identity other than the operator's, kept
@@ -63,6 +69,8 @@ pub struct Clients {
     kube: Option<kube::Client>,
     /// ECR Public in us-east-1, as the operator's own identity.
     pub ecr: aws_sdk_ecrpublic::Client,
+    /// Private ECR, as the operator's own identity; each call names its region.
+    pub ecr_private: aws_sdk_ecr::Client,
     /// STS, as the operator's own identity: `AssumeRole` for roles, and the unsigned
     /// `AssumeRoleWithWebIdentity` for ServiceAccounts.
     sts: aws_sdk_sts::Client,
@@ -79,6 +87,7 @@ impl Clients {
             settings: settings.clone(),
             kube,
             ecr: aws_sdk_ecrpublic::Client::from_conf(ecr),
+            ecr_private: aws_sdk_ecr::Client::new(sdk),
             sts: aws_sdk_sts::Client::new(sdk),
             by_identity: Default::default(),
         }

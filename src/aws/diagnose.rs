@@ -11,7 +11,8 @@ use aws_credential_types::{
 use chrono::Utc;
 
 use super::{
-    AwsSettings, EcrPublic, TokenSource, classify, credentials::Clients, identity::Identity,
+    AwsSettings, Ecr, TokenSource, classify, credentials::Clients, identity::Identity,
+    source::Source, token::Token,
 };
 use crate::Error;
 
@@ -22,6 +23,8 @@ pub struct Options {
     pub role_arn: Option<String>,
     /// Print the token (a secret) as well.
     pub show_token: bool,
+    /// Also fetch private ECR's token in these regions.
+    pub private_regions: Vec<String>,
 }
 
 /// Runs every step, writing one line per step to `out`; the first failure is returned.
@@ -42,7 +45,7 @@ pub async fn token(
         let _ = writeln!(out, "{key:<24}{value}");
     };
     line(out, "identity:", &identity.to_string());
-    let source = EcrPublic::new(Clients::new(sdk, settings, None));
+    let source = Ecr::new(Clients::new(sdk, settings, None));
     let provider = match source.clients().get(&identity)? {
         Some(c) => c.provider,
         None => sdk
@@ -76,9 +79,26 @@ pub async fn token(
             ),
         ),
     }
-    let token = source.fetch(&identity).await?;
+    let sources = std::iter::once(Source::Public)
+        .chain(options.private_regions.iter().map(|r| Source::private(r)));
+    for source_of_token in sources {
+        line(out, "source:", &source_of_token.to_string());
+        let token = source.fetch(&identity, &source_of_token).await?;
+        show(out, &token, options.show_token);
+    }
+    Ok(())
+}
+
+/// One token's lines: its expiry, and the token only when asked for.
+fn show(out: &mut impl Write, token: &Token, show_token: bool) {
+    let line = |out: &mut dyn Write, key: &str, value: &str| {
+        let _ = writeln!(out, "{key:<24}{value}");
+    };
     let left = token.expires_at - Utc::now();
     line(out, "GetAuthorizationToken:", "ok");
+    if let Some(account) = &token.account {
+        line(out, "registry account:", account);
+    }
     line(
         out,
         "token expires at:",
@@ -89,12 +109,11 @@ pub async fn token(
             left.num_minutes() % 60
         ),
     );
-    if options.show_token {
+    if show_token {
         line(out, "token:", token.auth());
     } else {
         line(out, "token:", "(hidden; pass --show-token to print it)");
     }
-    Ok(())
 }
 
 /// Which provider of the default chain (or which role chain) produced `credentials`, named as

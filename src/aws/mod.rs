@@ -2,9 +2,10 @@
 //!
 //! - [`identity`]: which IAM identity a resource uses;
 //! - [`permissions`]: which roles a resource may use, per namespace (pure);
-//! - [`credentials`]: one credentials provider and ECR Public client per identity (the
-//!   ServiceAccount TokenRequest → STS exchange included);
-//! - this module: the SDK configuration and the call that fetches a token ([`EcrPublic`]);
+//! - [`credentials`]: one credentials provider per identity (the ServiceAccount TokenRequest →
+//!   STS exchange included), and the shared ECR Public, ECR and STS clients;
+//! - [`source`]: where a token comes from (ECR Public, or private ECR in one region);
+//! - this module: the SDK configuration and the calls that fetch a token ([`Ecr`]);
 //! - [`classify`]: AWS failures turned into [`Error`] variants a user can act on (pure);
 //! - [`cache`]: one token per identity, shared by every resource that uses it (single flight);
 //! - [`token`]: the token itself, validated at the boundary, never printed;
@@ -16,6 +17,7 @@ pub mod credentials;
 pub mod diagnose;
 pub mod identity;
 pub mod permissions;
+pub mod source;
 pub mod token;
 
 use std::time::Duration;
@@ -27,9 +29,10 @@ use aws_config::{
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::Error;
+use crate::{Error, hosts};
 use credentials::Clients;
 use identity::Identity;
+use source::Source;
 use token::Token;
 
 /// ECR Public's API only exists in us-east-1, whatever region the cluster runs in.
@@ -97,21 +100,27 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
         .await
 }
 
-/// Where tokens come from. The cache calls this at most once per identity per rotation.
+/// Where tokens come from. The cache calls this at most once per identity per source per
+/// rotation.
 pub trait TokenSource: Send + Sync + 'static {
-    /// Fetches a fresh, validated token for `identity`.
-    fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>>;
+    /// Fetches a fresh, validated token for `identity` from `source`.
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a Identity,
+        source: &'a Source,
+    ) -> BoxFuture<'a, Result<Token, Error>>;
 
     /// Drops whatever the source keeps for `identity` (no resource uses it any more).
     fn forget(&self, _identity: &Identity) {}
 }
 
-/// The real source: ECR Public `GetAuthorizationToken` with the identity's credentials.
-pub struct EcrPublic {
+/// The real source: ECR Public's or a region's ECR `GetAuthorizationToken`, with the identity's
+/// credentials.
+pub struct Ecr {
     clients: Clients,
 }
 
-impl EcrPublic {
+impl Ecr {
     pub fn new(clients: Clients) -> Self {
         Self { clients }
     }
@@ -122,29 +131,68 @@ impl EcrPublic {
     }
 }
 
-impl TokenSource for EcrPublic {
-    fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<Token, Error>> {
+impl Ecr {
+    /// ECR Public's token (us-east-1).
+    async fn public(&self, identity: &Identity) -> Result<Token, Error> {
+        let call = self.clients.ecr.get_authorization_token();
+        let sent = match self.clients.get(identity)? {
+            None => call.send().await,
+            Some(c) => {
+                call.customize()
+                    .config_override(c.ecr_override())
+                    .send()
+                    .await
+            }
+        };
+        let out = sent.map_err(|e| classify::explain(identity, &Source::Public, e))?;
+        let data = out.authorization_data();
+        let expires = data
+            .and_then(|d| d.expires_at())
+            .and_then(|t| DateTime::from_timestamp(t.secs(), 0));
+        Token::from_response(
+            data.and_then(|d| d.authorization_token()),
+            expires,
+            Utc::now(),
+        )
+    }
+
+    /// Private ECR's token in `region`: one for every registry there the identity may read (no
+    /// `registryIds`: that parameter is deprecated and changes nothing).
+    async fn private(&self, identity: &Identity, region: &str) -> Result<Token, Error> {
+        let source = Source::private(region);
+        let mut conf =
+            aws_sdk_ecr::config::Builder::default().region(Region::new(region.to_owned()));
+        if let Some(c) = self.clients.get(identity)? {
+            c.apply_to(&mut conf);
+        }
+        let call = self.clients.ecr_private.get_authorization_token();
+        let sent = call.customize().config_override(conf).send().await;
+        let out = sent.map_err(|e| classify::explain(identity, &source, e))?;
+        let data = out.authorization_data().first();
+        let expires = data
+            .and_then(|d| d.expires_at())
+            .and_then(|t| DateTime::from_timestamp(t.secs(), 0));
+        let token = Token::from_response(
+            data.and_then(|d| d.authorization_token()),
+            expires,
+            Utc::now(),
+        )?;
+        let account = data.and_then(|d| d.proxy_endpoint());
+        Ok(token.with_account(account.and_then(hosts::account_of_endpoint)))
+    }
+}
+
+impl TokenSource for Ecr {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a Identity,
+        source: &'a Source,
+    ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            let call = self.clients.ecr.get_authorization_token();
-            let sent = match self.clients.get(identity)? {
-                None => call.send().await,
-                Some(c) => {
-                    call.customize()
-                        .config_override(c.ecr_override())
-                        .send()
-                        .await
-                }
-            };
-            let out = sent.map_err(|e| classify::explain(identity, e))?;
-            let data = out.authorization_data();
-            let expires = data
-                .and_then(|d| d.expires_at())
-                .and_then(|t| DateTime::from_timestamp(t.secs(), 0));
-            Token::from_response(
-                data.and_then(|d| d.authorization_token()),
-                expires,
-                Utc::now(),
-            )
+            match source {
+                Source::Public => self.public(identity).await,
+                Source::Private { region } => self.private(identity, region).await,
+            }
         })
     }
 

@@ -1,6 +1,6 @@
-//! The ECR Public authorization token: decoding and validation at the AWS boundary.
+//! An ECR authorization token: decoding and validation at the AWS boundary.
 //!
-//! ECR Public returns `authorizationToken = base64("AWS:<password>")` and `expiresAt` (epoch seconds,
+//! ECR Public (and private ECR alike) returns `authorizationToken = base64("AWS:<password>")` and `expiresAt` (epoch seconds,
 //! normally 12 h ahead). Nothing reaches a Secret before [`Token::from_response`] has checked it:
 //! an expired or malformed token is worse than none, because the kubelet sends it and gets 403
 //! instead of pulling anonymously. Token material is never printed: `Debug` is redacted.
@@ -22,6 +22,8 @@ pub struct Token {
     pub expires_at: DateTime<Utc>,
     /// When the operator received it (start of its lifetime, for schedule math).
     pub issued_at: DateTime<Utc>,
+    /// A private token's account, from its `proxyEndpoint`: whose registry it names by default.
+    pub account: Option<String>,
 }
 
 impl std::fmt::Debug for Token {
@@ -29,6 +31,7 @@ impl std::fmt::Debug for Token {
         f.debug_struct("Token")
             .field("expires_at", &self.expires_at)
             .field("issued_at", &self.issued_at)
+            .field("account", &self.account)
             .finish_non_exhaustive()
     }
 }
@@ -47,24 +50,7 @@ impl Token {
             .ok_or_else(|| Error::InvalidToken("no authorizationToken in the response".into()))?;
         let expires_at =
             expires_at.ok_or_else(|| Error::InvalidToken("no expiresAt in the response".into()))?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .map_err(|_| Error::InvalidToken("authorizationToken is not valid base64".into()))?;
-        let decoded = String::from_utf8(decoded)
-            .map_err(|_| Error::InvalidToken("authorizationToken is not UTF-8".into()))?;
-        let password = match decoded.split_once(':') {
-            Some(("AWS", password)) if !password.is_empty() => password.to_owned(),
-            Some((_, _)) => {
-                return Err(Error::InvalidToken(
-                    "authorizationToken is not of the form AWS:<password>".into(),
-                ));
-            }
-            None => {
-                return Err(Error::InvalidToken(
-                    "authorizationToken has no ':' separator".into(),
-                ));
-            }
-        };
+        let password = password_of(auth)?;
         if expires_at <= now {
             return Err(Error::InvalidToken(format!(
                 "expiresAt {} is not in the future",
@@ -83,7 +69,32 @@ impl Token {
             password,
             expires_at,
             issued_at,
+            account: None,
         })
+    }
+
+    /// A token a Secret already holds (its `auth` value and the times its annotations say), to
+    /// be written again beside fresh ones. Its form is checked; its times are what they are:
+    /// whether an expired one stays is `onExpiry`'s decision.
+    pub fn held(
+        auth: &str,
+        issued_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        account: Option<String>,
+    ) -> Result<Token, Error> {
+        Ok(Token {
+            password: password_of(auth)?,
+            auth: auth.trim().to_owned(),
+            expires_at,
+            issued_at,
+            account,
+        })
+    }
+
+    /// The token with the account its `proxyEndpoint` named.
+    pub fn with_account(mut self, account: Option<String>) -> Token {
+        self.account = account;
+        self
     }
 
     /// The base64 `auth` value for a docker config entry.
@@ -99,6 +110,24 @@ impl Token {
     /// Total lifetime from issue to expiry.
     pub fn lifetime(&self) -> Duration {
         self.expires_at - self.issued_at
+    }
+}
+
+/// The password in `auth` = base64 of `AWS:<password>`.
+fn password_of(auth: &str) -> Result<String, Error> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| Error::InvalidToken("authorizationToken is not valid base64".into()))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| Error::InvalidToken("authorizationToken is not UTF-8".into()))?;
+    match decoded.split_once(':') {
+        Some(("AWS", password)) if !password.is_empty() => Ok(password.to_owned()),
+        Some((_, _)) => Err(Error::InvalidToken(
+            "authorizationToken is not of the form AWS:<password>".into(),
+        )),
+        None => Err(Error::InvalidToken(
+            "authorizationToken has no ':' separator".into(),
+        )),
     }
 }
 

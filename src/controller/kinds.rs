@@ -143,8 +143,8 @@ impl PullSecretKind for EcrPublicPullSecret {
             Some(Ok(Outcome::Fresh { state, next })) => {
                 report::ready(&name, state.expires_at, state.refreshed_at, *next)
             }
-            Some(Ok(Outcome::Written { token, next, .. })) => {
-                report::ready(&name, Some(token.expires_at), Some(token.issued_at), *next)
+            Some(Ok(Outcome::Written { state, next, .. })) => {
+                report::ready(&name, state.expires_at, state.refreshed_at, *next)
             }
             Some(Ok(Outcome::Failed(failure))) => report::failed(&name, failure, now),
             Some(Err(error)) => report::problem(error, &name, current),
@@ -240,11 +240,11 @@ impl PullSecretKind for ClusterEcrPublicPullSecret {
             .map(|(ns, outcome)| {
                 let selected = match outcome {
                     Ok(Outcome::Fresh { state, next }) => Selected::ready(state.expires_at, *next),
-                    Ok(Outcome::Written { token, next, .. }) => {
-                        Selected::ready(Some(token.expires_at), *next)
+                    Ok(Outcome::Written { state, next, .. }) => {
+                        Selected::ready(state.expires_at, *next)
                     }
-                    Ok(Outcome::Failed(failure)) => Selected::Failed(failure.error.clone()),
-                    Err(error) => Selected::Failed(error.clone()),
+                    Ok(Outcome::Failed(failure)) => Selected::sources_failed(failure, now),
+                    Err(error) => Selected::failed(error),
                 };
                 (ns.clone(), selected)
             })

@@ -6,10 +6,16 @@
 //! unless it already holds exactly that token; without a token it keeps what it has until that
 //! expires, and then `onExpiry` applies (an expired token is worse than none).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Error, aws::token::Token, crd::OnExpiry, pull_secret::SecretState, schedule::Rotation,
+    Error,
+    aws::{source::Source, token::Token},
+    crd::OnExpiry,
+    pull_secret::{SecretState, Stamp},
+    schedule::Rotation,
 };
 
 /// What the operator found where a Secret should be.
@@ -40,9 +46,9 @@ pub enum Outcome {
         state: SecretState,
         next: DateTime<Utc>,
     },
-    /// A token was written over `before`.
+    /// Fresh tokens were written over `before`; the Secret now holds `state`.
     Written {
-        token: Token,
+        state: SecretState,
         next: DateTime<Utc>,
         before: SecretState,
     },
@@ -50,15 +56,19 @@ pub enum Outcome {
     Failed(Failure),
 }
 
-/// A due Secret that got no token.
+/// A due Secret for which a source gave no token (the others' were written).
 #[derive(Debug)]
 pub struct Failure {
+    /// The first failing source's error: the Ready reason.
     pub error: Error,
-    /// The token state left in the Secret (emptied when `removed`).
+    /// Each failing source and why, when the resource asks for more than ECR Public alone
+    /// (empty otherwise: `error` says it all).
+    pub by_source: Vec<(Source, Error)>,
+    /// The token state left in the Secret (emptied of expired entries when `removed`).
     pub kept: SecretState,
     /// When that token would have been due.
     pub next: Option<DateTime<Utc>>,
-    /// The expired token was removed (`onExpiry: RemoveAuth`).
+    /// An expired token was removed (`onExpiry: RemoveAuth`).
     pub removed: bool,
     /// There is a Secret at all.
     pub exists: bool,
@@ -100,26 +110,37 @@ pub fn empty() -> SecretState {
         expires_at: None,
         refreshed_at: None,
         config_hash: None,
+        sources: Box::default(),
     }
 }
 
-/// When the token `state` holds is due, if it holds one.
+/// When the Secret `state` describes is due: when its first token is, if it holds any. All its
+/// tokens are renewed together then, so they stay in step (one write per rotation).
 pub fn due_at(state: &SecretState, rotation: &Rotation) -> Option<DateTime<Utc>> {
-    match (state.refreshed_at, state.expires_at) {
-        (Some(issued), Some(expires)) => Some(rotation.due_at(issued, expires)),
-        _ => None,
-    }
+    let stamps = state.stamps();
+    let due = stamps
+        .iter()
+        .map(|(_, s)| rotation.due_at(s.refreshed_at, s.expires_at));
+    due.min()
 }
 
-/// Plans a Secret whose settings fingerprint should be `hash`.
-pub fn plan(observed: Observed, hash: &str, rotation: &Rotation, now: DateTime<Utc>) -> Plan {
+/// Plans a Secret whose settings fingerprint should be `hash`, holding a token of each of
+/// `wanted`.
+pub fn plan(
+    observed: Observed,
+    hash: &str,
+    wanted: &[Source],
+    rotation: &Rotation,
+    now: DateTime<Utc>,
+) -> Plan {
     let (state, precondition) = match observed {
         Observed::Theirs => return Plan::Conflict,
         Observed::Absent => (empty(), Precondition::Absent),
         Observed::Ours { state, version } => (state, Precondition::Version(version)),
     };
+    let complete = wanted.iter().all(|s| state.stamp(s).is_some());
     match due_at(&state, rotation) {
-        Some(next) if next > now && state.config_hash.as_deref() == Some(hash) => {
+        Some(next) if next > now && complete && state.config_hash.as_deref() == Some(hash) => {
             Plan::Fresh { state, next }
         }
         _ => Plan::Due(Due {
@@ -129,57 +150,100 @@ pub fn plan(observed: Observed, hash: &str, rotation: &Rotation, now: DateTime<U
     }
 }
 
-/// What asking for a token concluded.
+/// What asking for tokens concluded.
 #[derive(Debug)]
 pub enum Fetch {
-    /// A token usable until the Secrets' next due time.
-    Token(Token),
-    /// None: the identity or AWS refused. The Secrets keep what they hold until it expires.
+    /// Each wanted source's token (usable until the Secrets' next due time), or why it has none.
+    Answered(BTreeMap<Source, Result<Token, Error>>),
+    /// None at all: the identity was refused before any source was asked. The Secrets keep
+    /// what they hold until it expires.
     Refused(Error),
 }
 
-/// What to do with a due Secret once the token fetch has answered.
-#[derive(Debug, Clone)]
-pub enum Step<'a> {
-    /// It already holds exactly this token and content: writing it again would be a wasted (if
-    /// idempotent) write.
-    Keep { next: DateTime<Utc> },
-    /// Write the token; the next rotation is at `next`.
-    Write {
-        token: &'a Token,
-        next: DateTime<Utc>,
-    },
-    /// No token, and the one held has expired with `onExpiry: RemoveAuth`: empty the Secret so
-    /// that pulls fall back to anonymous.
-    RemoveAuth { error: &'a Error },
-    /// No token: leave the Secret as it is.
-    Leave { error: &'a Error },
+/// One entry of a Secret to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry<'a> {
+    /// A token just fetched.
+    Fresh(&'a Token),
+    /// The token the Secret holds for a source that failed, kept until it expires (or for good,
+    /// with `onExpiry: Keep`): written again from the Secret's own data.
+    Held(Stamp),
 }
 
-/// Decides a due Secret's step, `state` being what it holds.
+/// What to do with a due Secret once the fetch has answered.
+#[derive(Debug, Clone)]
+pub struct Step<'a> {
+    /// The entries to write, or `None` to leave the Secret as it is: it already holds exactly
+    /// these (a write would be wasted), or no source answered and nothing expired.
+    pub write: Option<Vec<(Source, Entry<'a>)>>,
+    /// The Secret's token state after the step.
+    pub state: SecretState,
+    /// When that is due.
+    pub next: Option<DateTime<Utc>>,
+    /// The sources that gave no token, and why.
+    pub failed: Vec<(Source, &'a Error)>,
+    /// An expired token of a failing source was dropped (`onExpiry: RemoveAuth`), so that pulls
+    /// from its registries are not sent a token that can only get 403.
+    pub removed: bool,
+}
+
+/// Decides a due Secret's step, `state` being what it holds and `wanted` the sources it should.
+/// A source that failed keeps its entry until that expires; then `onExpiry` applies to that
+/// entry alone, while the others are written as usual.
 pub fn step<'a>(
     state: &SecretState,
     fetched: &'a Fetch,
+    wanted: &[Source],
     hash: &str,
-    rotation: &Rotation,
     on_expiry: OnExpiry,
+    rotation: &Rotation,
     now: DateTime<Utc>,
 ) -> Step<'a> {
-    let error = match fetched {
-        Fetch::Token(token) => {
-            let next = rotation.due_at(token.issued_at, token.expires_at);
-            if *state == SecretState::of(token, hash) {
-                return Step::Keep { next };
-            }
-            return Step::Write { token, next };
-        }
-        Fetch::Refused(error) => error,
+    let answers: Vec<(&Source, Result<&Token, &Error>)> = match fetched {
+        Fetch::Refused(error) => wanted.iter().map(|s| (s, Err(error))).collect(),
+        Fetch::Answered(answers) => answers.iter().map(|(s, a)| (s, a.as_ref())).collect(),
     };
-    let expired = state.expires_at.is_some_and(|e| e <= now);
-    if expired && on_expiry == OnExpiry::RemoveAuth {
-        Step::RemoveAuth { error }
+    let (mut entries, mut failed, mut removed) = (Vec::new(), Vec::new(), false);
+    for (source, answer) in answers {
+        match answer {
+            Ok(token) => entries.push((source.clone(), Entry::Fresh(token))),
+            Err(error) => {
+                failed.push((source.clone(), error));
+                match state.stamp(source) {
+                    Some(held) if held.expires_at > now || on_expiry == OnExpiry::Keep => {
+                        entries.push((source.clone(), Entry::Held(held)));
+                    }
+                    Some(_) => removed = true,
+                    None => {}
+                }
+            }
+        }
+    }
+    let stamps = entries.iter().map(|(source, entry)| {
+        let stamp = match entry {
+            Entry::Fresh(t) => Stamp {
+                refreshed_at: t.issued_at,
+                expires_at: t.expires_at,
+            },
+            Entry::Held(stamp) => *stamp,
+        };
+        (source.clone(), stamp)
+    });
+    let after = SecretState::from_stamps(stamps.collect(), hash);
+    let fresh = entries.iter().any(|(_, e)| matches!(e, Entry::Fresh(_)));
+    // Without any fresh token, a Secret is only rewritten to drop an expired one: not for a spec
+    // change it could only half carry out.
+    let write = if fresh || failed.is_empty() {
+        after != *state
     } else {
-        Step::Leave { error }
+        removed
+    };
+    Step {
+        next: due_at(&after, rotation),
+        write: write.then_some(entries),
+        state: after,
+        failed,
+        removed,
     }
 }
 
@@ -241,6 +305,20 @@ mod tests {
             expires_at: Some(t(43_200)),
             refreshed_at: Some(t(0)),
             config_hash: Some(hash.into()),
+            sources: Box::default(),
+        }
+    }
+
+    const PUBLIC: &[Source] = &[Source::Public];
+
+    fn west() -> Source {
+        Source::private("us-west-2")
+    }
+
+    fn transient() -> Error {
+        Error::Transient {
+            detail: "x".into(),
+            cause: None,
         }
     }
 
@@ -252,8 +330,9 @@ mod tests {
             state: held("h"),
             version: "7".into(),
         };
+        let early = next - chrono::Duration::seconds(1);
         assert_eq!(
-            plan(ours(), "h", &rotation, next - chrono::Duration::seconds(1)),
+            plan(ours(), "h", PUBLIC, &rotation, early),
             Plan::Fresh {
                 state: held("h"),
                 next
@@ -265,49 +344,57 @@ mod tests {
                 precondition: Precondition::Version("7".into()),
             })
         };
-        assert_eq!(plan(ours(), "h", &rotation, next), due(), "due");
+        assert_eq!(plan(ours(), "h", PUBLIC, &rotation, next), due(), "due");
         assert_eq!(
-            plan(ours(), "other", &rotation, t(1)),
+            plan(ours(), "other", PUBLIC, &rotation, t(1)),
             due(),
             "settings changed"
         );
+        let both = [Source::Public, west()];
         assert_eq!(
-            plan(Observed::Absent, "h", &rotation, t(1)),
+            plan(ours(), "h", &both, &rotation, early),
+            due(),
+            "a wanted source has no entry (its token was removed)"
+        );
+        assert_eq!(
+            plan(Observed::Absent, "h", PUBLIC, &rotation, t(1)),
             Plan::Due(Due {
                 state: empty(),
                 precondition: Precondition::Absent,
             })
         );
-        assert_eq!(plan(Observed::Theirs, "h", &rotation, t(1)), Plan::Conflict);
+        assert_eq!(
+            plan(Observed::Theirs, "h", PUBLIC, &rotation, t(1)),
+            Plan::Conflict
+        );
     }
 
     #[test]
     fn without_a_token_the_secret_is_emptied_only_once_expired_and_asked_to() {
         let rotation = Rotation::new(None, "");
-        let fetched = Fetch::Refused(Error::Transient {
-            detail: "x".into(),
-            cause: None,
-        });
-        let failed = |now, on_expiry| step(&held("h"), &fetched, "h", &rotation, on_expiry, now);
-        let leave = |s: Step| matches!(s, Step::Leave { error } if error.label() == "Transient");
+        let fetched = Fetch::Refused(transient());
+        let failed =
+            |now, on_expiry| step(&held("h"), &fetched, PUBLIC, "h", on_expiry, &rotation, now);
+        let left = |s: &Step| s.write.is_none() && s.failed[0].1.label() == "Transient";
         assert!(
-            leave(failed(t(43_199), OnExpiry::RemoveAuth)),
+            left(&failed(t(43_199), OnExpiry::RemoveAuth)),
             "not expired yet"
         );
-        assert!(matches!(
-            failed(t(43_200), OnExpiry::RemoveAuth),
-            Step::RemoveAuth { .. }
-        ));
-        assert!(leave(failed(t(43_200), OnExpiry::Keep)), "onExpiry: Keep");
+        let removed = failed(t(43_200), OnExpiry::RemoveAuth);
+        assert!(removed.removed);
+        assert_eq!(removed.write, Some(vec![]), "written empty");
+        assert_eq!(removed.state.expires_at, None);
+        assert!(left(&failed(t(43_200), OnExpiry::Keep)), "onExpiry: Keep");
         let nothing = step(
             &empty(),
             &fetched,
+            PUBLIC,
             "h",
-            &rotation,
             OnExpiry::RemoveAuth,
+            &rotation,
             t(1),
         );
-        assert!(leave(nothing), "nothing held, nothing to empty");
+        assert!(left(&nothing), "nothing held, nothing to empty");
     }
 
     #[test]
@@ -315,12 +402,119 @@ mod tests {
         let rotation = Rotation::new(None, "");
         let token = test_token("pw", t(100), chrono::Duration::hours(12));
         let next = rotation.due_at(token.issued_at, token.expires_at);
-        let (now, fetched) = (t(200), Fetch::Token(token.clone()));
-        let written = step(&held("h"), &fetched, "h", &rotation, OnExpiry::Keep, now);
-        assert!(matches!(written, Step::Write { token: t, next: n } if *t == token && n == next));
-        let same = SecretState::of(&token, "h");
-        let kept = step(&same, &fetched, "h", &rotation, OnExpiry::Keep, now);
-        assert!(matches!(kept, Step::Keep { next: n } if n == next));
+        let now = t(200);
+        let fetched = Fetch::Answered(BTreeMap::from([(Source::Public, Ok(token.clone()))]));
+        let written = step(
+            &held("h"),
+            &fetched,
+            PUBLIC,
+            "h",
+            OnExpiry::Keep,
+            &rotation,
+            now,
+        );
+        assert_eq!(
+            written.write,
+            Some(vec![(Source::Public, Entry::Fresh(&token))])
+        );
+        assert_eq!(written.next, Some(next));
+        assert!(written.failed.is_empty());
+        let same = SecretState::of(&BTreeMap::from([(Source::Public, token.clone())]), "h");
+        let kept = step(&same, &fetched, PUBLIC, "h", OnExpiry::Keep, &rotation, now);
+        assert_eq!(kept.write, None);
+        assert_eq!(kept.next, Some(next));
+    }
+
+    /// A Secret of ECR Public and us-west-2, both issued at 0 and expiring at 43,200.
+    fn public_and_west(hash: &str) -> SecretState {
+        let stamp = Stamp {
+            refreshed_at: t(0),
+            expires_at: t(43_200),
+        };
+        SecretState::from_stamps(vec![(Source::Public, stamp), (west(), stamp)], hash)
+    }
+
+    #[test]
+    fn a_failing_region_keeps_its_entry_until_it_expires_while_the_others_rotate() {
+        let rotation = Rotation::new(None, "");
+        let wanted = [Source::Public, west()];
+        let state = public_and_west("h");
+        let token = test_token("pw", t(30_000), chrono::Duration::hours(12));
+        let error = transient();
+        let fetched = Fetch::Answered(BTreeMap::from([
+            (Source::Public, Ok(token.clone())),
+            (west(), Err(error)),
+        ]));
+        let at = |now, on_expiry| step(&state, &fetched, &wanted, "h", on_expiry, &rotation, now);
+
+        // Still valid: the public token is rotated, us-west-2's entry written again as it is.
+        let before_expiry = at(t(30_000), OnExpiry::RemoveAuth);
+        let held = Stamp {
+            refreshed_at: t(0),
+            expires_at: t(43_200),
+        };
+        assert_eq!(
+            before_expiry.write,
+            Some(vec![
+                (Source::Public, Entry::Fresh(&token)),
+                (west(), Entry::Held(held))
+            ])
+        );
+        assert_eq!(before_expiry.failed.len(), 1);
+        assert_eq!(before_expiry.failed[0].0, west());
+        assert_eq!(before_expiry.state.stamp(&west()), Some(held));
+        assert_eq!(
+            before_expiry.next,
+            Some(rotation.due_at(t(0), t(43_200))),
+            "due again with the held entry: already past, so the backoff decides"
+        );
+        assert!(!before_expiry.removed);
+
+        // Expired: onExpiry applies to that entry alone.
+        let removed = at(t(43_200), OnExpiry::RemoveAuth);
+        assert!(removed.removed);
+        assert_eq!(
+            removed.write,
+            Some(vec![(Source::Public, Entry::Fresh(&token))])
+        );
+        assert_eq!(removed.state.stamp(&west()), None);
+        assert_eq!(removed.state.expires_at, Some(token.expires_at));
+        let kept = at(t(43_200), OnExpiry::Keep);
+        assert!(!kept.removed);
+        assert_eq!(kept.state.stamp(&west()), Some(held));
+    }
+
+    #[test]
+    fn without_any_fresh_token_nothing_is_rewritten_but_an_expired_entry() {
+        let rotation = Rotation::new(None, "");
+        let wanted = [Source::Public, west()];
+        let fetched = Fetch::Answered(BTreeMap::from([
+            (Source::Public, Err(transient())),
+            (west(), Err(transient())),
+        ]));
+        let state = public_and_west("old-settings");
+        let quiet = step(
+            &state,
+            &fetched,
+            &wanted,
+            "h",
+            OnExpiry::RemoveAuth,
+            &rotation,
+            t(1),
+        );
+        assert_eq!(quiet.write, None, "not for a spec change alone");
+        assert_eq!(quiet.failed.len(), 2);
+        let expired = step(
+            &state,
+            &fetched,
+            &wanted,
+            "h",
+            OnExpiry::RemoveAuth,
+            &rotation,
+            t(43_200),
+        );
+        assert_eq!(expired.write, Some(vec![]));
+        assert!(expired.removed);
     }
 
     #[test]
@@ -330,11 +524,13 @@ mod tests {
             expires_at: t(43_200),
             refreshed_at: t(0),
             config_hash: Some(hash.into()),
+            sources: Box::default(),
         };
         let empty = SecretState {
             expires_at: None,
             refreshed_at: None,
             config_hash: Some("h".into()),
+            sources: Box::default(),
         };
         assert_eq!(Write::of(&empty, "h", false), Write::First);
         assert_eq!(Write::of(&held("h"), "h", false), Write::Rotation);

@@ -16,6 +16,7 @@ use k8s_openapi::{
 use super::plan::Failure;
 use crate::{
     Error,
+    aws::source::Source,
     crd::{ClusterEcrPublicPullSecretStatus, EcrPublicPullSecretStatus, NamespaceFailure},
     pull_secret::SecretState,
 };
@@ -132,10 +133,15 @@ pub fn ready(
 /// Ready=False for a due Secret that got no token: what it still holds, and when that was due.
 pub fn failed(secret_name: &str, failure: &Failure, now: DateTime<Utc>) -> Report {
     let kept = &failure.kept;
+    let message = if failure.by_source.is_empty() {
+        failure_message(&failure.error, kept, failure.exists, now)
+    } else {
+        by_source_message(failure, now)
+    };
     Report {
         ready: false,
         reason: failure.error.label().into(),
-        message: failure_message(&failure.error, kept, failure.exists, now),
+        message,
         secret_name: secret_name.into(),
         expires_at: kept.expires_at,
         refreshed_at: kept.refreshed_at,
@@ -183,6 +189,36 @@ fn failure_message(error: &Error, kept: &SecretState, exists: bool, now: DateTim
     message
 }
 
+/// Each failing source, what it failed with, and what the Secret still holds of it: said the
+/// same way on every retry. The first failure's label is the reason.
+fn by_source_message(failure: &Failure, now: DateTime<Utc>) -> String {
+    let said: Vec<String> = (failure.by_source.iter())
+        .map(|(source, error)| {
+            let held = match failure.kept.stamp(source) {
+                Some(s) if s.expires_at > now => format!(
+                    "; its previous token stays in the Secret until it expires at {}",
+                    s.expires_at.to_rfc3339()
+                ),
+                Some(s) => format!(
+                    "; its token in the Secret expired at {} (onExpiry: Keep)",
+                    s.expires_at.to_rfc3339()
+                ),
+                None if *source == Source::Public => {
+                    "; the Secret holds no token for it, so its pulls are anonymous".into()
+                }
+                None => "; the Secret holds no token for its registries".into(),
+            };
+            format!("{source}: {error}{held}")
+        })
+        .collect();
+    let others = if failure.kept.stamps().len() > failure.by_source.len() {
+        ". The other registries' tokens are written and rotated as usual"
+    } else {
+        ""
+    };
+    format!("{}{others}", said.join(". "))
+}
+
 /// One selected namespace of a cluster resource, after its reconcile.
 #[derive(Debug)]
 pub enum Namespace {
@@ -191,12 +227,32 @@ pub enum Namespace {
         expires: Option<DateTime<Utc>>,
         next: DateTime<Utc>,
     },
-    Failed(Error),
+    /// It failed: the stable reason and what to do.
+    Failed { reason: String, message: String },
 }
 
 impl Namespace {
     pub fn ready(expires: Option<DateTime<Utc>>, next: DateTime<Utc>) -> Self {
         Namespace::Ready { expires, next }
+    }
+
+    /// Failed with `error`.
+    pub fn failed(error: &Error) -> Self {
+        Namespace::Failed {
+            reason: error.label().into(),
+            message: error.to_string(),
+        }
+    }
+
+    /// A source gave no token: with several sources, each failing one is named.
+    pub fn sources_failed(failure: &Failure, now: DateTime<Utc>) -> Self {
+        if failure.by_source.is_empty() {
+            return Self::failed(&failure.error);
+        }
+        Namespace::Failed {
+            reason: failure.error.label().into(),
+            message: by_source_message(failure, now),
+        }
     }
 }
 
@@ -285,10 +341,10 @@ fn tally(namespaces: &BTreeMap<String, Namespace>) -> Tally {
                 }
                 t.next = earliest(t.next, *next);
             }
-            Namespace::Failed(e) => t.failures.push(NamespaceFailure {
+            Namespace::Failed { reason, message } => t.failures.push(NamespaceFailure {
                 namespace: ns.clone(),
-                reason: e.label().into(),
-                message: e.to_string(),
+                reason: reason.clone(),
+                message: message.clone(),
             }),
         }
     }
@@ -394,7 +450,7 @@ mod tests {
                     next: t(100),
                 },
             ),
-            ("b".to_owned(), Namespace::Failed(conflict)),
+            ("b".to_owned(), Namespace::failed(&conflict)),
             (
                 "c".to_owned(),
                 Namespace::Ready {

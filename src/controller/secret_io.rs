@@ -15,6 +15,8 @@ use kube::{
     },
 };
 
+use tracing::debug;
+
 use super::plan::{Fetch, Observed, Precondition};
 use crate::{
     Error,
@@ -22,6 +24,7 @@ use crate::{
         cache::{TokenCache, User},
         identity,
         permissions::{Requester, RolePermissions},
+        source::Source,
         token::Token,
     },
     crd::{MANAGER, OnExpiry, PullSecretSettings},
@@ -29,7 +32,7 @@ use crate::{
         cached_secret::CachedSecret,
         memo::{Memo, caught_up},
     },
-    pull_secret::{self, Owner, SecretState},
+    pull_secret::{self, DATA_KEY, Entries, Owner, SecretState, Stamp},
     schedule::{self, Rotation},
 };
 
@@ -51,6 +54,8 @@ pub struct Desired<'a> {
     pub namespace: Option<&'a str>,
     /// Fingerprint of the content (everything but the token).
     pub hash: String,
+    /// The token sources its Secrets hold an entry of.
+    pub sources: Vec<Source>,
 }
 
 impl<'a> Desired<'a> {
@@ -74,6 +79,7 @@ impl<'a> Desired<'a> {
             service_account,
             namespace,
             hash,
+            sources: pull_secret::sources(settings),
         }
     }
 }
@@ -176,8 +182,9 @@ impl SecretIo {
         Ok((state, version))
     }
 
-    /// A token for `desired`'s identity, from the per-identity cache, usable until its own due
-    /// time; `Err` only when resolving the identity hit an API failure.
+    /// A token of each of `desired`'s sources for its identity, from the per-identity cache
+    /// (asked at once, so regions answer in parallel), each usable until its own due time; `Err`
+    /// only when resolving the identity hit an API failure.
     pub async fn fetch(
         &self,
         desired: &Desired<'_>,
@@ -208,16 +215,52 @@ impl SecretIo {
             Err(e) => return Ok(Fetch::Refused(e)),
         };
         let usable = |t: &Token| rotation.due_at(t.issued_at, t.expires_at) > now;
-        Ok(
-            match self.tokens.get(&desired.user, &identity, usable).await {
-                Ok(fetched) => Fetch::Token(fetched.token),
-                Err(refused) => Fetch::Refused(refused),
-            },
-        )
+        let (user, identity) = (&desired.user, &identity);
+        let asked = desired.sources.iter().map(|source| async move {
+            let got = self.tokens.get(user, identity, source, usable).await;
+            (source.clone(), got.map(|fetched| fetched.token))
+        });
+        let answers = futures::future::join_all(asked).await;
+        Ok(Fetch::Answered(answers.into_iter().collect()))
     }
 
-    /// Writes the Secret with server-side apply: with `token`, or emptied (`{"auths":{}}`), on
-    /// condition that it is still what was observed (else `SecretChanged`).
+    /// The tokens the Secret holds for `held` sources (read from its data: the cache keeps no
+    /// data), to write again beside fresh ones; a source whose entry is not found is left out.
+    /// `SecretChanged` if the Secret is no longer the one observed.
+    pub async fn held(
+        &self,
+        at: At<'_>,
+        precondition: &Precondition,
+        held: &[(Source, Stamp)],
+    ) -> Result<Entries, Error> {
+        let changed = || Error::SecretChanged {
+            namespace: at.namespace.to_owned(),
+            name: at.name.to_owned(),
+        };
+        let Precondition::Version(version) = precondition else {
+            return Err(changed());
+        };
+        let secret = self.api(at.namespace).get_opt(at.name).await?;
+        let secret = secret.ok_or_else(changed)?;
+        if secret.metadata.resource_version.as_ref() != Some(version) {
+            return Err(changed());
+        }
+        let data = secret.data.as_ref().and_then(|d| d.get(DATA_KEY));
+        let config = data.map(|d| d.0.as_slice()).unwrap_or_default();
+        let mut entries = Entries::new();
+        for (source, stamp) in held {
+            let Some((auth, account)) = pull_secret::held_auth(config, source) else {
+                debug!(%source, "no entry of a failing source in the Secret to keep");
+                continue;
+            };
+            let token = Token::held(&auth, stamp.refreshed_at, stamp.expires_at, account)?;
+            entries.insert(source.clone(), token);
+        }
+        Ok(entries)
+    }
+
+    /// Writes the Secret with server-side apply, holding `entries` (`{"auths":{}}` when empty),
+    /// on condition that it is still what was observed (else `SecretChanged`).
     ///
     /// Never a take-over: an apply names the resourceVersion it was planned from, so the API
     /// server refuses it (409) when the Secret was changed, or deleted and created again by
@@ -232,7 +275,7 @@ impl SecretIo {
         desired: &Desired<'_>,
         at: At<'_>,
         precondition: &Precondition,
-        token: Option<&Token>,
+        entries: &Entries,
     ) -> Result<(), Error> {
         let spec = desired.owner.spec(
             at.name,
@@ -240,7 +283,7 @@ impl SecretIo {
             desired.settings,
             desired.service_account,
         );
-        let mut secret = pull_secret::build(&spec, token);
+        let mut secret = pull_secret::build(&spec, entries);
         secret.metadata.resource_version = Some(match precondition {
             Precondition::Absent => CREATE_ONLY.to_owned(),
             Precondition::Version(version) => version.clone(),
@@ -328,8 +371,8 @@ impl SecretIo {
                     namespace: meta.namespace(),
                     name: meta.name(),
                 };
-                self.write(desired, at, &Precondition::Version(version), None)
-                    .await?;
+                let version = Precondition::Version(version);
+                self.write(desired, at, &version, &Entries::new()).await?;
             }
         }
         Ok(next.map_or_else(Action::await_change, |n| {

@@ -1,5 +1,6 @@
-//! What the CRD schema cannot check, checked once per reconcile: the refresh margin, the Secret
-//! name, the namespace selector; and which namespaces a cluster resource selects. Pure.
+//! What the CRD schema cannot check, checked once per reconcile: the refresh margin, the
+//! registries, the Secret name, the namespace selector; and which namespaces a cluster resource
+//! selects. Pure.
 //!
 //! An API server that skipped the schema's CEL rules (an old CRD, a client that bypassed
 //! validation) must not make the operator misbehave: what gets through is `InvalidSpec`.
@@ -16,8 +17,22 @@ use kube::{
 use crate::{
     Error,
     crd::{ClusterEcrPublicPullSecretSpec, PullSecretSettings},
+    hosts,
     schedule::{RefreshBefore, Rotation},
 };
+
+/// Registries a Secret can be written for: at least one, each host form existing in its
+/// region's partition.
+pub fn registries(settings: &PullSecretSettings) -> Result<(), Error> {
+    if settings.registries.is_empty() && settings.private_registries.is_empty() {
+        return Err(Error::InvalidSpec(
+            "registries is empty and privateRegistries lists none: the Secret would hold \
+             nothing. Name public.ecr.aws in registries, or a region in privateRegistries"
+                .into(),
+        ));
+    }
+    hosts::check(&settings.private_registries)
+}
 
 /// The rotation schedule of the resource with `uid`: its `spec.refreshBefore`, else the
 /// operator's default.

@@ -17,13 +17,16 @@ use tracing::{debug, info, warn};
 use super::{
     builder::Reconciler,
     kinds::{Found, PullSecretKind},
-    plan::{self, Due, Failure, Fetch, Outcome, Plan, Step, Write},
+    plan::{self, Due, Entry, Failure, Fetch, Outcome, Plan, Write},
     report,
     secret_io::{At, Desired},
     spec,
 };
 use crate::{
-    Error, admin::metrics::Reconciled, k8s::events::Repeats, pull_secret::SecretState,
+    Error,
+    admin::metrics::Reconciled,
+    k8s::events::Repeats,
+    pull_secret::{Entries, SecretState},
     schedule::Rotation,
 };
 
@@ -50,12 +53,15 @@ pub async fn sync<K: PullSecretKind>(
     let namespace = obj.meta().namespace.as_deref();
     let name = obj.meta().name.clone().unwrap_or_default();
     let desired = Desired::new(&name, owner, settings, obj.service_account(), namespace);
-    let checked = spec::rotation(
-        settings,
-        ctx.settings.default_refresh_before,
-        desired.owner.uid(),
-    )
-    .and_then(|rotation| Ok((rotation, obj.targets(&ctx.namespaces)?)));
+    let checked = spec::registries(settings)
+        .and_then(|()| {
+            spec::rotation(
+                settings,
+                ctx.settings.default_refresh_before,
+                desired.owner.uid(),
+            )
+        })
+        .and_then(|rotation| Ok((rotation, obj.targets(&ctx.namespaces)?)));
     let (rotation, targets) = match checked {
         Ok(checked) => checked,
         Err(error) => return cannot_sync(obj, ctx, &desired, current, error, now).await,
@@ -71,7 +77,7 @@ pub async fn sync<K: PullSecretKind>(
             name: &secret_name,
         };
         let planned = match ctx.secrets.observe(&desired, at).await {
-            Ok(observed) => plan::plan(observed, &desired.hash, &rotation, now),
+            Ok(observed) => plan::plan(observed, &desired.hash, &desired.sources, &rotation, now),
             Err(error) => {
                 found.insert(ns, Err(error));
                 continue;
@@ -91,7 +97,7 @@ pub async fn sync<K: PullSecretKind>(
         found.insert(ns, outcome);
     }
 
-    // 3. One token for every due Secret; 4. write them.
+    // 3. One token per source for every due Secret; 4. write them.
     if !due.is_empty() {
         let fetched = ctx.secrets.fetch(&desired, &rotation, now).await;
         found.extend(write_due(ctx, &desired, &secret_name, due, &fetched, &rotation, now).await);
@@ -118,8 +124,8 @@ pub async fn sync<K: PullSecretKind>(
     report(obj, ctx, &desired, current, found, now).await
 }
 
-/// Writes the due Secrets with the one fetched token, a few at a time (or applies `onExpiry` to
-/// them without one).
+/// Writes the due Secrets with the tokens fetched, a few at a time (or applies `onExpiry` to the
+/// entries of sources that gave none).
 async fn write_due(
     ctx: &Reconciler<impl PullSecretKind>,
     desired: &Desired<'_>,
@@ -152,7 +158,7 @@ async fn write_due(
             // expired Secret (retried on the next pass).
             let outcome = outcome.await.map_err(|error| match fetched {
                 Fetch::Refused(refused) => refused.clone(),
-                Fetch::Token(_) => error,
+                Fetch::Answered(_) => error,
             });
             (ns, outcome)
         })
@@ -171,50 +177,71 @@ async fn carry_out(
     rotation: &Rotation,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Error> {
+    let (wanted, hash) = (&desired.sources, &desired.hash);
     let on_expiry = desired.settings.on_expiry;
-    let exists = due.exists();
-    Ok(
-        match plan::step(&due.state, fetched, &desired.hash, rotation, on_expiry, now) {
-            Step::Keep { next } => Outcome::Fresh {
-                state: due.state,
+    let step = plan::step(&due.state, fetched, wanted, hash, on_expiry, rotation, now);
+    let mut after = due.state.clone();
+    if let Some(entries) = &step.write {
+        let written = entries_of(ctx, at, &due, entries).await?;
+        ctx.secrets
+            .write(desired, at, &due.precondition, &written)
+            .await?;
+        after = SecretState::of(&written, hash);
+    }
+    let next = plan::due_at(&after, rotation);
+    let Some((source, error)) = step.failed.first() else {
+        let next = next.unwrap_or(now);
+        return Ok(match step.write {
+            Some(_) => Outcome::Written {
+                state: after,
                 next,
+                before: due.state,
             },
-            Step::Write { token, next } => {
-                let write = ctx
-                    .secrets
-                    .write(desired, at, &due.precondition, Some(token));
-                write.await?;
-                Outcome::Written {
-                    token: token.clone(),
-                    next,
-                    before: due.state,
-                }
-            }
-            Step::RemoveAuth { error } => {
-                ctx.secrets
-                    .write(desired, at, &due.precondition, None)
-                    .await?;
-                let kept = SecretState {
-                    config_hash: Some(desired.hash.clone()),
-                    ..plan::empty()
-                };
-                Outcome::Failed(Failure {
-                    error: error.clone(),
-                    kept,
-                    next: None,
-                    removed: true,
-                    exists,
-                })
-            }
-            Step::Leave { error } => Outcome::Failed(Failure {
-                error: error.clone(),
-                next: plan::due_at(&due.state, rotation),
-                kept: due.state,
-                removed: false,
-                exists,
-            }),
+            None => Outcome::Fresh { state: after, next },
+        });
+    };
+    // A resource of ECR Public alone says its error as it always has; with more sources, each
+    // failing one is named.
+    let named = wanted.len() > 1 || *source != crate::aws::source::Source::Public;
+    let by_source = step.failed.iter().map(|(s, e)| (s.clone(), (*e).clone()));
+    Ok(Outcome::Failed(Failure {
+        error: (*error).clone(),
+        by_source: if named {
+            by_source.collect()
+        } else {
+            Vec::new()
         },
-    )
+        exists: due.exists() || step.write.is_some(),
+        kept: after,
+        next,
+        removed: step.removed,
+    }))
+}
+
+/// The tokens a step writes: the fresh ones, and those it keeps read back from the Secret.
+async fn entries_of(
+    ctx: &Reconciler<impl PullSecretKind>,
+    at: At<'_>,
+    due: &Due,
+    entries: &[(crate::aws::source::Source, Entry<'_>)],
+) -> Result<Entries, Error> {
+    let held: Vec<_> = (entries.iter())
+        .filter_map(|(source, entry)| match entry {
+            Entry::Held(stamp) => Some((source.clone(), *stamp)),
+            Entry::Fresh(_) => None,
+        })
+        .collect();
+    let mut written = if held.is_empty() {
+        Entries::new()
+    } else {
+        ctx.secrets.held(at, &due.precondition, &held).await?
+    };
+    for (source, entry) in entries {
+        if let Entry::Fresh(token) = entry {
+            written.insert(source.clone(), (*token).clone());
+        }
+    }
+    Ok(written)
 }
 
 /// The status, Events and retry delay for what the sync found.
@@ -334,10 +361,10 @@ async fn announce_writes<K: PullSecretKind>(
     let reported = current.and_then(K::observed_generation);
     let spec_edited = reported != obj.meta().generation;
     let mut written = found.values().filter_map(|o| match o {
-        Ok(Outcome::Written { token, before, .. }) => Some((token, before)),
+        Ok(Outcome::Written { state, before, .. }) => Some((state, before)),
         _ => None,
     });
-    let Some((token, before)) = written.next() else {
+    let Some((state, before)) = written.next() else {
         return;
     };
     let count = 1 + written.count();
@@ -355,12 +382,13 @@ async fn announce_writes<K: PullSecretKind>(
         .unwrap_or(Write::of(before, &desired.hash, spec_edited));
     let (reason, verb) = why.reason();
     let secret = obj.secret_name();
-    info!(secret = %secret, secrets = count, expires_at = %token.expires_at, "{reason}");
+    let expires_at = state.expires_at.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    info!(secret = %secret, secrets = count, %expires_at, "{reason}");
     let was_ready = current.is_some_and(|s| report::is_ready(K::conditions(s)));
     if !plan::worth_an_event(why, was_ready, ctx.settings.rotation_events) {
         return;
     }
-    let until = token.expires_at.to_rfc3339();
+    let until = expires_at.to_rfc3339();
     let place = if count == 1 {
         String::new()
     } else {

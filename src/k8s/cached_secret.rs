@@ -154,6 +154,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
+    use crate::{aws::source::Source, pull_secret::Entries};
     use crate::{aws::token::test_token, crd::PullSecretSettings, pull_secret::build};
 
     fn cached(secret: Secret) -> CachedSecret {
@@ -181,8 +182,14 @@ mod tests {
         let settings = PullSecretSettings::default();
         let reference = reference("cr", "u1");
         let label = Owner::Label("u1".into());
-        let by_reference = cached(build(&reference.spec("s", "ns", &settings, None), None));
-        let by_label = cached(build(&label.spec("s", "ns", &settings, None), None));
+        let by_reference = cached(build(
+            &reference.spec("s", "ns", &settings, None),
+            &Entries::new(),
+        ));
+        let by_label = cached(build(
+            &label.spec("s", "ns", &settings, None),
+            &Entries::new(),
+        ));
         assert!(by_reference.owned_by(&reference));
         assert!(!by_label.owned_by(&reference), "same UID, other kind");
         assert!(by_label.owned_by(&label));
@@ -195,12 +202,12 @@ mod tests {
         let settings = PullSecretSettings::default();
         let ours = cached(build(
             &reference("cr", "u1").spec("s", "ns", &settings, None),
-            None,
+            &Entries::new(),
         ));
         assert_eq!(ours.controller(), Some(ObjectRef::new("cr").within("ns")));
         let mut secret = build(
             &reference("cr", "u1").spec("s", "ns", &settings, None),
-            None,
+            &Entries::new(),
         );
         for o in secret.metadata.owner_references.iter_mut().flatten() {
             o.kind = "Deployment".into();
@@ -209,7 +216,10 @@ mod tests {
         assert_eq!(foreign.controller(), None, "a controller of another kind");
         assert!(!foreign.owned_by(&reference("cr", "u1")));
         let label = Owner::Label("u1".into());
-        let cluster = cached(build(&label.spec("s", "ns", &settings, None), None));
+        let cluster = cached(build(
+            &label.spec("s", "ns", &settings, None),
+            &Entries::new(),
+        ));
         assert_eq!(cluster.controller(), None);
         assert_eq!(cluster.cluster_owner(), Some("u1"));
     }
@@ -220,7 +230,10 @@ mod tests {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let token = test_token("pw", now, Duration::hours(12));
         let spec = reference("cr", "u1");
-        let mut secret = build(&spec.spec("s", "ns", &settings, None), Some(&token));
+        let mut secret = build(
+            &spec.spec("s", "ns", &settings, None),
+            &Entries::from([(Source::Public, token.clone())]),
+        );
         let full = secret.metadata.clone();
         secret.metadata.uid = Some("secret-uid".into());
         secret.metadata.resource_version = Some("42".into());
