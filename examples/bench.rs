@@ -190,6 +190,7 @@ fn spawn_operator(
         .env_clear()
         .env("KUBECONFIG", kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
+        .env("AWS_ENDPOINT_URL_ECR", env.ecr.url())
         .envs(sts.map(|sts| ("AWS_ENDPOINT_URL_STS", sts.url())))
         .envs(sts.map(|_| ("ALLOWED_ROLE_ARNS", format!("{ROLE_PREFIX}*"))))
         .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")

@@ -46,6 +46,7 @@ async fn sts() -> (Moto, Sts) {
 fn endpoints(env: &Env, sts: &str) -> Endpoints {
     Endpoints {
         ecr_public: env.ecr.url(),
+        ecr: env.ecr.url(),
         sts: sts.to_owned(),
     }
 }
@@ -128,6 +129,56 @@ async fn role_arn_is_assumed_from_the_operator_identity_once_per_identity(api: A
     );
     assert_eq!(password(&env, ns, "a1"), password(&env, ns, "a3"));
     assert_ne!(password(&env, ns, "a1"), password(&env, ns, "own"));
+    assert_no_token_leak(&env);
+    op.stop().await;
+}
+
+/// Private ECR as moto (the third-party emulator) serves it: the call is made in the region
+/// asked for, as the resource's role. moto's tokens carry an `expiresAt` of 2015, so the
+/// operator must refuse them and say so for that region alone, while ECR Public's entry (from the
+/// fake) is written: an expired token is worse than none.
+async fn a_private_region_is_called_as_the_role_and_an_expired_token_refused(api: Api) {
+    let env = Env::start_on(api).await;
+    let moto = moto().await;
+    let endpoints = Endpoints {
+        ecr: moto.url(),
+        ..endpoints(&env, &moto.url())
+    };
+    let sdk = sdk_config_with(endpoints, operator_keys());
+    let op = env
+        .start_operator_with_sdk(&sdk, &["--allowed-role-arns", ALLOW])
+        .await;
+    let ns = env.ns.as_str();
+    let spec = json!({
+        "roleArn": role("ecr-public-team-a"),
+        "privateRegistries": [{"region": "eu-west-1"}],
+    });
+    env.create_cr(ns, "mixed", spec).await;
+    env.wait("eu-west-1 refused", Duration::from_secs(20), |k| {
+        cr_reason(k, ns, "mixed").as_deref() == Some("InvalidToken")
+    })
+    .await;
+    let message = cr_message(&env.k8s, ns, "mixed");
+    assert!(message.starts_with("ECR eu-west-1: "), "{message}");
+    assert!(message.contains("is not in the future"), "{message}");
+    assert!(!message.contains("ECR Public:"), "{message}");
+
+    // One call to moto, signed for eu-west-1/ecr with the credentials moto issued for the role.
+    let scopes = moto
+        .json_requests("AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken")
+        .await
+        .unwrap();
+    assert_eq!(scopes.len(), 1, "{scopes:?}");
+    let key = scopes[0].split('/').next().unwrap();
+    assert!(scopes[0].ends_with("/eu-west-1/ecr"), "{scopes:?}");
+    let arn = moto.caller_arn(key).await.unwrap();
+    assert!(arn.contains(":assumed-role/ecr-public-team-a/"), "{arn}");
+
+    // ECR Public's entry is written; nothing for eu-west-1.
+    let secret = env.k8s.get(SECRETS, Some(ns), "mixed").expect("Secret");
+    let auths = docker_config(&secret)["auths"].clone();
+    let hosts: Vec<&String> = auths.as_object().unwrap().keys().collect();
+    assert_eq!(hosts, ["public.ecr.aws"]);
     assert_no_token_leak(&env);
     op.stop().await;
 }
@@ -618,4 +669,5 @@ on_both_apis!(
     a_namespace_uses_only_the_roles_allowed_for_it,
     a_namespace_is_held_to_its_identity_limit,
     each_identity_failure_names_its_fix_and_recovers,
+    a_private_region_is_called_as_the_role_and_an_expired_token_refused,
 );

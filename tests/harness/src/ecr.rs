@@ -1,9 +1,14 @@
-//! A fake Amazon ECR Public endpoint speaking AWS JSON 1.1, for `AWS_ENDPOINT_URL_ECR_PUBLIC`.
+//! A fake Amazon ECR Public and ECR endpoint speaking AWS JSON 1.1, for
+//! `AWS_ENDPOINT_URL_ECR_PUBLIC` and `AWS_ENDPOINT_URL_ECR`.
 //!
-//! It answers `SpencerFrontendService.GetAuthorizationToken` like the real service: a token that is
-//! base64 of `AWS:<password>` and an `expiresAt` in epoch seconds. It insists on a SigV4 credential
-//! scope of `us-east-1/ecr-public` (the only region the API exists in), counts calls per access key,
-//! issues tokens with a chosen lifetime, and injects failures on request.
+//! It answers ECR Public's `SpencerFrontendService.GetAuthorizationToken` like the real service: a
+//! token that is base64 of `AWS:<password>` and an `expiresAt` in epoch seconds, insisting on a
+//! SigV4 credential scope of `us-east-1/ecr-public` (the only region the API exists in). It answers
+//! private ECR's `AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken` in whatever region
+//! the request is signed for (scope `<region>/ecr`), with a `proxyEndpoint` naming [`ACCOUNT`]'s
+//! registry there. It counts calls per access key and per source, issues tokens with a chosen
+//! lifetime, and injects failures on request: for every call, or for one source (a region) alone.
+//! moto serves private ECR too, but its tokens expired in 2015 and it injects no faults.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -45,11 +50,18 @@ pub enum EcrFault {
     FarFuture,
 }
 
+/// The account whose registry a private token's `proxyEndpoint` names.
+pub const ACCOUNT: &str = "123456789012";
+
 /// One GetAuthorizationToken request as received.
 #[derive(Debug, Clone)]
 pub struct Call {
     /// Access key id from the SigV4 credential scope.
     pub access_key: String,
+    /// `ecr-public` or `ecr`, from the credential scope.
+    pub service: String,
+    /// The region it was signed for.
+    pub region: String,
     /// Whether a token was issued.
     pub succeeded: bool,
     /// When it arrived.
@@ -60,8 +72,12 @@ struct Inner {
     lifetime: Duration,
     persistent: Option<EcrFault>,
     queued: VecDeque<EcrFault>,
+    /// Faults of one source, by (service, region).
+    per_source: BTreeMap<(String, String), EcrFault>,
     calls: Vec<Call>,
     passwords: Vec<String>,
+    /// The last password issued per (service, region).
+    latest: BTreeMap<(String, String), String>,
 }
 
 #[derive(Clone)]
@@ -102,8 +118,10 @@ impl FakeEcrPublic {
                 lifetime: Duration::from_secs(12 * 3600),
                 persistent: None,
                 queued: VecDeque::new(),
+                per_source: BTreeMap::new(),
                 calls: Vec::new(),
                 passwords: Vec::new(),
+                latest: BTreeMap::new(),
             })),
             changed: Arc::new(watch::channel(0).0),
             held: Arc::new(watch::channel(false).0),
@@ -118,7 +136,7 @@ impl FakeEcrPublic {
         Ok(FakeEcrPublic { addr, shared, task })
     }
 
-    /// Endpoint URL for `AWS_ENDPOINT_URL_ECR_PUBLIC`.
+    /// Endpoint URL for `AWS_ENDPOINT_URL_ECR_PUBLIC` and `AWS_ENDPOINT_URL_ECR`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -131,6 +149,33 @@ impl FakeEcrPublic {
     /// Fail (or misbehave on) every call until cleared with `None`.
     pub fn set_fault(&self, fault: Option<EcrFault>) {
         self.shared.lock().persistent = fault;
+    }
+
+    /// Fail (or misbehave on) every call of `service` (`ecr-public` or `ecr`) in `region` until
+    /// cleared with `None`; the other sources answer as usual.
+    pub fn set_source_fault(&self, service: &str, region: &str, fault: Option<EcrFault>) {
+        let key = (service.to_owned(), region.to_owned());
+        let mut inner = self.shared.lock();
+        match fault {
+            Some(f) => inner.per_source.insert(key, f),
+            None => inner.per_source.remove(&key),
+        };
+    }
+
+    /// Requests per (service, region), whatever their outcome.
+    pub fn calls_by_source(&self) -> BTreeMap<(String, String), usize> {
+        let mut out = BTreeMap::new();
+        for c in &self.shared.lock().calls {
+            *out.entry((c.service.clone(), c.region.clone()))
+                .or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// The password last issued for `service` in `region`.
+    pub fn latest_password(&self, service: &str, region: &str) -> Option<String> {
+        let key = (service.to_owned(), region.to_owned());
+        self.shared.lock().latest.get(&key).cloned()
     }
 
     /// Fail the next `times` calls with `fault`, then behave again.
@@ -255,13 +300,17 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, _body: Bytes) 
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if target != "SpencerFrontendService.GetAuthorizationToken" {
-        return aws_error(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            &format!("unknown operation {target:?}"),
-        );
-    }
+    let private = match target {
+        "SpencerFrontendService.GetAuthorizationToken" => false,
+        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken" => true,
+        _ => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "UnknownOperationException",
+                &format!("unknown operation {target:?}"),
+            );
+        }
+    };
     let Some((access_key, region, service)) = credential_scope(&headers) else {
         return aws_error(
             StatusCode::FORBIDDEN,
@@ -269,20 +318,30 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, _body: Bytes) 
             "request is not signed",
         );
     };
-    if region != "us-east-1" || service != "ecr-public" {
+    let scoped = if private {
+        service == "ecr"
+    } else {
+        region == "us-east-1" && service == "ecr-public"
+    };
+    if !scoped {
+        let expected = if private {
+            "<region>/ecr"
+        } else {
+            "us-east-1/ecr-public"
+        };
         return aws_error(
             StatusCode::FORBIDDEN,
             "InvalidSignatureException",
             &format!(
-                "Credential should be scoped to a valid region and service: us-east-1/ecr-public, not {region}/{service}"
+                "Credential should be scoped to a valid region and service: {expected}, not {region}/{service}"
             ),
         );
     }
     let (fault, lifetime) = {
         let mut inner = shared.lock();
-        let fault = inner
-            .queued
-            .pop_front()
+        let key = (service.clone(), region.clone());
+        let fault = (inner.per_source.get(&key).cloned())
+            .or_else(|| inner.queued.pop_front())
             .or_else(|| inner.persistent.clone());
         (fault, inner.lifetime)
     };
@@ -321,7 +380,9 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, _body: Bytes) 
         Some(EcrFault::AccessDenied) => Err(aws_error(
             StatusCode::BAD_REQUEST,
             "AccessDeniedException",
-            "User: arn:aws:sts::123456789012:assumed-role/operator/session is not authorized to perform: ecr-public:GetAuthorizationToken on resource: *",
+            &format!(
+                "User: arn:aws:sts::123456789012:assumed-role/operator/session is not authorized to perform: {service}:GetAuthorizationToken on resource: *"
+            ),
         )),
         Some(EcrFault::Throttling) => Err(aws_error(
             StatusCode::BAD_REQUEST,
@@ -333,20 +394,30 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, _body: Bytes) 
             "ServerException",
             "internal error",
         )),
+        _ if private => Ok(json!({ "authorizationData": [{
+            "authorizationToken": token,
+            "expiresAt": expires_at,
+            "proxyEndpoint": format!("https://{ACCOUNT}.dkr.ecr.{region}.amazonaws.com"),
+        }] })),
         _ => Ok(
             json!({ "authorizationData": { "authorizationToken": token, "expiresAt": expires_at } }),
         ),
     };
     {
         let mut inner = shared.lock();
+        if response.is_ok() {
+            inner.passwords.push(password.clone());
+            inner
+                .latest
+                .insert((service.clone(), region.clone()), password);
+        }
         inner.calls.push(Call {
             access_key,
+            service,
+            region,
             succeeded: response.is_ok(),
             at: chrono::Utc::now(),
         });
-        if response.is_ok() {
-            inner.passwords.push(password);
-        }
     }
     shared.changed.send_modify(|v| *v += 1);
     match response {

@@ -222,6 +222,33 @@ impl Moto {
         Ok(out)
     }
 
+    /// The SigV4 credential scope (`<access key>/<date>/<region>/<service>`) of every recorded
+    /// AWS JSON request whose `X-Amz-Target` is `target` (ECR's protocol has no `Action` field),
+    /// oldest first.
+    pub async fn json_requests(&self, target: &str) -> io::Result<Vec<String>> {
+        let recording = self.control("download-recording").await?;
+        let mut out = Vec::new();
+        for line in recording.lines().filter(|l| !l.trim().is_empty()) {
+            let entry: serde_json::Value = serde_json::from_str(line).map_err(io::Error::other)?;
+            let headers = entry["headers"].as_object().cloned().unwrap_or_default();
+            let header = |name: &str| {
+                let found = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+                found
+                    .and_then(|(_, v)| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            if header("x-amz-target") != target {
+                continue;
+            }
+            let auth = header("authorization");
+            let scope = auth.split("Credential=").nth(1).unwrap_or_default();
+            let scope = scope.split(',').next().unwrap_or_default();
+            out.push(scope.trim_end_matches("/aws4_request").to_owned());
+        }
+        Ok(out)
+    }
+
     /// Forgets the requests recorded so far.
     pub async fn clear_requests(&self) -> io::Result<()> {
         self.control("reset-recording").await.map(drop)

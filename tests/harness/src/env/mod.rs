@@ -271,6 +271,8 @@ pub fn sdk_config_for(endpoint: &str, access_key: &str) -> SdkConfig {
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub ecr_public: String,
+    /// Private ECR (`AWS_ENDPOINT_URL_ECR`), every region.
+    pub ecr: String,
     pub sts: String,
 }
 
@@ -281,6 +283,7 @@ impl aws_types::service_config::LoadServiceConfig for Endpoints {
         }
         match key.service_id() {
             "ECR PUBLIC" => Some(self.ecr_public.clone()),
+            "ECR" => Some(self.ecr.clone()),
             "STS" => Some(self.sts.clone()),
             _ => None,
         }

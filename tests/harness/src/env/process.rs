@@ -92,6 +92,7 @@ pub fn spawn_with_kubeconfig(
     cmd.env_clear()
         .env("KUBECONFIG", &kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", env.ecr.url())
+        .env("AWS_ENDPOINT_URL_ECR", env.ecr.url())
         .env("AWS_REGION", "eu-central-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("LOG_FORMAT", "json")
