@@ -45,6 +45,10 @@ struct Opts {
     /// assumed from the operator's identity through the harness's AssumeRole-only STS.
     #[arg(long, default_value_t = 1)]
     identities: usize,
+    /// Private ECR regions every CR also lists (spec.privateRegistries, at most 4): a mixed
+    /// Secret of ECR Public and these regions, each one call per identity per rotation.
+    #[arg(long, default_value_t = 0)]
+    private_regions: usize,
     /// Token lifetime the fake ECR Public issues, in seconds (rotation every half of it).
     #[arg(long, default_value_t = 60)]
     token_lifetime: u64,
@@ -151,13 +155,21 @@ impl Child {
     }
 }
 
-/// The spec of CR `i`: its role when there are several identities.
-fn cr_spec(i: usize, identities: usize) -> serde_json::Value {
-    if identities > 1 {
-        json!({ "roleArn": format!("{ROLE_PREFIX}{}", i % identities) })
-    } else {
-        json!({})
+/// Regions `--private-regions` takes, in order.
+const PRIVATE_REGIONS: [&str; 4] = ["us-west-2", "eu-west-1", "ap-southeast-2", "eu-central-1"];
+
+/// The spec of CR `i`: its role when there are several identities, and the private regions.
+fn cr_spec(i: usize, o: &Opts) -> serde_json::Value {
+    let mut spec = json!({});
+    if o.identities > 1 {
+        spec["roleArn"] = json!(format!("{ROLE_PREFIX}{}", i % o.identities));
     }
+    if o.private_regions > 0 {
+        let regions = PRIVATE_REGIONS.iter().take(o.private_regions);
+        let registries: Vec<_> = regions.map(|r| json!({ "region": r })).collect();
+        spec["privateRegistries"] = json!(registries);
+    }
+    spec
 }
 
 const ROLE_PREFIX: &str = "arn:aws:iam::123456789012:role/bench-";
@@ -335,6 +347,12 @@ async fn server_count(env: &Env, resource: &str, subresource: &str, verb: &str) 
 
 async fn bench(o: Opts) {
     let exe = operator_binary();
+    assert!(
+        o.private_regions <= PRIVATE_REGIONS.len(),
+        "--private-regions takes at most {}",
+        PRIVATE_REGIONS.len()
+    );
+    let sources = 1 + o.private_regions;
     let env = Env::start_on(o.api).await;
     env.ecr
         .set_token_lifetime(Duration::from_secs(o.token_lifetime));
@@ -352,7 +370,7 @@ async fn bench(o: Opts) {
     futures::stream::iter(0..o.crs)
         .for_each_concurrent(CREATE_CONCURRENCY, |i| {
             let ns = &namespaces[i % namespaces.len()];
-            apply_cr(&env, ns, format!("cr-{i}"), cr_spec(i, o.identities))
+            apply_cr(&env, ns, format!("cr-{i}"), cr_spec(i, &o))
         })
         .await;
     eprintln!(
@@ -426,7 +444,7 @@ async fn bench(o: Opts) {
         let ns = &namespaces[i % namespaces.len()];
         let name = format!("lat-{i}");
         let t = Instant::now();
-        apply_cr(&env, ns, name.clone(), cr_spec(i, o.identities)).await;
+        apply_cr(&env, ns, name.clone(), cr_spec(i, &o)).await;
         let ok = env
             .k8s
             .wait_until(Duration::from_secs(30), |k| {
@@ -442,6 +460,7 @@ async fn bench(o: Opts) {
     // Rotations: rotation k is complete once ECR issued k new tokens and every Secret holds the
     // newest one. Writes and calls are counted over the whole phase, so duplicates would show.
     let calls0 = env.ecr.successful_calls();
+    let by_source0 = env.ecr.calls_by_source();
     let writes0 = writes(&env);
     let server_writes0 = server_count(&env, "secrets", "", "APPLY").await;
     let mut rotations_done = 0u32;
@@ -453,7 +472,8 @@ async fn bench(o: Opts) {
         pace.wait().await;
         let issued = env.ecr.successful_calls() - calls0;
         let now = pace.probe(|| expiries(&env));
-        if issued >= (rotations_done as usize + 1) * o.identities && all_moved(&before, &now, total)
+        let per_rotation = o.identities * sources;
+        if issued >= (rotations_done as usize + 1) * per_rotation && all_moved(&before, &now, total)
         {
             before = now;
             rotations_done += 1;
@@ -463,6 +483,16 @@ async fn bench(o: Opts) {
     // Let stragglers (a second write, a second call) show up before counting.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rot_calls = env.ecr.calls() - calls0;
+    // Per source ("service/region"): calls per identity per rotation.
+    let by_source: std::collections::BTreeMap<String, f64> = (env.ecr.calls_by_source())
+        .into_iter()
+        .map(|(key, n)| {
+            let before = by_source0.get(&key).copied().unwrap_or_default();
+            let per =
+                (n - before) as f64 / (o.identities as f64 * f64::from(rotations_done.max(1)));
+            (format!("{}/{}", key.0, key.1), round(per, 3))
+        })
+        .collect();
     let rot_writes = writes(&env) - writes0;
     let server_rot_writes = server_count(&env, "secrets", "", "APPLY")
         .await
@@ -532,6 +562,10 @@ async fn bench(o: Opts) {
         "rotations": rotations_done,
         "writes_per_secret_per_rotation": per_rotation(rot_writes as f64),
         "ecr_calls_per_identity_per_rotation": round(rot_calls as f64 / (o.identities as f64 * f64::from(rotations)), 3),
+        // With --private-regions: every source (ECR Public, each region) in one Secret.
+        "sources": sources,
+        "ecr_calls_per_identity_per_source_per_rotation": round(rot_calls as f64 / ((o.identities * sources) as f64 * f64::from(rotations)), 3),
+        "calls_per_identity_per_rotation_by_source": by_source,
         "idle_requests_per_min": round(idle_requests_per_min, 1),
         "restart_ecr_calls": restart_ecr_calls,
         "restart_secret_writes": restart_secret_writes,

@@ -20,8 +20,8 @@ async fn main() {
     telemetry::init(LogFormat::Text, "info,kube=warn");
     let env = Env::start().await;
     env.ecr.set_token_lifetime(Duration::from_secs(16));
-    println!("Kubernetes API emulator: {}", env.url());
-    println!("fake ECR Public:         {}", env.ecr.url());
+    println!("Kubernetes API emulator:   {}", env.url());
+    println!("fake ECR (Public, private): {}", env.ecr.url());
     let op = env.start_operator(&[]).await;
     env.create_namespace("demo", &[]).await;
 
@@ -29,7 +29,11 @@ async fn main() {
     env.create_cr(
         "demo",
         "public-ecr",
-        json!({"refreshBefore": "8s", "registries": ["public.ecr.aws", "ecr-public.aws.com"]}),
+        json!({
+            "refreshBefore": "8s",
+            "registries": ["public.ecr.aws", "ecr-public.aws.com"],
+            "privateRegistries": [{"region": "eu-west-1"}],
+        }),
     )
     .await;
     env.wait("Ready", WAIT, |k| cr_ready(k, "demo", "public-ecr"))

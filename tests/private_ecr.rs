@@ -249,7 +249,47 @@ async fn a_failing_region_is_named_while_the_other_entries_rotate(api: Api) {
     assert_no_token_leak(&env);
 }
 
+async fn a_cluster_resource_writes_the_mixed_secret_in_every_namespace_from_one_call_each(
+    api: Api,
+) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let label = [("team", env.ns.as_str())];
+    let namespaces: Vec<String> = (0..20).map(|i| format!("{}-m{i}", env.ns)).collect();
+    for ns in &namespaces {
+        env.create_namespace(ns, &label).await;
+    }
+    let op = env.start_operator(&["--cluster-pull-secrets"]).await;
+    let mut spec = mixed_spec();
+    spec["namespaceSelector"] = json!({"matchLabels": {"team": env.ns}});
+    let cr = json!({"apiVersion": "ecrpublic.pullsecrets.dev/v1alpha1",
+                    "kind": "ClusterEcrPublicPullSecret",
+                    "metadata": {"name": "mixed"}, "spec": spec});
+    env.k8s.create(CLUSTER_CRS, None, cr).await.unwrap();
+    env.wait("every namespace holds the mixed Secret", T, |k| {
+        namespaces.iter().all(|ns| {
+            k.get(SECRETS, Some(ns), "mixed").is_some_and(|s| {
+                docker_config(&s)["auths"]
+                    .as_object()
+                    .is_some_and(|a| a.len() == 4)
+            })
+        })
+    })
+    .await;
+    let by_source = env.ecr.calls_by_source();
+    assert_eq!(env.ecr.calls(), 3, "one call per source: {by_source:?}");
+    for ns in &namespaces {
+        assert_eq!(
+            password_at(&env, ns, "mixed", &ireland_host()),
+            env.ecr.latest_password("ecr", "eu-west-1")
+        );
+    }
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
 on_both_apis!(
+    a_cluster_resource_writes_the_mixed_secret_in_every_namespace_from_one_call_each,
     resources_on_one_identity_share_one_call_per_region_and_one_secret_each,
     a_failing_region_is_named_while_the_other_entries_rotate,
 );
