@@ -129,6 +129,24 @@ pub struct RunArgs {
     #[arg(long, env = "RETRY_BACKOFF_MAX", value_parser = parse_duration, default_value = "5m")]
     pub retry_backoff_max: Duration,
 
+    /// Longest wait for the Kubernetes API server's answer to one request (watches aside); 0
+    /// waits for ever. A request lost to a silent network then fails and is retried on a new
+    /// connection instead of holding its reconcile.
+    #[arg(long, env = "API_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub api_request_timeout: Duration,
+
+    /// How long one watch request lasts (the API server's timeoutSeconds); a watch that has
+    /// sent nothing for this long plus 5 s is taken for dead and started again, so a silent
+    /// network delays the watches at most this long after it recovers.
+    #[arg(long, env = "WATCH_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub watch_timeout: Duration,
+
+    /// `/livez` fails once a reconcile has been running this long: the process is wedged, and
+    /// the kubelet should restart it. Well above what a reconcile needs with the request and AWS
+    /// timeouts.
+    #[arg(long, env = "STALL_TIMEOUT", value_parser = parse_duration, default_value = "5m")]
+    pub stall_timeout: Duration,
+
     /// Connect timeout for AWS calls.
     #[arg(long, env = "AWS_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub aws_connect_timeout: Duration,
@@ -246,6 +264,7 @@ impl RunArgs {
             max_identities_per_namespace: self.max_identities_per_namespace,
             patch_service_accounts: self.patch_service_accounts,
             rotation_events: self.rotation_events,
+            watch_timeout: self.watch_timeout,
         })
     }
 }

@@ -16,7 +16,10 @@ use crate::{
     config::RunArgs,
     controller::{self, Features, Inputs},
     error::StartError,
-    k8s::leader::{Leadership, LeaseSettings},
+    k8s::{
+        leader::{Leadership, LeaseSettings},
+        timeout::RequestTimeout,
+    },
 };
 
 /// How long a failed token fetch is answered from memory: bounds AWS calls during an outage.
@@ -31,7 +34,10 @@ pub async fn run(
         .await
         .map_err(StartError::KubeConfig)?;
     no_client_retries(&mut config);
-    let client = kube::Client::try_from(config).map_err(StartError::KubeClient)?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(StartError::KubeClient)?
+        .with_layer(&RequestTimeout(args.api_request_timeout))
+        .build();
     let sdk = aws::load_sdk_config(&args.aws()).await;
     start(client, &sdk, args, shutdown)
         .await?
@@ -79,7 +85,7 @@ pub async fn start(
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let health = Health::default();
+    let health = Health::default().with_stall_timeout(args.stall_timeout);
     let http_addr = http::serve(args.http_addr, metrics.clone(), health.clone(), stopped())
         .await
         .map_err(|source| StartError::Listen {

@@ -30,7 +30,10 @@ use super::{
 };
 use crate::{
     Error,
-    admin::metrics::{Metrics, Reconciled},
+    admin::{
+        http::Health,
+        metrics::{Metrics, Reconciled},
+    },
     crd::PullSecretSettings,
     k8s::{
         events::{Publisher, Repeats},
@@ -88,14 +91,16 @@ impl<K: PullSecretKind> Reconciler<K> {
     }
 }
 
-/// Runs a kube-runtime controller the way every reconciler here does: at most `--concurrency`
-/// reconciles at once, stopping gracefully on `shutdown`, its run stream logged (reconcile
+/// Runs a kube-runtime controller the way every reconciler here does: with `config` (the
+/// `--concurrency` bound, and the caller's debounce), each reconcile counted as running for
+/// `/livez` while it runs, stopping gracefully on `shutdown`, its run stream logged (reconcile
 /// errors aside: the error policy logs each once).
 pub fn drive<K, Ctx, ReconcilerFut, E>(
     controller: Controller<K>,
-    concurrency: u16,
+    config: controller::Config,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> ReconcilerFut + Send + 'static,
+    mut reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> ReconcilerFut + Send + 'static,
     error_policy: impl Fn(Arc<K>, &E, Arc<Ctx>) -> Action + Send + Sync + 'static,
     ctx: Arc<Ctx>,
 ) -> impl Future<Output = ()> + Send
@@ -105,11 +110,15 @@ where
     ReconcilerFut: Future<Output = Result<Action, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let config = controller::Config::default().concurrency(concurrency);
+    // One config: `with_config` replaces the whole of it, a debounce set before included.
     controller
         .with_config(config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |obj, ctx| health.track(reconcile(obj, ctx)),
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move { log_result(result) })
 }
 
@@ -168,11 +177,12 @@ where
     let controller = Controller::for_shared_stream(stream::empty(), store)
         .reconcile_on(triggers)
         .reconcile_on(secret_triggers)
-        .reconcile_on(namespace_triggers)
-        .with_config(controller::Config::default().debounce(K::DEBOUNCE));
+        .reconcile_on(namespace_triggers);
+    let config = inputs.settings.controller_config().debounce(K::DEBOUNCE);
     let controller = drive(
         controller,
-        inputs.settings.concurrency,
+        config,
+        inputs.health.clone(),
         shutdown,
         reconcile::<K>,
         error_policy::<K>,

@@ -71,6 +71,8 @@ pub struct Settings {
     pub patch_service_accounts: bool,
     /// Whether a routine rotation publishes a Normal `Rotated` Event (`--rotation-events`).
     pub rotation_events: bool,
+    /// How long one watch request lasts (`--watch-timeout`).
+    pub watch_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -86,11 +88,23 @@ impl Default for Settings {
             max_identities_per_namespace: 10,
             patch_service_accounts: false,
             rotation_events: false,
+            watch_timeout: Duration::from_secs(60),
         }
     }
 }
 
 impl Settings {
+    /// Every controller's configuration: at most `--concurrency` reconciles at once.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.concurrency)
+    }
+
+    /// Every watch's configuration: its requests last `--watch-timeout`.
+    pub fn watch_config(&self) -> watcher::Config {
+        let seconds = u32::try_from(self.watch_timeout.as_secs()).unwrap_or(u32::MAX);
+        watcher::Config::default().timeout(seconds.max(1))
+    }
+
     /// The retry delays of `--retry-backoff-base` and `--retry-backoff-max`, per object.
     pub fn backoff<K: Eq + Hash + Clone>(&self) -> Backoff<K> {
         Backoff::new(self.backoff_base, self.backoff_max)
@@ -140,8 +154,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(client: &Client, watch_namespace: Option<&str>, cluster: bool, labels: bool) -> Self {
-        let all = watcher::Config::default;
+    fn new(client: &Client, settings: &Settings, cluster: bool, labels: bool) -> Self {
+        let watch_namespace = settings.watch_namespace.as_deref();
+        let all = || settings.watch_config();
         let managed = all().labels(&pull_secret::managed_selector());
         let secrets = scoped::<PartialObjectMeta<Secret>>(client, watch_namespace);
         Self {
@@ -182,7 +197,7 @@ pub async fn run(
     let settings = &inputs.settings;
     let mut shared = Shared::new(
         &inputs.client,
-        settings.watch_namespace.as_deref(),
+        settings,
         features.cluster,
         settings.role_permissions.selects_by_label(),
     );

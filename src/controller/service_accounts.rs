@@ -20,7 +20,6 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tracing::{info, instrument, warn};
@@ -73,7 +72,7 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     let synced = Synced::default();
     let mut sas = Watch::new(
         scoped(&inputs.client, namespace),
-        watcher::Config::default(),
+        inputs.settings.watch_config(),
     );
     let cr_events = shared.crs.subscribe().touched(&synced);
     let by_cr = sas.store();
@@ -114,7 +113,8 @@ pub fn start<S: Future<Output = ()> + Send + Sync + 'static>(
     });
     let controller = drive(
         controller,
-        inputs.settings.concurrency,
+        inputs.settings.controller_config(),
+        inputs.health.clone(),
         shutdown,
         reconcile,
         error_policy,

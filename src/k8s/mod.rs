@@ -15,4 +15,5 @@ pub mod leader;
 pub mod memo;
 pub mod status;
 pub mod synced;
+pub mod timeout;
 pub mod watch;

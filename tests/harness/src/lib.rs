@@ -29,6 +29,7 @@
 //! watch-kept mirror of the real server plus its audit log); [`container_credentials`] is the
 //! EKS Pod Identity endpoint; [`http_client`] the one HTTP client the servers use.
 pub mod backend;
+pub mod black_hole;
 pub mod container_credentials;
 pub mod control_plane;
 pub mod ecr;
