@@ -506,6 +506,15 @@ async fn real_chart_replicas_elect_a_leader_with_the_lease_role() {
     exercise("replicas-3.yaml", &[LeaderElection], Prove::Added).await;
 }
 
+/// The leader SIGKILLed while its rotation's ECR call is in flight: the standby (same
+/// ServiceAccount) takes over once the 3 s Lease expires and finishes the rotation, the pair
+/// making one ECR call and at most two writes for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control plane: tests/cluster/build.sh, then cargo test -- --ignored real_"]
+async fn real_chart_leader_killed_mid_rotation_hands_over_without_a_second_call() {
+    exercise("replicas-3.yaml", &[LeaderFailover], Prove::Nothing).await;
+}
+
 /// Nearly every value changed (monitoring objects, NetworkPolicy, a named Lease, every feature):
 /// every scenario runs under leader election without a 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

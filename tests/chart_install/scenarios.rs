@@ -66,6 +66,10 @@ pub enum Scenario {
     ClusterKind,
     /// Two processes: one leads and reconciles, and hands over when it is stopped.
     LeaderElection,
+    /// Two processes: the leader is SIGKILLed while its rotation's ECR call is in flight; the
+    /// standby takes the Lease once it expires and finishes the rotation, with one ECR call and
+    /// one write for it.
+    LeaderFailover,
 }
 
 /// A release as the operator sees it: its ServiceAccount, a token for it, and its container's
@@ -243,7 +247,8 @@ pub async fn run_and_keep(
         Some(ns) => ns.clone(),
         None => run.namespace("n", &[]).await,
     };
-    let names: &[&str] = if scenario == Scenario::LeaderElection {
+    let two = [Scenario::LeaderElection, Scenario::LeaderFailover];
+    let names: &[&str] = if two.contains(&scenario) {
         &["a", "b"]
     } else {
         &["op"]
@@ -259,6 +264,7 @@ pub async fn run_and_keep(
         Scenario::TenantToken => tenant_token(&run).await,
         Scenario::ClusterKind => cluster_kind(&run).await,
         Scenario::LeaderElection => leader_election(&run).await,
+        Scenario::LeaderFailover => leader_failover(&run).await,
     };
     // A run that succeeded must end gracefully; one that failed (a grant taken away) is killed:
     // how the operator stops without a permission is tests/faults.rs's concern, and a cache that
@@ -406,6 +412,19 @@ impl Run<'_> {
         match child {
             Some(child) => terminate(&process, child).await,
             None => Ok(()),
+        }
+    }
+
+    /// SIGKILL to one process: no shutdown, no Lease released.
+    async fn kill(&self, name: &str) {
+        let process = format!("{}-{}", self.id, name);
+        let child = {
+            let mut all = self.processes.lock().unwrap();
+            let i = all.iter().position(|(n, _)| *n == process);
+            i.map(|i| all.remove(i).1)
+        };
+        if let Some(mut child) = child {
+            let _ = child.kill().await;
         }
     }
 
@@ -817,6 +836,92 @@ async fn cluster_kind(run: &Run<'_>) -> Result<(), String> {
     if run.env.k8s.get(SECRETS, Some(&c), &name).is_some() {
         return Err(format!(
             "a Secret was written in {c}, which the selector does not pick"
+        ));
+    }
+    Ok(())
+}
+
+/// The Lease holder's identity (`<run>-a` or `<run>-b`), if any.
+fn lease_holder(run: &Run<'_>, k: &Kube) -> Option<String> {
+    let lease = run.install.lease.as_deref()?;
+    k.get(LEASES, Some(&run.install.sa_ns), lease)
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        .filter(|h| !h.is_empty())
+}
+
+/// Patches of the Secret `name` by the release's ServiceAccount since the run started.
+fn secret_writes(run: &Run<'_>, name: &str) -> usize {
+    let cp = run.env.control_plane().expect("a real API server");
+    let (records, _) = audit::read(&cp.audit_log(), run.audit_from);
+    let user = run.install.user();
+    let writes = records.iter().filter(|r| {
+        r.user.as_deref() == Some(user.as_str())
+            && r.resource == SECRETS
+            && r.name.as_deref() == Some(name)
+            && r.verb == "patch"
+            && (200..300).contains(&r.code)
+    });
+    writes.count()
+}
+
+async fn leader_failover(run: &Run<'_>) -> Result<(), String> {
+    let ns = run.ns.as_str();
+    // Tokens of 20 s rotated 10 s before expiry: a rotation 10 s after each write.
+    run.env.ecr.set_token_lifetime(Duration::from_secs(20));
+    run.until("a leader", |k| lease_holder(run, k).is_some())
+        .await?;
+    let leader = lease_holder(run, &run.env.k8s).unwrap_or_default();
+    let name = run.name("f");
+    run.create_cr(ns, &name, json!({"refreshBefore": "10s"}))
+        .await;
+    run.until("Ready", |k| cr_ready(k, ns, &name)).await?;
+    let first = auth(&run.env.k8s, ns, &name);
+    let (calls, writes) = (run.env.ecr.successful_calls(), secret_writes(run, &name));
+
+    // Mid-rotation: the leader's ECR call is held in flight, then the leader is killed.
+    run.env.ecr.hold();
+    if !run.env.ecr.wait_for_held(Duration::from_secs(30)).await {
+        run.env.ecr.release();
+        return Err("the rotation's ECR call never came".into());
+    }
+    let (killed, survivor) = if leader.ends_with("-a") {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    let survivor = format!("{}-{survivor}", run.id);
+    run.kill(killed).await;
+    let killed_at = std::time::Instant::now();
+    run.env.ecr.release();
+    run.until("the standby holds the Lease", |k| {
+        lease_holder(run, k).as_ref() == Some(&survivor)
+    })
+    .await?;
+    let took_over = killed_at.elapsed();
+    run.until("the rotation finished by the new leader", |k| {
+        cr_ready(k, ns, &name) && auth(k, ns, &name) != first
+    })
+    .await?;
+    let finished = killed_at.elapsed();
+    // The killed leader's call never completed: the rotation cost one call and one write.
+    let (calls, writes) = (
+        run.env.ecr.successful_calls() - calls,
+        secret_writes(run, &name) - writes,
+    );
+    eprintln!(
+        "leader killed mid-rotation: Lease taken over in {:.1} s, rotation finished in {:.1} s, \
+         {calls} ECR call(s) and {writes} Secret write(s) for it",
+        took_over.as_secs_f64(),
+        finished.as_secs_f64()
+    );
+    if took_over > Duration::from_secs(3 + 5) {
+        return Err(format!(
+            "the standby took {took_over:?} to take over a 3 s Lease"
+        ));
+    }
+    if calls != 1 || writes > 2 {
+        return Err(format!(
+            "{calls} ECR calls and {writes} writes for one rotation (want 1 and at most 2)"
         ));
     }
     Ok(())
