@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ecr_public_pull_secret_operator::{
     aws::token::Token,
     crd::{EcrPublicPullSecretSpec, MANAGER},
-    duration, pull_secret, schedule,
+    duration, hosts, pull_secret, schedule,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -137,9 +137,15 @@ fuzz_target!(|data: &[u8]| {
     let auth = base64::engine::general_purpose::STANDARD.encode("AWS:fuzz-password");
     let now = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
     let token = Token::from_response(Some(&auth), Some(now + chrono::Duration::hours(12)), now)
-        .expect("valid token");
-    for token in [None, Some(&token)] {
-        let s = pull_secret::build(&secret_spec, token);
+        .expect("valid token")
+        .with_account(Some("123456789012".into()));
+    // A token for every source the spec asks for (ECR Public, each private region).
+    let every: pull_secret::Entries = (pull_secret::sources(settings).into_iter())
+        .map(|source| (source, token.clone()))
+        .collect();
+    for entries in [pull_secret::Entries::new(), every] {
+        let token = (!entries.is_empty()).then_some(&entries);
+        let s = pull_secret::build(&secret_spec, &entries);
         assert_eq!(s.metadata.name.as_deref(), Some(name));
         assert_eq!(s.type_.as_deref(), Some(pull_secret::SECRET_TYPE));
         let labels = s.metadata.labels.as_ref().expect("labels");
@@ -152,7 +158,8 @@ fuzz_target!(|data: &[u8]| {
                     [
                         pull_secret::CONFIG_HASH,
                         pull_secret::EXPIRES_AT,
-                        pull_secret::REFRESHED_AT
+                        pull_secret::REFRESHED_AT,
+                        pull_secret::SOURCES,
                     ]
                     .contains(&key.as_str()),
                     "template annotation {key:?} passed into the reserved prefix"
@@ -169,9 +176,19 @@ fuzz_target!(|data: &[u8]| {
         let config: serde_json::Value =
             serde_json::from_slice(&data[pull_secret::DATA_KEY].0).expect("docker config is JSON");
         let auths = config["auths"].as_object().expect("auths");
-        let mut hosts: Vec<&str> = settings.registries.iter().map(|r| r.host()).collect();
+        let public = settings.registries.iter().map(|r| r.host().to_owned());
+        let private = (settings.private_registries.iter())
+            .flat_map(|r| hosts::private_hosts(r, Some("123456789012")));
+        let mut hosts: Vec<String> = public.chain(private).collect();
         hosts.sort_unstable();
         hosts.dedup();
         assert_eq!(auths.len(), if token.is_some() { hosts.len() } else { 0 });
+        for (host, entry) in auths {
+            assert!(
+                hosts.contains(host),
+                "{host} is not a host the spec asks for"
+            );
+            assert_eq!(entry["password"], "fuzz-password");
+        }
     }
 });

@@ -11,7 +11,11 @@
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use ecr_public_pull_secret_operator::{aws::token::Token, crd::Registry, pull_secret};
+use ecr_public_pull_secret_operator::{
+    aws::{source::Source, token::Token},
+    crd::{PullSecretSettings, Registry},
+    pull_secret::{self, Entries},
+};
 use libfuzzer_sys::fuzz_target;
 
 const HEADER: usize = 17;
@@ -111,14 +115,14 @@ fuzz_target!(|data: &[u8]| {
 /// Token error messages with the expiry time removed: a password that is part of one of them is
 /// not a leak.
 const FIXED_TEXT: &[&str] = &[
-    "ECR Public returned an unusable authorization token: no authorizationToken in the response",
-    "ECR Public returned an unusable authorization token: no expiresAt in the response",
-    "ECR Public returned an unusable authorization token: authorizationToken is not valid base64",
-    "ECR Public returned an unusable authorization token: authorizationToken is not UTF-8",
-    "ECR Public returned an unusable authorization token: authorizationToken is not of the form AWS:<password>",
-    "ECR Public returned an unusable authorization token: authorizationToken has no ':' separator",
-    "ECR Public returned an unusable authorization token: expiresAt  is not in the future",
-    "ECR Public returned an unusable authorization token: expiresAt  is implausibly far in the future",
+    "ECR returned an unusable authorization token: no authorizationToken in the response",
+    "ECR returned an unusable authorization token: no expiresAt in the response",
+    "ECR returned an unusable authorization token: authorizationToken is not valid base64",
+    "ECR returned an unusable authorization token: authorizationToken is not UTF-8",
+    "ECR returned an unusable authorization token: authorizationToken is not of the form AWS:<password>",
+    "ECR returned an unusable authorization token: authorizationToken has no ':' separator",
+    "ECR returned an unusable authorization token: expiresAt  is not in the future",
+    "ECR returned an unusable authorization token: expiresAt  is implausibly far in the future",
 ];
 
 fn after_colon(b: &[u8]) -> &[u8] {
@@ -139,7 +143,12 @@ fn check_docker_config(t: &Token) {
             Registry::DualStack,
         ][..],
     ] {
-        let bytes = pull_secret::docker_config(registries, Some(t));
+        let settings = PullSecretSettings {
+            registries: registries.to_vec(),
+            ..PullSecretSettings::default()
+        };
+        let entries = Entries::from([(Source::Public, t.clone())]);
+        let bytes = pull_secret::docker_config(&settings, &entries);
         let json: serde_json::Value =
             serde_json::from_slice(&bytes).expect("docker config is valid JSON");
         let auths = json["auths"].as_object().expect("auths is an object");
@@ -160,7 +169,7 @@ fn check_docker_config(t: &Token) {
         }
     }
     assert_eq!(
-        pull_secret::docker_config(&[Registry::PublicEcrAws], None),
+        pull_secret::docker_config(&PullSecretSettings::default(), &Entries::new()),
         br#"{"auths":{}}"#
     );
 }

@@ -17,7 +17,7 @@
 //! The Secret caches go further and keep a projection ([`crate::k8s::cached_secret`]): the few
 //! fields a reconcile reads, the token state parsed once, keyed by name and namespace alone.
 
-use std::{fmt::Debug, hash::Hash, sync::Arc};
+use std::{fmt::Debug, hash::Hash, sync::Arc, time::Duration};
 
 use futures::{
     Stream, StreamExt, TryStreamExt,
@@ -30,6 +30,7 @@ use kube::{
     runtime::{
         WatchStreamExt, reflector,
         reflector::{Lookup, ObjectRef, Store},
+        utils::Backoff,
         watcher,
         watcher::Event,
     },
@@ -92,7 +93,7 @@ where
     {
         let (store, writer) = reflector::store();
         let watch = watcher(api, config)
-            .default_backoff()
+            .backoff(Retry::default())
             .map_ok(move |event| map(event, project));
         Self {
             store,
@@ -215,12 +216,64 @@ impl<T: Send + 'static> Subscription<T> {
     }
 }
 
+/// How soon a failed list or watch is tried again: from 0.8 s, doubling, at most
+/// [`Retry::MAX`], with up to a quarter of jitter; back to the start after a success.
+/// kube-runtime's default waits up to 30 s, gentle on a struggling API server, but then the
+/// operator resumes up to 30 s after the API server is back; a few watches retried every 5 s
+/// are no load.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    next: Duration,
+}
+
+impl Retry {
+    const MIN: Duration = Duration::from_millis(800);
+    pub const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { next: Self::MIN }
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay.mul_f64(1.0 - fastrand::f64() / 4.0))
+    }
+}
+
+impl Backoff for Retry {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
     use crate::crd::{EcrPublicPullSecret, EcrPublicPullSecretSpec};
+
+    #[test]
+    fn retries_double_up_to_five_seconds_and_start_over_after_a_success() {
+        let mut retry = Retry::default();
+        let delays: Vec<Duration> = retry.by_ref().take(6).collect();
+        let bounds = [0.8, 1.6, 3.2, 5.0, 5.0, 5.0].map(Duration::from_secs_f64);
+        for (delay, most) in delays.iter().zip(bounds) {
+            assert!(
+                *delay <= most && *delay >= most.mul_f64(0.75),
+                "{delay:?} for {most:?}"
+            );
+        }
+        retry.reset();
+        assert!(retry.next().unwrap() <= Retry::MIN);
+    }
 
     #[test]
     fn a_bare_reference_finds_the_same_object_without_its_uid() {

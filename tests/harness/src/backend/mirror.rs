@@ -222,7 +222,7 @@ async fn follow(
     let mut synced = Some(synced);
     let mut pending: Option<BTreeMap<(String, String), Value>> = None;
     let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(ecr_public_pull_secret_operator::k8s::watch::Retry::default())
         .boxed();
     while let Some(event) = stream.next().await {
         let Ok(event) = event else { continue };

@@ -59,6 +59,12 @@ impl User {
     }
 }
 
+/// Work for the thread the shared control plane's processes live with.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Where jobs for that thread go.
+static JOBS: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+
 /// The user kube-controller-manager runs as.
 pub const CONTROLLER_MANAGER_USER: &str = "epps-kube-controller-manager";
 
@@ -68,7 +74,7 @@ pub struct ControlPlane {
     url: String,
     ca_pem: String,
     tokens: Vec<(String, String)>,
-    _children: Children,
+    children: std::sync::Mutex<Children>,
 }
 
 impl ControlPlane {
@@ -133,17 +139,20 @@ impl ControlPlane {
         static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
         let started = SHARED.get_or_init(|| {
             // The processes die with the thread that started them (PR_SET_PDEATHSIG), so start
-            // them from one that never ends, rather than from a test's thread.
+            // them from one that never ends, rather than from a test's thread; it then runs the
+            // jobs that start one of them again ([`ControlPlane::start_again`]).
             let (tx, rx) = std::sync::mpsc::channel();
+            let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
             std::thread::Builder::new()
                 .name("control-plane".into())
                 .spawn(move || {
                     let _ = tx.send(ControlPlane::start());
-                    loop {
-                        std::thread::park();
+                    for job in jobs {
+                        job();
                     }
                 })
                 .map_err(|e| format!("cannot start the control-plane thread: {e}"))?;
+            let _ = JOBS.set(std::sync::Mutex::new(jobs_tx));
             rx.recv()
                 .map_err(|_| "the control-plane thread ended".to_string())?
         });
@@ -151,6 +160,38 @@ impl ControlPlane {
             Ok(cp) => cp,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// Stops one process of the shared control plane (`etcd` or `kube-apiserver`): SIGTERM,
+    /// then SIGKILL after 10 s. Its flags and data stay for [`ControlPlane::start_again`].
+    pub fn stop(&self, binary: &str) -> Result<(), String> {
+        let mut children = self.children.lock().map_err(|e| e.to_string())?;
+        children.stop(binary)
+    }
+
+    /// Starts a stopped process of the shared control plane again, on the same ports with the
+    /// same data, from the thread its processes live with; for the API server, waits until it
+    /// is ready.
+    pub async fn start_again(&'static self, binary: &'static str) -> Result<(), String> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let restarted = match self.children.lock() {
+                Ok(mut children) => children.restart(&self.dir, binary),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = done.send(restarted);
+        });
+        let jobs = JOBS
+            .get()
+            .ok_or("only the shared control plane restarts processes")?;
+        jobs.lock()
+            .map_err(|e| e.to_string())?
+            .send(job)
+            .map_err(|_| "the control-plane thread ended".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the control-plane thread dropped the job".to_string())??;
+        self.wait_ready().await
     }
 
     /// Starts etcd, kube-apiserver and kube-controller-manager in a fresh directory and waits
@@ -170,7 +211,7 @@ impl ControlPlane {
             url,
             ca_pem: pki.ca_pem,
             tokens,
-            _children: children,
+            children: std::sync::Mutex::new(children),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -191,7 +232,8 @@ impl ControlPlane {
             cp.kubeconfig_for(CONTROLLER_MANAGER_USER, "default"),
         )
         .map_err(|e| format!("write {}: {e}", kcm_kubeconfig.display()))?;
-        process::start_controller_manager(&mut cp._children, &cp.dir, &kcm_kubeconfig)?;
+        let children = cp.children.get_mut().map_err(|e| e.to_string())?;
+        process::start_controller_manager(children, &cp.dir, &kcm_kubeconfig)?;
         rt.block_on(cp.wait_controllers())?;
         std::fs::write(cp.kubeconfig_path(), cp.kubeconfig(User::Admin, "default"))
             .map_err(|e| format!("write kubeconfig: {e}"))?;

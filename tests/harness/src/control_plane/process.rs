@@ -1,7 +1,6 @@
 //! Starting the three processes with their flags, and killing them.
 
 use std::{
-    fs::File,
     net::TcpListener,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -13,15 +12,15 @@ use super::{CONTROLLER_MANAGER_USER, ControlPlane, User};
 /// The issuer of ServiceAccount tokens (and their default audience), as on most clusters.
 pub(super) const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// The control plane's processes; killed (and reaped) on drop.
+/// The control plane's processes, each with its flags; killed (and reaped) on drop.
 #[derive(Default)]
-pub(super) struct Children(Vec<(String, Child)>);
+pub(super) struct Children(Vec<(String, Vec<String>, Child)>);
 
 impl Drop for Children {
     fn drop(&mut self) {
         // The controller manager first, etcd last: the API server must not outlive its storage
         // long enough to log a storm of errors.
-        for (_, child) in self.0.iter_mut().rev() {
+        for (_, _, child) in self.0.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -32,8 +31,50 @@ impl Children {
     /// Starts `binary` with `args`, its output in `<dir>/<binary>.log`. The child is killed when
     /// the thread that started it ends (for [`ControlPlane::shared`], when the process ends).
     fn spawn(&mut self, dir: &Path, binary: &str, args: &[String]) -> Result<(), String> {
+        let child = Self::launch(dir, binary, args)?;
+        self.0.push((binary.to_string(), args.to_vec(), child));
+        Ok(())
+    }
+
+    /// Stops `binary` (SIGTERM, SIGKILL after 10 s) and reaps it; it keeps its place and flags.
+    pub(super) fn stop(&mut self, binary: &str) -> Result<(), String> {
+        let (_, _, child) = self.find(binary)?;
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped `binary` again with its flags (same ports, same data); its log goes on.
+    pub(super) fn restart(&mut self, dir: &Path, binary: &str) -> Result<(), String> {
+        let (_, args, child) = self.find(binary)?;
+        if child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            return Err(format!("{binary} is running"));
+        }
+        *child = Self::launch(dir, binary, &args.clone())?;
+        Ok(())
+    }
+
+    fn find(&mut self, binary: &str) -> Result<&mut (String, Vec<String>, Child), String> {
+        let found = self.0.iter_mut().find(|(name, _, _)| name == binary);
+        found.ok_or_else(|| format!("no {binary} in this control plane"))
+    }
+
+    fn launch(dir: &Path, binary: &str, args: &[String]) -> Result<Child, String> {
         let log_path = dir.join(format!("{binary}.log"));
-        let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(ControlPlane::binary(binary));
         cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(err);
@@ -48,16 +89,13 @@ impl Children {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {binary}: {e}"))?;
-        self.0.push((binary.to_string(), child));
-        Ok(())
+        cmd.spawn()
+            .map_err(|e| format!("cannot start {binary}: {e}"))
     }
 
     /// Fails when one of the processes has exited (a bad flag, a port taken).
     fn check_running(&mut self, dir: &Path) -> Result<(), String> {
-        for (name, child) in &mut self.0 {
+        for (name, _, child) in &mut self.0 {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
                     "{name} exited ({status}); its log: {}",
