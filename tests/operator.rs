@@ -587,7 +587,56 @@ async fn a_spec_made_invalid_keeps_the_secret_only_until_its_token_expires() {
     op.stop().await;
 }
 
+async fn a_docker_config_edited_by_hand_is_restored_without_an_aws_call(api: Api) {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    let op = env.start_operator(&[]).await;
+    env.create_cr(ns, "pull", json!({})).await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "pull")).await;
+    let written = docker_config(&env.k8s.get(SECRETS, Some(ns), "pull").unwrap());
+    let calls = env.ecr.calls();
+
+    // `kubectl edit` of the docker config: another field manager now owns it.
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(env.admin_client(), ns);
+    let edit =
+        json!({"data": {".dockerconfigjson": base64_of(r#"{"auths":{"evil.example":{}}}"#)}});
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    secrets
+        .patch("pull", &params, &Patch::Merge(&edit))
+        .await
+        .expect("edit the Secret");
+    env.wait("the docker config restored", T, |k| {
+        k.get(SECRETS, Some(ns), "pull")
+            .is_some_and(|s| docker_config(&s) == written)
+    })
+    .await;
+    assert_eq!(env.ecr.calls(), calls, "the cached token, no AWS call");
+    // Restored once: the operator owns the field again, so nothing is due.
+    let writes = env.k8s.count("patch", SECRETS);
+    let settled = env
+        .k8s
+        .wait_until(Duration::from_secs(3), |k| {
+            k.count("patch", SECRETS) > writes
+        })
+        .await;
+    assert!(!settled, "no further write after the restore");
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 on_both_apis!(
+    a_docker_config_edited_by_hand_is_restored_without_an_aws_call,
     cr_gets_a_typed_owned_secret_and_ready_status,
     fifty_resources_created_together_cost_one_ecr_call,
     short_lived_tokens_rotate_once_per_rotation_and_never_in_between,

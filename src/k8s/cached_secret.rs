@@ -17,7 +17,7 @@ use kube::{
 };
 
 use crate::{
-    crd::EcrPublicPullSecret,
+    crd::{EcrPublicPullSecret, MANAGER},
     pull_secret::{CLUSTER_OWNER_LABEL, Owner, SecretState},
 };
 
@@ -85,7 +85,12 @@ impl CachedSecret {
 impl From<PartialObjectMeta<Secret>> for CachedSecret {
     fn from(secret: PartialObjectMeta<Secret>) -> Self {
         let meta = secret.metadata;
-        let state = SecretState::from_meta(&meta);
+        let mut state = SecretState::from_meta(&meta);
+        if data_edited_by_another(&meta) {
+            // Forgets the settings it was written with, so the next sync writes it again (the
+            // token from the cache, no AWS call), taking the field back.
+            state.config_hash = None;
+        }
         let cluster_owner = meta.labels.and_then(|mut l| l.remove(CLUSTER_OWNER_LABEL));
         let (kind, api_version) = (
             <EcrPublicPullSecret as Resource>::kind(&()),
@@ -108,6 +113,20 @@ impl From<PartialObjectMeta<Secret>> for CachedSecret {
             state,
         }
     }
+}
+
+/// Whether a field manager other than the operator owns the Secret's docker config: someone
+/// edited it by hand (`kubectl edit`, a patch). Read from managedFields, which the metadata watch
+/// carries, so no Secret data is ever cached. Only that key: another key someone added is left
+/// to them (the operator's apply would never take it, so watching for it would rewrite forever).
+fn data_edited_by_another(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    let managers = meta.managed_fields.iter().flatten();
+    managers
+        .filter(|m| m.manager.as_deref() != Some(MANAGER))
+        .filter_map(|m| m.fields_v1.as_ref())
+        .any(|f| f.0.pointer("/f:data/f:.dockerconfigjson").is_some())
 }
 
 /// What kube-runtime's store keys a Secret by. Without resourceVersion and UID: the store copies
@@ -248,6 +267,52 @@ mod tests {
             (key.extra.uid, key.extra.resource_version),
             (None, None),
             "store keys are name and namespace only"
+        );
+    }
+
+    #[test]
+    fn a_docker_config_edited_by_another_manager_makes_the_secret_due() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        let settings = PullSecretSettings::default();
+        let token = test_token(
+            "pw",
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            Duration::hours(12),
+        );
+        let entries = Entries::from([(Source::Public, token)]);
+        let written = build(
+            &reference("cr", "u1").spec("s", "ns", &settings, None),
+            &entries,
+        );
+        let entry = |manager: &str, fields: serde_json::Value| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        };
+        let ours = entry(
+            MANAGER,
+            serde_json::json!({"f:data": {"f:.dockerconfigjson": {}}}),
+        );
+        let with = |others: Vec<ManagedFieldsEntry>| {
+            let mut secret = written.clone();
+            secret.metadata.managed_fields = Some([vec![ours.clone()], others].concat());
+            cached(secret).state
+        };
+        assert!(with(vec![]).config_hash.is_some(), "ours alone");
+        let edited = entry(
+            "kubectl-edit",
+            serde_json::json!({"f:data": {"f:.dockerconfigjson": {}}}),
+        );
+        let state = with(vec![edited]);
+        assert_eq!(state.config_hash, None, "due: written again");
+        assert!(state.expires_at.is_some(), "its expiry still shown");
+        let added = entry(
+            "kubectl-edit",
+            serde_json::json!({"f:data": {"f:note": {}}}),
+        );
+        assert!(
+            with(vec![added]).config_hash.is_some(),
+            "another key is left alone"
         );
     }
 }
