@@ -319,13 +319,19 @@ async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep(api: Api) 
         })
     })
     .await;
+    let issued = env.ecr.successful_calls();
+    // Tokens issued from now on stay fresh through the checks below.
+    env.ecr.set_token_lifetime(Duration::from_secs(120));
     env.ecr.set_fault(None);
     env.wait("token back", T, |k| {
         cr_ready(k, ns, "gone")
+            && cr_ready(k, ns, "kept")
             && k.get(SECRETS, Some(ns), "gone")
                 .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"].is_object())
     })
     .await;
+    // One call brought both back (one identity); none since (the new token is fresh).
+    assert_eq!(env.ecr.successful_calls(), issued + 1);
     op.stop().await;
     assert_no_token_leak(&env);
 }

@@ -313,6 +313,7 @@ async fn survive(
     let watcher = Arc::new(Watcher::default());
     let watching = watcher.start(env.clone(), admin);
     let (calls_before, started) = (env.ecr.calls(), Instant::now());
+    let writes_before = env.k8s.count("patch", SECRETS);
     let cp = env.control_plane().expect("the real control plane");
     tokio::task::block_in_place(|| cp.stop(binary)).unwrap();
     tokio::time::sleep(down).await; // the outage itself: its length is the test's input
@@ -327,6 +328,10 @@ async fn survive(
         "the operator never exited"
     );
     let calls = bounded_calls(&env, calls_before, started, 3);
+    // No write loop: at most one write per Secret per rotation (and a retry of each).
+    let writes = env.k8s.count("patch", SECRETS) - writes_before;
+    let most = (started.elapsed().as_secs() / 15 + 2) as usize * RESOURCES;
+    assert!(writes <= most, "{writes} Secret writes, at most {most}");
     Survived {
         env,
         _op: op,
