@@ -208,30 +208,27 @@ impl SecretState {
         }
     }
 
-    /// Each source's token times.
-    pub fn stamps(&self) -> Vec<(Source, Stamp)> {
-        if !self.sources.is_empty() {
-            return self.sources.to_vec();
-        }
-        match (self.refreshed_at, self.expires_at) {
-            (Some(refreshed_at), Some(expires_at)) => vec![(
-                Source::Public,
+    /// Each source's token times, without copying anything: a plan reads them for every Secret
+    /// on every reconcile.
+    pub fn stamps(&self) -> impl Iterator<Item = (&Source, Stamp)> {
+        // ECR Public's token alone is described by the two times.
+        let alone = match (self.sources.is_empty(), self.refreshed_at, self.expires_at) {
+            (true, Some(refreshed_at), Some(expires_at)) => Some((
+                &Source::Public,
                 Stamp {
                     refreshed_at,
                     expires_at,
                 },
-            )],
-            _ => Vec::new(),
-        }
+            )),
+            _ => None,
+        };
+        let listed = self.sources.iter().map(|(s, t)| (s, *t));
+        listed.chain(alone)
     }
 
     /// `source`'s token times, if the Secret holds its token.
     pub fn stamp(&self, source: &Source) -> Option<Stamp> {
-        let stamps = self.stamps();
-        stamps
-            .into_iter()
-            .find(|(s, _)| s == source)
-            .map(|(_, t)| t)
+        self.stamps().find(|(s, _)| *s == source).map(|(_, t)| t)
     }
 
     /// Reads the operator's annotations; anything unparsable counts as absent (and so as due).
@@ -534,7 +531,7 @@ mod tests {
             Some(now() + Duration::hours(12)),
             "the first to expire"
         );
-        assert_eq!(state.stamps().len(), 2);
+        assert_eq!(state.stamps().count(), 2);
         assert_eq!(
             state.stamp(&Source::Public).map(|s| s.refreshed_at),
             Some(later)

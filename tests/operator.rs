@@ -636,11 +636,6 @@ async fn a_docker_config_edited_by_hand_is_restored_without_an_aws_call(api: Api
     assert_no_token_leak(&env);
 }
 
-fn base64_of(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
 on_both_apis!(
     a_docker_config_edited_by_hand_is_restored_without_an_aws_call,
     cr_gets_a_typed_owned_secret_and_ready_status,

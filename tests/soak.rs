@@ -310,8 +310,3 @@ async fn real_a_churning_soak_loses_nothing() {
         );
     }
 }
-
-fn base64_of(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}

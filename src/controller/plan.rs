@@ -117,10 +117,7 @@ pub fn empty() -> SecretState {
 /// When the Secret `state` describes is due: when its first token is, if it holds any. All its
 /// tokens are renewed together then, so they stay in step (one write per rotation).
 pub fn due_at(state: &SecretState, rotation: &Rotation) -> Option<DateTime<Utc>> {
-    let stamps = state.stamps();
-    let due = stamps
-        .iter()
-        .map(|(_, s)| rotation.due_at(s.refreshed_at, s.expires_at));
+    let due = (state.stamps()).map(|(_, s)| rotation.due_at(s.refreshed_at, s.expires_at));
     due.min()
 }
 
@@ -493,26 +490,21 @@ mod tests {
             (west(), Err(transient())),
         ]));
         let state = public_and_west("old-settings");
-        let quiet = step(
-            &state,
-            &fetched,
-            &wanted,
-            "h",
-            OnExpiry::RemoveAuth,
-            &rotation,
-            t(1),
-        );
+        let at = |now| {
+            step(
+                &state,
+                &fetched,
+                &wanted,
+                "h",
+                OnExpiry::RemoveAuth,
+                &rotation,
+                now,
+            )
+        };
+        let quiet = at(t(1));
         assert_eq!(quiet.write, None, "not for a spec change alone");
         assert_eq!(quiet.failed.len(), 2);
-        let expired = step(
-            &state,
-            &fetched,
-            &wanted,
-            "h",
-            OnExpiry::RemoveAuth,
-            &rotation,
-            t(43_200),
-        );
+        let expired = at(t(43_200));
         assert_eq!(expired.write, Some(vec![]));
         assert!(expired.removed);
     }

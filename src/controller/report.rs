@@ -211,7 +211,7 @@ fn by_source_message(failure: &Failure, now: DateTime<Utc>) -> String {
             format!("{source}: {error}{held}")
         })
         .collect();
-    let others = if failure.kept.stamps().len() > failure.by_source.len() {
+    let others = if failure.kept.stamps().count() > failure.by_source.len() {
         ". The other registries' tokens are written and rotated as usual"
     } else {
         ""

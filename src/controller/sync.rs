@@ -25,6 +25,7 @@ use super::{
 use crate::{
     Error,
     admin::metrics::Reconciled,
+    aws::source::Source,
     k8s::events::Repeats,
     pull_secret::{Entries, SecretState},
     schedule::Rotation,
@@ -202,7 +203,7 @@ async fn carry_out(
     };
     // A resource of ECR Public alone says its error as it always has; with more sources, each
     // failing one is named.
-    let named = wanted.len() > 1 || *source != crate::aws::source::Source::Public;
+    let named = wanted.len() > 1 || *source != Source::Public;
     let by_source = step.failed.iter().map(|(s, e)| (s.clone(), (*e).clone()));
     Ok(Outcome::Failed(Failure {
         error: (*error).clone(),
@@ -223,7 +224,7 @@ async fn entries_of(
     ctx: &Reconciler<impl PullSecretKind>,
     at: At<'_>,
     due: &Due,
-    entries: &[(crate::aws::source::Source, Entry<'_>)],
+    entries: &[(Source, Entry<'_>)],
 ) -> Result<Entries, Error> {
     let held: Vec<_> = (entries.iter())
         .filter_map(|(source, entry)| match entry {

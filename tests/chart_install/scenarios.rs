@@ -928,14 +928,10 @@ async fn leader_failover(run: &Run<'_>) -> Result<(), String> {
 }
 
 async fn leader_election(run: &Run<'_>) -> Result<(), String> {
-    let lease = run.install.lease.clone().expect("leader election is on");
-    let (sa_ns, ns) = (run.install.sa_ns.as_str(), run.ns.as_str());
+    assert!(run.install.lease.is_some(), "leader election is on");
+    let ns = run.ns.as_str();
     run.env.ecr.set_token_lifetime(ECR_TOKEN_LIFETIME);
-    let holder = |k: &Kube| {
-        k.get(LEASES, Some(sa_ns), &lease)
-            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
-            .filter(|h| !h.is_empty())
-    };
+    let holder = |k: &Kube| lease_holder(run, k);
     let (a, b) = (format!("{}-a", run.id), format!("{}-b", run.id));
     run.until("a leader", |k| holder(k).is_some()).await?;
     let leader = holder(&run.env.k8s).unwrap_or_default();
