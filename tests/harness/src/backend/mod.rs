@@ -310,7 +310,9 @@ impl Kube {
         }
     }
 
-    /// Waits until `cond` holds, re-checked on every change of the state; false on timeout.
+    /// Waits until `cond` holds, re-checked on every change of the state; false on timeout. On the
+    /// real server also every 100 ms: its audit log is written after the response is sent, so a
+    /// condition on the requests can become true after the last change the mirror saw.
     pub async fn wait_until(&self, timeout: Duration, cond: impl Fn(&Kube) -> bool) -> bool {
         match self {
             Kube::Emulated(e) => {
@@ -319,10 +321,12 @@ impl Kube {
             }
             Kube::Real(r) => {
                 let mut changes = r.mirror.changes();
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
                 let wait = async {
                     while !cond(self) {
-                        if changes.changed().await.is_err() {
-                            return false;
+                        tokio::select! {
+                            changed = changes.changed() => if changed.is_err() { return false },
+                            _ = tick.tick() => {}
                         }
                     }
                     true
