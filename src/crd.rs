@@ -85,7 +85,9 @@ pub struct PullSecretSettings {
     /// every registry there the identity may pull from) and rotates them with the ECR Public
     /// token, in one write. A region that fails is named in the `Ready` condition while the
     /// other entries stay fresh; its previous entry is kept until it expires. The identity needs
-    /// `ecr:GetAuthorizationToken`, and pull permissions on the repositories. At most 8 regions.
+    /// `ecr:GetAuthorizationToken`, and pull permissions on the repositories. At most 8 regions,
+    /// and at most 64 registry hosts in the Secret (accounts × endpoints of every region, plus
+    /// `registries`): more is `InvalidSpec`, as a Secret holds at most 1 MiB.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["region"]))]

@@ -100,6 +100,23 @@ pub fn private_hosts(registry: &PrivateRegistry, own: Option<&str>) -> Vec<Strin
     hosts
 }
 
+/// How many hosts [`private_hosts`] writes for `registry`: one account (the identity's own)
+/// when none is listed.
+pub fn host_count(registry: &PrivateRegistry) -> usize {
+    let distinct = |v: Vec<String>| {
+        v.into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let accounts = distinct(registry.registry_ids.clone()).max(1);
+    let forms = (registry
+        .endpoints
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>())
+    .len();
+    accounts * forms
+}
+
 /// The account a private token's `proxyEndpoint` names (`https://<account>.dkr.ecr.<region>...`).
 pub fn account_of_endpoint(endpoint: &str) -> Option<String> {
     let host = endpoint
@@ -175,6 +192,29 @@ mod tests {
             private_hosts(&own, None).is_empty(),
             "no account known, no host"
         );
+    }
+
+    #[test]
+    fn the_host_count_is_what_is_written() {
+        use PrivateEndpoint::*;
+        let cases = [
+            registry("eu-west-1", &[], &[Standard]),
+            registry("eu-west-1", &[], &[Standard, DualStack, Fips]),
+            registry("us-west-2", &["111111111111", "222222222222"], &[Standard]),
+            // An old CRD without the schema's set rules: duplicates write one host.
+            registry(
+                "us-west-2",
+                &["111111111111", "111111111111"],
+                &[Fips, Fips, Standard],
+            ),
+        ];
+        for r in cases {
+            assert_eq!(
+                host_count(&r),
+                private_hosts(&r, Some("999999999999")).len(),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -435,6 +435,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_most_hosts_a_secret_may_hold_fit_in_a_secret_with_tokens_of_8_kib() {
+        use crate::controller::spec::MAX_HOSTS;
+        let ids: Vec<String> = (0..MAX_HOSTS - 1)
+            .map(|i| format!("{:012}", i + 1))
+            .collect();
+        let settings = PullSecretSettings {
+            private_registries: vec![PrivateRegistry {
+                region: "us-west-2".into(),
+                registry_ids: ids,
+                endpoints: vec![PrivateEndpoint::Standard],
+            }],
+            ..Default::default()
+        };
+        // base64("AWS:" + password) of 8 KiB.
+        let token = test_token(&"p".repeat(6140), now(), Duration::hours(12));
+        assert!(token.auth().len() >= 8 * 1024);
+        let entries = Entries::from([
+            (Source::Public, token.clone()),
+            (Source::private("us-west-2"), token),
+        ]);
+        let config = docker_config(&settings, &entries);
+        let hosts = serde_json::from_slice::<serde_json::Value>(&config).unwrap()["auths"]
+            .as_object()
+            .unwrap()
+            .len();
+        assert_eq!(hosts, MAX_HOSTS);
+        assert!(config.len() < 1024 * 1024, "{} bytes", config.len());
+    }
+
     fn mixed() -> PullSecretSettings {
         PullSecretSettings {
             private_registries: vec![

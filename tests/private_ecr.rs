@@ -288,7 +288,46 @@ async fn a_cluster_resource_writes_the_mixed_secret_in_every_namespace_from_one_
     assert_no_token_leak(&env);
 }
 
+/// `regions` regions of nine accounts each.
+fn many_hosts(regions: usize) -> Value {
+    let ids: Vec<String> = (1..=9).map(|i| format!("{i:012}")).collect();
+    let regions: Vec<Value> = (1..=regions)
+        .map(|r| json!({"region": format!("eu-south-{r}"), "registryIds": ids}))
+        .collect();
+    json!({"privateRegistries": regions})
+}
+
+async fn more_hosts_than_a_secret_holds_are_refused_before_any_aws_call(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    let op = env.start_operator(&[]).await;
+    // 1 + 8 × 9 = 73 hosts: the schema lets it through, the operator refuses it.
+    env.create_cr(ns, "many", many_hosts(8)).await;
+    env.wait("InvalidSpec", T, |k| {
+        cr_reason(k, ns, "many").as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    let (_, _, message) = ready_of(&env, ns, "many").unwrap();
+    assert!(message.contains("73 registry hosts"), "{message}");
+    assert_eq!(env.ecr.calls(), 0, "refused before any AWS call");
+    assert!(env.k8s.get(SECRETS, Some(ns), "many").is_none());
+
+    // One region fewer: 64 hosts, written from one call per source.
+    let mut cr = env.k8s.get(CRS, Some(ns), "many").unwrap();
+    cr["spec"]["privateRegistries"] = many_hosts(7)["privateRegistries"].clone();
+    env.k8s.replace(CRS, Some(ns), cr).await.unwrap();
+    env.wait("Ready", T, |k| cr_ready(k, ns, "many")).await;
+    let secret = env.k8s.get(SECRETS, Some(ns), "many").unwrap();
+    let hosts = docker_config(&secret)["auths"].as_object().unwrap().len();
+    assert_eq!(hosts, 64);
+    assert_eq!(env.ecr.calls(), 8, "ECR Public and seven regions");
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
 on_both_apis!(
+    more_hosts_than_a_secret_holds_are_refused_before_any_aws_call,
     a_cluster_resource_writes_the_mixed_secret_in_every_namespace_from_one_call_each,
     resources_on_one_identity_share_one_call_per_region_and_one_secret_each,
     a_failing_region_is_named_while_the_other_entries_rotate,

@@ -21,8 +21,14 @@ use crate::{
     schedule::{RefreshBefore, Rotation},
 };
 
-/// Registries a Secret can be written for: at least one, each host form existing in its
-/// region's partition.
+/// The most registry hosts one Secret may hold. Each entry holds its token twice (password and
+/// `auth`, a few KiB each), and a Secret holds at most 1 MiB: the schema's own limits
+/// (8 regions × 20 accounts × 4 forms) would allow a Secret too large to write. 64 entries of
+/// 8 KiB tokens fit (a unit test builds them), and are more than one workload pulls from.
+pub const MAX_HOSTS: usize = 64;
+
+/// Registries a Secret can be written for: at least one, at most [`MAX_HOSTS`], each host form
+/// existing in its region's partition.
 pub fn registries(settings: &PullSecretSettings) -> Result<(), Error> {
     if settings.registries.is_empty() && settings.private_registries.is_empty() {
         return Err(Error::InvalidSpec(
@@ -30,6 +36,18 @@ pub fn registries(settings: &PullSecretSettings) -> Result<(), Error> {
              nothing. Name public.ecr.aws in registries, or a region in privateRegistries"
                 .into(),
         ));
+    }
+    let private: usize = (settings.private_registries.iter())
+        .map(hosts::host_count)
+        .sum();
+    let count = settings.registries.len() + private;
+    if count > MAX_HOSTS {
+        return Err(Error::InvalidSpec(format!(
+            "the Secret would hold {count} registry hosts ({private} from privateRegistries: \
+             accounts × endpoints per region), more than the {MAX_HOSTS} one Secret may hold \
+             (a Secret is limited to 1 MiB). Split the registries across resources (a pod may \
+             list several imagePullSecrets), or list fewer endpoints"
+        )));
     }
     hosts::check(&settings.private_registries)
 }
@@ -129,6 +147,33 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn with_accounts(regions: usize, accounts: usize) -> PullSecretSettings {
+        let ids: Vec<String> = (0..accounts).map(|i| format!("{:012}", i + 1)).collect();
+        let registry = |r: usize| crate::crd::PrivateRegistry {
+            region: format!("us-west-{}", r + 1),
+            registry_ids: ids.clone(),
+            endpoints: vec![crate::crd::PrivateEndpoint::Standard],
+        };
+        PullSecretSettings {
+            private_registries: (0..regions).map(registry).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_holds_at_most_max_hosts() {
+        // ECR Public's one host + 7 regions × 9 accounts = 64.
+        assert!(registries(&with_accounts(7, 9)).is_ok());
+        let err = registries(&with_accounts(8, 9)).unwrap_err();
+        assert_eq!(err.label(), "InvalidSpec");
+        let message = err.to_string();
+        assert!(message.contains("73 registry hosts"), "{message}");
+        assert!(
+            message.contains("Split the registries across resources"),
+            "{message}"
+        );
     }
 
     #[test]
