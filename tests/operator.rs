@@ -336,6 +336,69 @@ async fn expired_token_is_removed_with_remove_auth_and_kept_with_keep(api: Api) 
     assert_no_token_leak(&env);
 }
 
+/// A rotation whose ECR call hangs past the token's expiry (each attempt bounded, as in a pod,
+/// but for longer than the token has left): the expired token leaves the Secret when it
+/// expires, not when AWS finally answers, and the call is not given up for it.
+async fn a_token_expiring_while_aws_hangs_is_removed_on_time(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    env.ecr.set_token_lifetime(Duration::from_secs(6));
+    let sdk = env
+        .sdk_config()
+        .into_builder()
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(8))
+                .build(),
+        )
+        .build();
+    let op = env.start_operator_with_sdk(&sdk, &[]).await;
+    env.create_cr(ns, "hung", json!({"refreshBefore": "2s"}))
+        .await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "hung")).await;
+    let issued = env.ecr.successful_calls();
+    // The rotation (2 s before expiry) hangs for 8 s: until 6 s after the token expired.
+    env.ecr
+        .set_fault(Some(EcrFault::Hang(Duration::from_secs(60))));
+    let emptied = tokio::time::timeout(T, async {
+        loop {
+            let secret = env.k8s.get(SECRETS, Some(ns), "hung").unwrap();
+            let now = chrono::Utc::now();
+            if docker_config(&secret) == json!({"auths": {}}) {
+                return;
+            }
+            let expires: chrono::DateTime<chrono::Utc> =
+                secret["metadata"]["annotations"]["ecrpublic.pullsecrets.dev/expires-at"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+            // A second of grace for the write and this poll.
+            assert!(
+                now < expires + chrono::Duration::seconds(1),
+                "the Secret still holds a token that expired at {expires} ({now})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(emptied.is_ok(), "the expired token was removed");
+    assert_eq!(env.ecr.successful_calls(), issued, "AWS has not answered");
+    // AWS answers again: the hung call runs out, the retry brings a token.
+    env.ecr.set_token_lifetime(Duration::from_secs(120));
+    env.ecr.set_fault(None);
+    env.wait("token back", T, |k| {
+        cr_ready(k, ns, "hung")
+            && k.get(SECRETS, Some(ns), "hung")
+                .is_some_and(|s| docker_config(&s)["auths"]["public.ecr.aws"].is_object())
+    })
+    .await;
+    assert_eq!(env.ecr.successful_calls(), issued + 1);
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
 async fn foreign_secret_with_the_same_name_is_never_touched(api: Api) {
     capture_logs();
     let env = Env::start_on(api).await;
@@ -656,6 +719,7 @@ on_both_apis!(
     restart_with_fresh_secrets_costs_nothing,
     failures_keep_the_last_good_secret_and_recover,
     expired_token_is_removed_with_remove_auth_and_kept_with_keep,
+    a_token_expiring_while_aws_hangs_is_removed_on_time,
     foreign_secret_with_the_same_name_is_never_touched,
     a_secret_created_during_the_fetch_is_never_taken_over,
     a_secret_replaced_during_a_rotation_is_never_adopted,

@@ -95,6 +95,8 @@ pub struct Due {
     pub state: SecretState,
     /// What its write is conditional on.
     pub precondition: Precondition,
+    /// An expired token was removed from it while AWS had not answered yet.
+    pub removed: bool,
 }
 
 impl Due {
@@ -143,6 +145,7 @@ pub fn plan(
         _ => Plan::Due(Due {
             state,
             precondition,
+            removed: false,
         }),
     }
 }
@@ -244,6 +247,25 @@ pub fn step<'a>(
     }
 }
 
+/// What a due Secret keeps while AWS has not answered once `now` is past some of its tokens'
+/// expiry (`onExpiry: RemoveAuth`): the entries still valid and the state they make, or `None`
+/// when none has expired. A hung call can take the whole AWS operation timeout; an expired token
+/// must not wait for it.
+pub fn unexpired(
+    state: &SecretState,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Option<(Vec<(Source, Entry<'static>)>, SecretState)> {
+    let (kept, expired): (Vec<_>, Vec<_>) = state.stamps().partition(|(_, s)| s.expires_at > now);
+    if expired.is_empty() {
+        return None;
+    }
+    let kept: Vec<(Source, Stamp)> = kept.into_iter().map(|(s, t)| (s.clone(), t)).collect();
+    let entries = kept.iter().map(|(s, t)| (s.clone(), Entry::Held(*t)));
+    let entries = entries.collect();
+    Some((entries, SecretState::from_stamps(kept, hash)))
+}
+
 /// Why a Secret was written; it decides the Event reason and whether there is an Event at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
@@ -339,6 +361,7 @@ mod tests {
             Plan::Due(Due {
                 state: held("h"),
                 precondition: Precondition::Version("7".into()),
+                removed: false,
             })
         };
         assert_eq!(plan(ours(), "h", PUBLIC, &rotation, next), due(), "due");
@@ -358,6 +381,7 @@ mod tests {
             Plan::Due(Due {
                 state: empty(),
                 precondition: Precondition::Absent,
+                removed: false,
             })
         );
         assert_eq!(
@@ -429,6 +453,27 @@ mod tests {
             expires_at: t(43_200),
         };
         SecretState::from_stamps(vec![(Source::Public, stamp), (west(), stamp)], hash)
+    }
+
+    #[test]
+    fn while_aws_has_not_answered_each_entry_leaves_at_its_own_expiry() {
+        let stamp = |expires| Stamp {
+            refreshed_at: t(0),
+            expires_at: t(expires),
+        };
+        let state = SecretState::from_stamps(
+            vec![(Source::Public, stamp(43_200)), (west(), stamp(30_000))],
+            "h",
+        );
+        assert_eq!(unexpired(&state, "h", t(29_999)), None, "none expired");
+        let (entries, after) = unexpired(&state, "h", t(30_000)).expect("us-west-2 expired");
+        assert_eq!(entries, vec![(Source::Public, Entry::Held(stamp(43_200)))]);
+        assert_eq!(after.stamp(&west()), None);
+        assert_eq!(after.expires_at, Some(t(43_200)));
+        let (entries, after) = unexpired(&state, "h", t(43_200)).expect("both expired");
+        assert!(entries.is_empty());
+        assert_eq!(after.expires_at, None, "the Secret holds no token");
+        assert_eq!(unexpired(&empty(), "h", t(43_200)), None, "nothing held");
     }
 
     #[test]

@@ -270,13 +270,16 @@ impl SecretIo {
     /// leave the create's fields owned by an `Update` entry of our manager too, and server-side
     /// apply never prunes a field someone else also owns, so a label removed from
     /// `secretTemplate` would stay on the Secret.)
+    ///
+    /// Returns the resourceVersion written, which a further write in the same sync is
+    /// conditional on.
     pub async fn write(
         &self,
         desired: &Desired<'_>,
         at: At<'_>,
         precondition: &Precondition,
         entries: &Entries,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let spec = desired.owner.spec(
             at.name,
             at.namespace,
@@ -305,12 +308,13 @@ impl SecretIo {
             }
             Err(e) => return Err(e.into()),
         };
+        let version = written.metadata.resource_version;
         let written = Written {
-            resource_version: written.metadata.resource_version,
+            resource_version: version.clone(),
             state: SecretState::from_meta(&secret.metadata),
         };
         self.written.record(at.key(), written);
-        Ok(())
+        Ok(version)
     }
 
     /// Deletes exactly the Secret that was read, as it was read (uid and resourceVersion): one

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::{
     builder::Reconciler,
     kinds::{Found, PullSecretKind},
-    plan::{self, Due, Entry, Failure, Fetch, Outcome, Plan, Write},
+    plan::{self, Due, Entry, Failure, Fetch, Outcome, Plan, Precondition, Write},
     report,
     secret_io::{At, Desired},
     spec,
@@ -26,6 +26,7 @@ use crate::{
     Error,
     admin::metrics::Reconciled,
     aws::source::Source,
+    crd::OnExpiry,
     k8s::events::Repeats,
     pull_secret::{Entries, SecretState},
     schedule::Rotation,
@@ -100,8 +101,10 @@ pub async fn sync<K: PullSecretKind>(
 
     // 3. One token per source for every due Secret; 4. write them.
     if !due.is_empty() {
-        let fetched = ctx.secrets.fetch(&desired, &rotation, now).await;
-        found.extend(write_due(ctx, &desired, &secret_name, due, &fetched, &rotation, now).await);
+        let fetched = fetch_in_time(ctx, &desired, &secret_name, &mut due, &rotation, now).await;
+        // The fetch may have taken a while: what expired meanwhile is decided at its end.
+        let after = Utc::now();
+        found.extend(write_due(ctx, &desired, &secret_name, due, &fetched, &rotation, after).await);
     }
 
     // 5. A kind that removes its Secrets itself removes those no longer targeted (a namespace
@@ -123,6 +126,82 @@ pub async fn sync<K: PullSecretKind>(
 
     // 6. Report.
     report(obj, ctx, &desired, current, found, now).await
+}
+
+/// Asks for the due Secrets' tokens. A hung call can take the whole AWS operation timeout, and an
+/// expired token is worse than none: with `onExpiry: RemoveAuth`, a held token that expires
+/// before AWS answers leaves its Secret then, while the call goes on (given up, it would cost a
+/// second one).
+async fn fetch_in_time(
+    ctx: &Reconciler<impl PullSecretKind>,
+    desired: &Desired<'_>,
+    secret_name: &str,
+    due: &mut [(String, Due)],
+    rotation: &Rotation,
+    now: DateTime<Utc>,
+) -> Result<Fetch, Error> {
+    let fetch = ctx.secrets.fetch(desired, rotation, now);
+    if desired.settings.on_expiry != OnExpiry::RemoveAuth {
+        return fetch.await;
+    }
+    tokio::pin!(fetch);
+    loop {
+        let held = due.iter().flat_map(|(_, d)| d.state.stamps());
+        let Some(expiry) = held.map(|(_, s)| s.expires_at).min() else {
+            return fetch.await;
+        };
+        tokio::select! {
+            // A token the cache already holds needs no removal first.
+            biased;
+            fetched = &mut fetch => return fetched,
+            () = tokio::time::sleep((expiry - Utc::now()).to_std().unwrap_or_default()) => {}
+        }
+        for (ns, d) in due.iter_mut() {
+            let at = At {
+                namespace: ns,
+                name: secret_name,
+            };
+            if let Err(error) = remove_expired(ctx, desired, at, d).await {
+                // Decided again once AWS answers, on the Secret as it then is.
+                debug!(%error, "could not remove an expired token before AWS answered");
+                return fetch.await;
+            }
+        }
+    }
+}
+
+/// Removes the tokens of `due` that have expired (kept: the others), conditional on the Secret
+/// observed; `due` then describes what was written.
+async fn remove_expired(
+    ctx: &Reconciler<impl PullSecretKind>,
+    desired: &Desired<'_>,
+    at: At<'_>,
+    due: &mut Due,
+) -> Result<(), Error> {
+    let Some((entries, state)) = plan::unexpired(&due.state, &desired.hash, Utc::now()) else {
+        return Ok(());
+    };
+    let written = entries_of(ctx, at, due, &entries).await?;
+    let version = (ctx.secrets)
+        .write(desired, at, &due.precondition, &written)
+        .await?;
+    let Some(version) = version else {
+        return Err(Error::SecretChanged {
+            namespace: at.namespace.to_owned(),
+            name: at.name.to_owned(),
+        });
+    };
+    let (namespace, name) = (at.namespace, at.name);
+    warn!(
+        namespace,
+        name, "token expired before AWS answered: removed (onExpiry: RemoveAuth)"
+    );
+    *due = Due {
+        state,
+        precondition: Precondition::Version(version),
+        removed: true,
+    };
+    Ok(())
 }
 
 /// Writes the due Secrets with the tokens fetched, a few at a time (or applies `onExpiry` to the
@@ -215,7 +294,7 @@ async fn carry_out(
         exists: due.exists() || step.write.is_some(),
         kept: after,
         next,
-        removed: step.removed,
+        removed: step.removed || due.removed,
     }))
 }
 
