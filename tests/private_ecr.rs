@@ -326,7 +326,100 @@ async fn more_hosts_than_a_secret_holds_are_refused_before_any_aws_call(api: Api
     assert_no_token_leak(&env);
 }
 
+/// The sources the Secret holds an entry of, with each entry's expiry (from its annotations:
+/// per source, or the Secret's own when it holds ECR Public's token alone).
+fn held_sources(env: &Env, ns: &str, name: &str) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    let Some(secret) = env.k8s.get(SECRETS, Some(ns), name) else {
+        return Vec::new();
+    };
+    let annotations = &secret["metadata"]["annotations"];
+    let time = |v: &Value| v.as_str().unwrap().parse().unwrap();
+    match annotations["ecrpublic.pullsecrets.dev/sources"].as_str() {
+        Some(sources) => {
+            let sources: Value = serde_json::from_str(sources).unwrap();
+            let held = sources.as_object().unwrap().iter();
+            held.map(|(source, times)| (source.clone(), time(&times["expiresAt"])))
+                .collect()
+        }
+        None if docker_config(&secret)["auths"]["public.ecr.aws"].is_object() => {
+            let expires = time(&annotations["ecrpublic.pullsecrets.dev/expires-at"]);
+            vec![("ecr-public".to_owned(), expires)]
+        }
+        None => Vec::new(),
+    }
+}
+
+/// A spec edited into one the operator cannot act on: the Secret keeps its entries, each until
+/// its own token expires (an older one of a failing region first), not all at the first expiry
+/// nor any past its own.
+async fn a_spec_that_cannot_be_acted_on_loses_each_entry_at_its_own_expiry(api: Api) {
+    capture_logs();
+    let env = Env::start_on(api).await;
+    let ns = env.ns.as_str();
+    // 16 s tokens rotated 8 s before expiry.
+    env.ecr.set_token_lifetime(Duration::from_secs(16));
+    let op = env.start_operator(&[]).await;
+    let spec = json!({"privateRegistries": [{"region": "eu-west-1"}], "refreshBefore": "8s"});
+    env.create_cr(ns, "held", spec).await;
+    env.wait("Ready", T, |k| cr_ready(k, ns, "held")).await;
+    // eu-west-1 fails: the next rotation renews ECR Public only, so its entry is the older.
+    env.ecr
+        .set_source_fault("ecr", "eu-west-1", Some(EcrFault::AccessDenied));
+    let public_before = password_at(&env, ns, "held", "public.ecr.aws");
+    env.wait("ECR Public renewed alone", T, |_| {
+        password_at(&env, ns, "held", "public.ecr.aws") != public_before
+            && password_at(&env, ns, "held", &ireland_host()).is_some()
+    })
+    .await;
+    env.k8s
+        .edit(CRS, Some(ns), "held", |cr| {
+            cr["spec"]["privateRegistries"] = many_hosts(8)["privateRegistries"].clone();
+        })
+        .await;
+    env.wait("InvalidSpec", T, |k| {
+        cr_reason(k, ns, "held").as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    let calls = env.ecr.calls();
+
+    // Sampled every 0.2 s: never an entry past its expiry (a second of grace for the write);
+    // eu-west-1's leaves first, alone; then ECR Public's.
+    let mut public_alone = false;
+    let emptied = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            let held = held_sources(&env, ns, "held");
+            let now = chrono::Utc::now();
+            for (source, expires) in &held {
+                assert!(
+                    *expires + chrono::Duration::seconds(1) > now,
+                    "{source} expired at {expires}, still in the Secret at {now}"
+                );
+            }
+            if held.is_empty() {
+                return;
+            }
+            let public = password_at(&env, ns, "held", "public.ecr.aws");
+            let ireland = password_at(&env, ns, "held", &ireland_host());
+            public_alone |= public.is_some() && ireland.is_none();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(emptied.is_ok(), "every entry left at its expiry");
+    assert!(public_alone, "eu-west-1's entry left before ECR Public's");
+    let secret = env.k8s.get(SECRETS, Some(ns), "held").unwrap();
+    assert_eq!(docker_config(&secret), json!({"auths": {}}));
+    assert_eq!(
+        env.ecr.calls(),
+        calls,
+        "no AWS call for a spec it cannot act on"
+    );
+    op.stop().await;
+    assert_no_token_leak(&env);
+}
+
 on_both_apis!(
+    a_spec_that_cannot_be_acted_on_loses_each_entry_at_its_own_expiry,
     more_hosts_than_a_secret_holds_are_refused_before_any_aws_call,
     a_cluster_resource_writes_the_mixed_secret_in_every_namespace_from_one_call_each,
     resources_on_one_identity_share_one_call_per_region_and_one_secret_each,

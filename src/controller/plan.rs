@@ -248,22 +248,22 @@ pub fn step<'a>(
 }
 
 /// What a due Secret keeps while AWS has not answered once `now` is past some of its tokens'
-/// expiry (`onExpiry: RemoveAuth`): the entries still valid and the state they make, or `None`
-/// when none has expired. A hung call can take the whole AWS operation timeout; an expired token
-/// must not wait for it.
+/// expiry (`onExpiry: RemoveAuth`), or while its spec cannot be acted on: the entries still
+/// valid and the state they make, or `None` when none has expired. Each entry leaves at its own
+/// expiry; a hung call can take the whole AWS operation timeout, and an expired token must not
+/// wait for it.
 pub fn unexpired(
     state: &SecretState,
     hash: &str,
     now: DateTime<Utc>,
-) -> Option<(Vec<(Source, Entry<'static>)>, SecretState)> {
+) -> Option<(Vec<(Source, Stamp)>, SecretState)> {
     let (kept, expired): (Vec<_>, Vec<_>) = state.stamps().partition(|(_, s)| s.expires_at > now);
     if expired.is_empty() {
         return None;
     }
     let kept: Vec<(Source, Stamp)> = kept.into_iter().map(|(s, t)| (s.clone(), t)).collect();
-    let entries = kept.iter().map(|(s, t)| (s.clone(), Entry::Held(*t)));
-    let entries = entries.collect();
-    Some((entries, SecretState::from_stamps(kept, hash)))
+    let state = SecretState::from_stamps(kept.clone(), hash);
+    Some((kept, state))
 }
 
 /// Why a Secret was written; it decides the Event reason and whether there is an Event at all.
@@ -466,12 +466,12 @@ mod tests {
             "h",
         );
         assert_eq!(unexpired(&state, "h", t(29_999)), None, "none expired");
-        let (entries, after) = unexpired(&state, "h", t(30_000)).expect("us-west-2 expired");
-        assert_eq!(entries, vec![(Source::Public, Entry::Held(stamp(43_200)))]);
+        let (kept, after) = unexpired(&state, "h", t(30_000)).expect("us-west-2 expired");
+        assert_eq!(kept, vec![(Source::Public, stamp(43_200))]);
         assert_eq!(after.stamp(&west()), None);
         assert_eq!(after.expires_at, Some(t(43_200)));
-        let (entries, after) = unexpired(&state, "h", t(43_200)).expect("both expired");
-        assert!(entries.is_empty());
+        let (kept, after) = unexpired(&state, "h", t(43_200)).expect("both expired");
+        assert!(kept.is_empty());
         assert_eq!(after.expires_at, None, "the Secret holds no token");
         assert_eq!(unexpired(&empty(), "h", t(43_200)), None, "nothing held");
     }

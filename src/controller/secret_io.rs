@@ -17,7 +17,7 @@ use kube::{
 
 use tracing::debug;
 
-use super::plan::{Fetch, Observed, Precondition};
+use super::plan::{Fetch, Observed, Precondition, unexpired};
 use crate::{
     Error,
     aws::{
@@ -226,13 +226,16 @@ impl SecretIo {
 
     /// The tokens the Secret holds for `held` sources (read from its data: the cache keeps no
     /// data), to write again beside fresh ones; a source whose entry is not found is left out.
-    /// `SecretChanged` if the Secret is no longer the one observed.
+    /// `SecretChanged` if the Secret is no longer the one observed. Nothing held, nothing read.
     pub async fn held(
         &self,
         at: At<'_>,
         precondition: &Precondition,
         held: &[(Source, Stamp)],
     ) -> Result<Entries, Error> {
+        if held.is_empty() {
+            return Ok(Entries::new());
+        }
         let changed = || Error::SecretChanged {
             namespace: at.namespace.to_owned(),
             name: at.name.to_owned(),
@@ -354,8 +357,8 @@ impl SecretIo {
     }
 
     /// While a spec cannot be acted on, its Secrets keep their tokens until those expire; an
-    /// expired token is worse than none, so `onExpiry` still applies then. Returns when to look
-    /// again: at the earliest expiry still ahead.
+    /// expired token is worse than none, so `onExpiry` still applies then, to each entry at its
+    /// own expiry. Returns when to look again: at the earliest expiry still ahead.
     pub async fn expire(
         &self,
         desired: &Desired<'_>,
@@ -364,20 +367,26 @@ impl SecretIo {
     ) -> Result<Action, Error> {
         let mut next: Option<DateTime<Utc>> = None;
         for meta in owned {
-            let (state, version) = self.state_of(meta)?;
-            let Some(expires) = state.expires_at else {
-                continue;
-            };
-            if expires > now {
-                next = Some(next.map_or(expires, |n| n.min(expires)));
-            } else if desired.settings.on_expiry == OnExpiry::RemoveAuth {
+            let (mut state, version) = self.state_of(meta)?;
+            let remove = desired.settings.on_expiry == OnExpiry::RemoveAuth;
+            if let Some((kept, left)) = remove
+                .then(|| unexpired(&state, &desired.hash, now))
+                .flatten()
+            {
                 let at = At {
                     namespace: meta.namespace(),
                     name: meta.name(),
                 };
                 let version = Precondition::Version(version);
-                self.write(desired, at, &version, &Entries::new()).await?;
+                let entries = self.held(at, &version, &kept).await?;
+                self.write(desired, at, &version, &entries).await?;
+                state = left;
             }
+            let ahead = state
+                .stamps()
+                .map(|(_, s)| s.expires_at)
+                .filter(|e| *e > now);
+            next = next.into_iter().chain(ahead).min();
         }
         Ok(next.map_or_else(Action::await_change, |n| {
             Action::requeue(schedule::until(now, n))

@@ -178,10 +178,10 @@ async fn remove_expired(
     at: At<'_>,
     due: &mut Due,
 ) -> Result<(), Error> {
-    let Some((entries, state)) = plan::unexpired(&due.state, &desired.hash, Utc::now()) else {
+    let Some((kept, state)) = plan::unexpired(&due.state, &desired.hash, Utc::now()) else {
         return Ok(());
     };
-    let written = entries_of(ctx, at, due, &entries).await?;
+    let written = ctx.secrets.held(at, &due.precondition, &kept).await?;
     let version = (ctx.secrets)
         .write(desired, at, &due.precondition, &written)
         .await?;
@@ -311,11 +311,7 @@ async fn entries_of(
             Entry::Fresh(_) => None,
         })
         .collect();
-    let mut written = if held.is_empty() {
-        Entries::new()
-    } else {
-        ctx.secrets.held(at, &due.precondition, &held).await?
-    };
+    let mut written = ctx.secrets.held(at, &due.precondition, &held).await?;
     for (source, entry) in entries {
         if let Entry::Fresh(token) = entry {
             written.insert(source.clone(), (*token).clone());
