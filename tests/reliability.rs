@@ -331,6 +331,12 @@ async fn survive(
     cp.start_again(binary).await.unwrap();
     let restart_took = restarting.elapsed();
     let rotated_in = all_rotated_since(&env, &at_return).await;
+    // Within one retry step of the return (`RETRY_BACKOFF_MAX` 5 s), plus the moment the API
+    // server needs to serve again (up to 2.6 s measured; 7 s allowed on a loaded machine).
+    assert!(
+        rotated_in <= Duration::from_secs(5 + 7),
+        "every Secret rotated {rotated_in:?} after the return, more than one retry step later"
+    );
     watcher.finish(watching).await;
     assert!(
         op.try_wait().unwrap().is_none(),
