@@ -248,10 +248,9 @@ pub fn step<'a>(
 }
 
 /// What a due Secret keeps while AWS has not answered once `now` is past some of its tokens'
-/// expiry (`onExpiry: RemoveAuth`), or while its spec cannot be acted on: the entries still
-/// valid and the state they make, or `None` when none has expired. Each entry leaves at its own
-/// expiry; a hung call can take the whole AWS operation timeout, and an expired token must not
-/// wait for it.
+/// expiry (`onExpiry: RemoveAuth`): the entries still valid and the state they make, or `None`
+/// when none has expired. Each entry leaves at its own expiry; a hung call can take the whole
+/// AWS operation timeout, and an expired token must not wait for it.
 pub fn unexpired(
     state: &SecretState,
     hash: &str,

@@ -17,7 +17,7 @@ use kube::{
 
 use tracing::debug;
 
-use super::plan::{Fetch, Observed, Precondition, unexpired};
+use super::plan::{Fetch, Observed, Precondition};
 use crate::{
     Error,
     aws::{
@@ -357,8 +357,12 @@ impl SecretIo {
     }
 
     /// While a spec cannot be acted on, its Secrets keep their tokens until those expire; an
-    /// expired token is worse than none, so `onExpiry` still applies then, to each entry at its
-    /// own expiry. Returns when to look again: at the earliest expiry still ahead.
+    /// expired token is worse than none, so `onExpiry` still applies then. Returns when to look
+    /// again: at the earliest expiry still ahead.
+    ///
+    /// The whole Secret is emptied at its first entry's expiry: a write is built from the spec,
+    /// and this spec is the one that cannot be acted on (its hosts may be what made it invalid),
+    /// so no still-valid entry is written under it.
     pub async fn expire(
         &self,
         desired: &Desired<'_>,
@@ -367,26 +371,20 @@ impl SecretIo {
     ) -> Result<Action, Error> {
         let mut next: Option<DateTime<Utc>> = None;
         for meta in owned {
-            let (mut state, version) = self.state_of(meta)?;
-            let remove = desired.settings.on_expiry == OnExpiry::RemoveAuth;
-            if let Some((kept, left)) = remove
-                .then(|| unexpired(&state, &desired.hash, now))
-                .flatten()
-            {
+            let (state, version) = self.state_of(meta)?;
+            let Some(expires) = state.expires_at else {
+                continue;
+            };
+            if expires > now {
+                next = Some(next.map_or(expires, |n| n.min(expires)));
+            } else if desired.settings.on_expiry == OnExpiry::RemoveAuth {
                 let at = At {
                     namespace: meta.namespace(),
                     name: meta.name(),
                 };
                 let version = Precondition::Version(version);
-                let entries = self.held(at, &version, &kept).await?;
-                self.write(desired, at, &version, &entries).await?;
-                state = left;
+                self.write(desired, at, &version, &Entries::new()).await?;
             }
-            let ahead = state
-                .stamps()
-                .map(|(_, s)| s.expires_at)
-                .filter(|e| *e > now);
-            next = next.into_iter().chain(ahead).min();
         }
         Ok(next.map_or_else(Action::await_change, |n| {
             Action::requeue(schedule::until(now, n))
