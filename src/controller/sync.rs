@@ -132,6 +132,10 @@ pub async fn sync<K: PullSecretKind>(
 /// expired token is worse than none: with `onExpiry: RemoveAuth`, a held token that expires
 /// before AWS answers leaves its Secret then, while the call goes on (given up, it would cost a
 /// second one).
+///
+/// Only Secrets written for this very spec are raced: what is left of one written for another
+/// (an edit that changed the identity, say) would be stamped with this spec's fingerprint and
+/// look complete and fresh. Those are decided once AWS answers, as any step.
 async fn fetch_in_time(
     ctx: &Reconciler<impl PullSecretKind>,
     desired: &Desired<'_>,
@@ -145,8 +149,12 @@ async fn fetch_in_time(
         return fetch.await;
     }
     tokio::pin!(fetch);
+    let this_spec = Some(desired.hash.as_str());
+    let mut racing: Vec<&mut (String, Due)> = (due.iter_mut())
+        .filter(|(_, d)| d.state.config_hash.as_deref() == this_spec)
+        .collect();
     loop {
-        let held = due.iter().flat_map(|(_, d)| d.state.stamps());
+        let held = racing.iter().flat_map(|(_, d)| d.state.stamps());
         let Some(expiry) = held.map(|(_, s)| s.expires_at).min() else {
             return fetch.await;
         };
@@ -156,18 +164,59 @@ async fn fetch_in_time(
             fetched = &mut fetch => return fetched,
             () = tokio::time::sleep((expiry - Utc::now()).to_std().unwrap_or_default()) => {}
         }
-        for (ns, d) in due.iter_mut() {
+        // A few at a time, the fetch polled meanwhile: it holds the identity's single flight,
+        // which every other resource of the identity waits on.
+        let (answer, failed) = {
+            let removals = remove_all_expired(ctx, desired, secret_name, &mut racing);
+            tokio::pin!(removals);
+            let mut answer = None;
+            let failed = loop {
+                tokio::select! {
+                    failed = &mut removals => break failed,
+                    fetched = &mut fetch, if answer.is_none() => answer = Some(fetched),
+                }
+            };
+            (answer, failed)
+        };
+        if let Some(fetched) = answer {
+            return fetched;
+        }
+        // A Secret that could not be written (changed meanwhile) is decided once AWS answers,
+        // on the Secret as it then is; the others go on being raced.
+        let mut index = 0..;
+        racing.retain(|_| index.next().is_some_and(|i| !failed.contains(&i)));
+    }
+}
+
+/// [`remove_expired`] for each of `racing`, [`WRITES_IN_FLIGHT`] at a time; the indices of those
+/// that could not be written.
+async fn remove_all_expired(
+    ctx: &Reconciler<impl PullSecretKind>,
+    desired: &Desired<'_>,
+    secret_name: &str,
+    racing: &mut [&mut (String, Due)],
+) -> Vec<usize> {
+    let mut failed = Vec::new();
+    for (c, chunk) in racing.chunks_mut(WRITES_IN_FLIGHT).enumerate() {
+        // Futures made in a loop, not by a closure: rustc proves them Send (see `write_due`).
+        let mut writes = Vec::with_capacity(chunk.len());
+        for (i, entry) in chunk.iter_mut().enumerate() {
+            let (ns, due) = &mut **entry;
             let at = At {
                 namespace: ns,
                 name: secret_name,
             };
-            if let Err(error) = remove_expired(ctx, desired, at, d).await {
-                // Decided again once AWS answers, on the Secret as it then is.
+            let index = c * WRITES_IN_FLIGHT + i;
+            writes.push(async move { (index, remove_expired(ctx, desired, at, due).await) });
+        }
+        for (index, removed) in futures::future::join_all(writes).await {
+            if let Err(error) = removed {
                 debug!(%error, "could not remove an expired token before AWS answered");
-                return fetch.await;
+                failed.push(index);
             }
         }
     }
+    failed
 }
 
 /// Removes the tokens of `due` that have expired (kept: the others), conditional on the Secret
